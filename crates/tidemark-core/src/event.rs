@@ -1594,6 +1594,28 @@ impl Entry {
         leaf_hash(&self.leaf_bytes())
     }
 
+    /// The leaf bytes built from an event's canonical bytes, without
+    /// re-encoding the event: the entry's keys sort as
+    /// `event < recorded_at < seq < sig`, so this is its canonical JSON.
+    pub fn leaf_bytes_from_parts(
+        canonical_event: &[u8],
+        seq: u64,
+        recorded_at: Timestamp,
+        sig: &Signature,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(canonical_event.len() + 160);
+        out.extend_from_slice(b"{\"event\":");
+        out.extend_from_slice(canonical_event);
+        out.extend_from_slice(b",\"recorded_at\":\"");
+        out.extend_from_slice(recorded_at.to_string().as_bytes());
+        out.extend_from_slice(b"\",\"seq\":");
+        out.extend_from_slice(seq.to_string().as_bytes());
+        out.extend_from_slice(b",\"sig\":\"");
+        out.extend_from_slice(sig.to_base64().as_bytes());
+        out.extend_from_slice(b"\"}");
+        out
+    }
+
     pub fn signed_event(&self) -> SignedEvent {
         SignedEvent {
             event: self.event.clone(),

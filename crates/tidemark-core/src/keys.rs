@@ -90,7 +90,12 @@ impl PublicKey {
         let arr: [u8; 32] = bytes
             .try_into()
             .map_err(|_| KeyError::PublicKey(format!("expected 32 bytes, got {}", bytes.len())))?;
-        VerifyingKey::from_bytes(&arr).map_err(|e| KeyError::PublicKey(e.to_string()))?;
+        let key = VerifyingKey::from_bytes(&arr).map_err(|e| KeyError::PublicKey(e.to_string()))?;
+        if key.is_weak() {
+            return Err(KeyError::PublicKey(
+                "a small-order (weak) key cannot be trusted".into(),
+            ));
+        }
         Ok(PublicKey(arr))
     }
 

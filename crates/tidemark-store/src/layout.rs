@@ -1,0 +1,107 @@
+//! Key layout of the single sled tree that holds a ledger.
+//!
+//! Everything lives in one tree under one-byte prefixes so that an append
+//! batch — entries, tree nodes, indexes, state and checkpoint — is one
+//! atomic `apply_batch` followed by one `flush` (sled batches are per tree).
+//! Integers are big-endian so that byte order is numeric order.
+
+use tidemark_core::{ActorId, EventId, Timestamp};
+
+/// `E ‖ first_seq` → bincode `Vec<Entry>` (a bundle of up to [`ENTRY_BUNDLE_MAX`] entries).
+pub const ENTRIES: u8 = b'E';
+/// `N ‖ level ‖ bundle` → up to 256 concatenated 32-byte hashes of complete subtrees.
+pub const NODES: u8 = b'N';
+/// `I ‖ id[0..6]` → bincode `Vec<IdRecord>` (ids bucketed by their UUIDv7 millisecond).
+pub const IDS: u8 = b'I';
+/// `K ‖ kind ‖ first_seq` → bincode `Vec<u64>`: seqs of that kind appended in one batch.
+pub const BY_KIND: u8 = b'K';
+/// `A ‖ actor ‖ first_seq` → bincode `Vec<u64>`: seqs signed by that actor in one batch.
+pub const BY_ACTOR: u8 = b'A';
+/// `T ‖ recorded_at ‖ first_seq` → empty: where each batch starts in time.
+pub const BY_TIME: u8 = b'T';
+/// `C ‖ size` → the signed checkpoint note at that tree size.
+pub const CHECKPOINTS: u8 = b'C';
+/// `S` → bincode [`crate::State`].
+pub const STATE: &[u8] = b"S";
+
+/// Most entries in one stored bundle: bounds the work of reading one entry.
+pub const ENTRY_BUNDLE_MAX: usize = 256;
+/// Hashes per node bundle.
+pub const NODE_BUNDLE_WIDTH: u64 = 256;
+
+pub fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn node_key(level: u32, bundle: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = NODES;
+    k[1] = level as u8;
+    k[2..].copy_from_slice(&bundle.to_be_bytes());
+    k
+}
+
+pub fn id_bucket_key(id: &EventId) -> [u8; 7] {
+    let mut k = [0u8; 7];
+    k[0] = IDS;
+    k[1..].copy_from_slice(&id.0[..6]);
+    k
+}
+
+pub fn kind_key(kind_index: u8, first_seq: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = BY_KIND;
+    k[1] = kind_index;
+    k[2..].copy_from_slice(&first_seq.to_be_bytes());
+    k
+}
+
+pub fn actor_key(actor: &ActorId, first_seq: u64) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[0] = BY_ACTOR;
+    k[1..17].copy_from_slice(&actor.0);
+    k[17..].copy_from_slice(&first_seq.to_be_bytes());
+    k
+}
+
+/// Timestamps sort as unsigned after flipping the sign bit.
+pub fn time_bytes(t: Timestamp) -> [u8; 8] {
+    ((t.as_micros() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn time_key(t: Timestamp, first_seq: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = BY_TIME;
+    k[1..9].copy_from_slice(&time_bytes(t));
+    k[9..].copy_from_slice(&first_seq.to_be_bytes());
+    k
+}
+
+pub fn seq_from_key_suffix(key: &[u8]) -> u64 {
+    let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("keys end in a u64");
+    u64::from_be_bytes(tail)
+}
+
+/// One event id as the idempotency index holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct IdRecord {
+    pub id: [u8; 16],
+    pub seq: u64,
+    /// blake3 of the canonical event: equal digests mean the same event.
+    pub digest: [u8; 32],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_keys_sort_numerically_across_the_epoch() {
+        let a = time_key(Timestamp::from_micros(-5), 9);
+        let b = time_key(Timestamp::from_micros(3), 1);
+        assert!(a < b);
+    }
+}
