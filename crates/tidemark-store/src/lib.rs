@@ -392,7 +392,9 @@ impl Ledger {
             .expect("origin was validated at genesis")
     }
 
-    /// Checks a batch without writing anything: the same checks `append` makes.
+    /// Checks events without writing anything: the checks `append` makes, in
+    /// order, as if all were one batch (no size limit: callers check large
+    /// inputs whole, then append them in batches).
     pub fn check(&self, events: Vec<SignedEvent>) -> Result<Vec<Appended>, StoreError> {
         let prepared = self.prepare(events)?;
         let size = self.size();
@@ -422,6 +424,16 @@ impl Ledger {
     ) -> Result<Vec<Appended>, StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
+        }
+        if events.len() > MAX_BATCH_EVENTS {
+            return Err(Self::refuse(
+                0,
+                None,
+                Refusal::BatchTooLarge {
+                    count: events.len(),
+                    max: MAX_BATCH_EVENTS,
+                },
+            ));
         }
         let prepared = self.prepare(events)?;
         self.commit(prepared, now)
@@ -485,14 +497,16 @@ impl Ledger {
                 continue;
             }
             let bucket_key = layout::id_bucket_key(&id);
-            if !id_buckets.contains_key(&bucket_key) {
-                let bucket = match self.tree.get(bucket_key)? {
-                    Some(bytes) => decode(&bytes, "event id index")?,
-                    None => Vec::new(),
-                };
-                id_buckets.insert(bucket_key, bucket);
-            }
-            if let Some(existing) = id_buckets[&bucket_key].iter().find(|r| r.id == id.0) {
+            let bucket = match id_buckets.entry(bucket_key) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(match self.tree.get(bucket_key)? {
+                        Some(bytes) => decode(&bytes, "event id index")?,
+                        None => Vec::new(),
+                    })
+                }
+            };
+            if let Some(existing) = bucket.iter().find(|r| r.id == id.0) {
                 if existing.digest != digests[i] {
                     return Err(Self::refuse(
                         i,

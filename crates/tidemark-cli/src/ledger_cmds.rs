@@ -1,0 +1,510 @@
+//! Ledger commands: init, append, log, verify, checkpoint, proof, schemas.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use tidemark_core::event::Event;
+use tidemark_core::{ActorId, Entry, Kind, SignedEvent, Timestamp};
+use tidemark_store::{Appended, EntryFilter, Genesis, Ledger, LedgerPaths, StoreError};
+
+use crate::Global;
+use crate::exit::{self, coded};
+use crate::util::{self, print_json};
+
+/// Events per append batch unless `--batch-size` says otherwise.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Checkpoint origin (the ledger key's name), e.g. backups.example.com/ledger.
+    /// Default: tidemark/<first 8 hex digits of the ledger key's id>.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Name of the first admin key.
+    #[arg(long, default_value = "admin")]
+    admin_name: String,
+    /// Where to write the first admin's private key (default: LEDGER/keys/admin.key).
+    #[arg(long)]
+    admin_key_out: Option<PathBuf>,
+}
+
+pub fn init(global: &Global, a: InitArgs) -> anyhow::Result<ExitCode> {
+    let paths = LedgerPaths::new(&global.ledger);
+    if paths.db.exists() || paths.ledger_key.exists() {
+        return Err(StoreError::AlreadyInitialised {
+            dir: global.ledger.clone(),
+        }
+        .into());
+    }
+    let admin_out = a
+        .admin_key_out
+        .unwrap_or_else(|| paths.keys.join("admin.key"));
+    let admin_pub = PathBuf::from(format!("{}.pub", admin_out.display()));
+    if admin_out.exists() || admin_pub.exists() {
+        return Err(coded(
+            exit::USAGE,
+            format!(
+                "{} already exists; refusing to overwrite a key",
+                admin_out.display()
+            ),
+        ));
+    }
+    let ledger_key = util::new_key("ledger");
+    let admin = util::new_key(&a.admin_name);
+    let origin = a
+        .origin
+        .unwrap_or_else(|| format!("tidemark/{}", &ledger_key.actor_id().to_string()[..8]));
+    if let Some(parent) = admin_out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    tidemark_store::write_secret_key_file(&admin_out, &admin)?;
+    std::fs::write(&admin_pub, admin.public_file().to_file_text())?;
+    let genesis = Genesis {
+        origin: &origin,
+        ledger_key,
+        admin_key: &admin,
+        id: util::new_event_id(),
+        now: util::now(),
+    };
+    let ledger = match Ledger::create(&global.ledger, genesis) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&admin_out);
+            let _ = std::fs::remove_file(&admin_pub);
+            return Err(e.into());
+        }
+    };
+    println!(
+        "initialised ledger {} (origin {origin})",
+        global.ledger.display()
+    );
+    println!("ledger verifier key: {}", ledger.note_verifier().to_vkey());
+    println!(
+        "admin key ({}, actor {}): {}",
+        a.admin_name,
+        admin.actor_id(),
+        admin_out.display()
+    );
+    println!("keep the admin key off this host once you have enrolled other keys with it");
+    Ok(exit::ok())
+}
+
+#[derive(Args)]
+pub struct AppendArgs {
+    /// NDJSON input file, or - for standard input.
+    #[arg(default_value = "-")]
+    input: String,
+    /// Key that signs unsigned drafts (lines without "sig").
+    #[arg(long)]
+    signer: Option<PathBuf>,
+    /// Events per atomic batch.
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    /// One JSON object per input event instead of plain sequence numbers.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses one NDJSON line: a signed event, or a draft completed and signed by `signer`.
+fn parse_line(
+    line: &str,
+    signer: Option<&tidemark_core::SecretKey>,
+) -> Result<SignedEvent, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
+    if value.get("sig").is_some() {
+        return SignedEvent::from_value(value).map_err(|e| e.to_string());
+    }
+    let key =
+        signer.ok_or("the event is unsigned (no \"sig\"): pass --signer KEY to sign drafts")?;
+    let event = Event::from_draft(value, key.actor_id(), util::new_event_id(), util::now())
+        .map_err(|e| e.to_string())?;
+    let signed = event.sign(key);
+    signed.check_size().map_err(|e| e.to_string())?;
+    Ok(signed)
+}
+
+pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
+    if a.batch_size == 0 || a.batch_size > tidemark_store::MAX_BATCH_EVENTS {
+        return Err(coded(
+            exit::USAGE,
+            format!(
+                "--batch-size must be 1..={}",
+                tidemark_store::MAX_BATCH_EVENTS
+            ),
+        ));
+    }
+    let signer = a.signer.as_deref().map(util::read_key).transpose()?;
+    let reader: Box<dyn std::io::BufRead> = if a.input == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(&a.input).with_context(|| format!("opening {}", a.input))?,
+        ))
+    };
+    let mut events = Vec::new();
+    let mut line_numbers = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.context("reading input")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.len() > 2 * tidemark_core::event::MAX_EVENT_BYTES {
+            return Err(coded(
+                exit::REFUSED,
+                format!(
+                    "line {}: {} bytes is beyond the event size limit; nothing was appended",
+                    n + 1,
+                    line.len()
+                ),
+            ));
+        }
+        let signed = parse_line(&line, signer.as_ref()).map_err(|e| {
+            coded(
+                exit::REFUSED,
+                format!("line {}: {e}; nothing was appended", n + 1),
+            )
+        })?;
+        events.push(signed);
+        line_numbers.push(n + 1);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut k = 0;
+    append_in_batches(global, events, a.batch_size, |appended| {
+        for ap in appended {
+            let line = line_numbers[k];
+            k += 1;
+            if a.json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"line": line, "seq": ap.seq, "duplicate": ap.duplicate})
+                )?;
+            } else if ap.duplicate {
+                writeln!(out, "{}\t(already recorded)", ap.seq)?;
+            } else {
+                writeln!(out, "{}", ap.seq)?;
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| match e.downcast::<StoreError>() {
+        Ok(StoreError::Refused(r)) => coded(
+            exit::REFUSED,
+            format!(
+                "line {}: {}; nothing was appended",
+                line_numbers.get(r.index).copied().unwrap_or(0),
+                r.reason
+            ),
+        ),
+        Ok(other) => other.into(),
+        Err(e) => e,
+    })?;
+    Ok(exit::ok())
+}
+
+/// Appends signed events to the ledger, all-or-nothing for the whole input:
+/// everything is checked first (ids, registry, signatures), then written in
+/// batches of `batch_size`, each durable before `on_batch` sees it.
+pub fn append_in_batches(
+    global: &Global,
+    events: Vec<SignedEvent>,
+    batch_size: usize,
+    mut on_batch: impl FnMut(&[Appended]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut ledger = util::open_ledger(&global.ledger)?;
+    if events.len() > batch_size {
+        ledger.check(events.clone())?;
+    }
+    let mut rest = events;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(batch_size));
+        let appended = ledger.append(rest, util::now())?;
+        on_batch(&appended)?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Appends one batch and returns its results.
+pub fn append_signed(global: &Global, events: Vec<SignedEvent>) -> anyhow::Result<Vec<Appended>> {
+    let mut all = Vec::new();
+    append_in_batches(global, events, tidemark_store::MAX_BATCH_EVENTS, |a| {
+        all.extend_from_slice(a);
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+#[derive(Args)]
+pub struct LogArgs {
+    /// Only these kinds (repeatable), e.g. --kind pg.wal_archived.
+    #[arg(long)]
+    kind: Vec<String>,
+    /// Only entries signed by this actor id.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Recorded at or after this time (RFC 3339).
+    #[arg(long, value_parser = util::parse_time)]
+    since: Option<Timestamp>,
+    /// Recorded at or before this time (RFC 3339).
+    #[arg(long, value_parser = util::parse_time)]
+    until: Option<Timestamp>,
+    /// From this sequence number (inclusive).
+    #[arg(long)]
+    from_seq: Option<u64>,
+    /// To this sequence number (inclusive).
+    #[arg(long)]
+    to_seq: Option<u64>,
+    /// At most this many entries.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// NDJSON: one entry (its canonical JSON, the Merkle leaf) per line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn summary(entry: &Entry) -> String {
+    let body = &entry.event.to_value()["body"];
+    let mut s = serde_json::to_string(body).unwrap_or_default();
+    if s.len() > 90 {
+        let mut cut = 87;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+pub fn log(global: &Global, a: LogArgs) -> anyhow::Result<ExitCode> {
+    let kinds = a
+        .kind
+        .iter()
+        .map(|k| {
+            Kind::from_name(k).ok_or_else(|| {
+                coded(
+                    exit::USAGE,
+                    format!("unknown kind {k:?}; kinds are listed in schemas/events/"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let actor = a
+        .actor
+        .as_deref()
+        .map(ActorId::parse)
+        .transpose()
+        .map_err(|e| coded(exit::USAGE, e.to_string()))?;
+    let ledger = util::open_ledger(&global.ledger)?;
+    let filter = EntryFilter {
+        kinds,
+        actor,
+        since: a.since,
+        until: a.until,
+        from_seq: a.from_seq,
+        to_seq: a.to_seq,
+        limit: a.limit,
+    };
+    let mut out = std::io::stdout().lock();
+    if !a.json {
+        writeln!(
+            out,
+            "{:>8}  {:<27}  {:<20}  {:<14}  BODY",
+            "SEQ", "RECORDED_AT", "KIND", "ACTOR"
+        )?;
+    }
+    let registry = ledger.registry().clone();
+    let mut io_error = None;
+    ledger.query(&filter, |e| {
+        let line = if a.json {
+            String::from_utf8(e.leaf_bytes()).expect("JSON is UTF-8")
+        } else {
+            let actor = registry.get(&e.event.actor).map_or_else(
+                || e.event.actor.to_string()[..12].to_owned(),
+                |k| k.name.to_string(),
+            );
+            format!(
+                "{:>8}  {:<27}  {:<20}  {:<14}  {}",
+                e.seq,
+                e.recorded_at.to_string(),
+                e.event.kind().name(),
+                actor,
+                summary(&e)
+            )
+        };
+        if let Err(err) = writeln!(out, "{line}") {
+            io_error.get_or_insert(err);
+        }
+        Ok(())
+    })?;
+    if let Some(e) = io_error {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+    }
+    Ok(exit::ok())
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn verify(global: &Global, a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let ledger = util::open_ledger(&global.ledger)?;
+    let show_progress = std::io::stderr().is_terminal() && !a.json;
+    let total = ledger.size();
+    let started = std::time::Instant::now();
+    let report = ledger.verify(&mut |done| {
+        if show_progress {
+            eprint!("\rverified {done}/{total} entries");
+        }
+    })?;
+    if show_progress {
+        eprintln!();
+    }
+    if a.json {
+        print_json(&report);
+    } else if let Some(f) = &report.failure {
+        match f.seq {
+            Some(seq) => println!("FAILED at entry {seq}: {}", f.reason),
+            None => println!("FAILED: {}", f.reason),
+        }
+        println!(
+            "entries before the failure verified: {}",
+            report.entries_checked
+        );
+    } else {
+        println!(
+            "ok: {} entries, {} checkpoints, root {} ({:.2}s)",
+            report.size,
+            report.checkpoints_checked,
+            report.root,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::from(if report.ok() {
+        exit::OK
+    } else {
+        exit::VERIFY_FAILED
+    }))
+}
+
+#[derive(Args)]
+pub struct CheckpointArgs {
+    /// The checkpoint signed at exactly this tree size.
+    #[arg(long)]
+    size: Option<u64>,
+}
+
+pub fn checkpoint(global: &Global, a: CheckpointArgs) -> anyhow::Result<ExitCode> {
+    let ledger = util::open_ledger(&global.ledger)?;
+    let note = match a.size {
+        None => ledger.latest_checkpoint()?.1,
+        Some(size) => ledger
+            .checkpoint_at(size)?
+            .ok_or_else(|| coded(exit::USAGE, format!("no checkpoint was signed at size {size} (one is signed after every append batch)")))?
+            .1,
+    };
+    print!("{note}");
+    Ok(exit::ok())
+}
+
+#[derive(Subcommand)]
+pub enum ProofCommand {
+    /// Inclusion proof of one entry (field names as the transparency-dev proof vectors).
+    Inclusion {
+        #[arg(long)]
+        seq: u64,
+        /// Tree size to prove into (default: the current size).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Consistency proof between two tree sizes.
+    Consistency {
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+fn b64_list(hashes: &[[u8; 32]]) -> Vec<String> {
+    hashes.iter().map(|h| B64.encode(h)).collect()
+}
+
+pub fn proof(global: &Global, c: ProofCommand) -> anyhow::Result<ExitCode> {
+    let ledger = util::open_ledger(&global.ledger)?;
+    let value = match c {
+        ProofCommand::Inclusion { seq, size } => {
+            let (size, proof, root) = ledger.inclusion_proof(seq, size)?;
+            json!({
+                "leafIdx": seq,
+                "treeSize": size,
+                "leafHash": B64.encode(ledger.leaf_hash(seq)?),
+                "proof": b64_list(&proof),
+                "root": B64.encode(root),
+                "checkpoint": ledger.checkpoint_at(size)?.map(|(_, n)| n),
+                "leaf": String::from_utf8(ledger.entry(seq)?.leaf_bytes()).expect("UTF-8"),
+            })
+        }
+        ProofCommand::Consistency { from, to } => {
+            let (to, proof, root1, root2) = ledger.consistency_proof(from, to)?;
+            json!({
+                "size1": from,
+                "size2": to,
+                "root1": B64.encode(root1),
+                "root2": B64.encode(root2),
+                "proof": b64_list(&proof),
+                "checkpoint1": ledger.checkpoint_at(from)?.map(|(_, n)| n),
+                "checkpoint2": ledger.checkpoint_at(to)?.map(|(_, n)| n),
+            })
+        }
+    };
+    print_json(&value);
+    Ok(exit::ok())
+}
+
+#[derive(Args)]
+pub struct SchemasArgs {
+    /// Directory to write into.
+    #[arg(long, default_value = "schemas")]
+    out: PathBuf,
+    /// Compare instead of writing; exit 1 when a schema differs.
+    #[arg(long)]
+    check: bool,
+}
+
+pub fn schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
+    let mut stale = Vec::new();
+    for (rel, text) in tidemark_core::schema::all_schemas() {
+        let path = a.out.join(&rel);
+        if a.check {
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(rel);
+            }
+        } else {
+            std::fs::create_dir_all(path.parent().expect("schema paths have parents"))?;
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    if !stale.is_empty() {
+        return Err(coded(
+            exit::FAILURE,
+            format!(
+                "schemas out of date: {}; run `tidemark schemas`",
+                stale.join(", ")
+            ),
+        ));
+    }
+    Ok(exit::ok())
+}

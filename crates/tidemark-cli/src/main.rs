@@ -1,0 +1,82 @@
+//! `tidemark`: the command-line tool over the ledger.
+//!
+//! A thin shell: argument parsing, files, the clock and the OS random
+//! generator live here; every rule lives in `tidemark-core` and every byte
+//! on disk goes through `tidemark-store`. Errors map to exit codes that
+//! scripts can use (see [`exit`]).
+
+mod bench;
+mod exit;
+mod keys;
+mod ledger_cmds;
+mod util;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// tidemark — a signed, tamper-evident ledger of backup lineage.
+#[derive(Parser)]
+#[command(name = "tidemark", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Ledger directory.
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_LEDGER",
+        default_value = "./tidemark-data"
+    )]
+    pub ledger: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new ledger: its key, a first admin key and the genesis entry.
+    Init(ledger_cmds::InitArgs),
+    /// Create, enrol, revoke and show keys.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
+    /// Append events read as NDJSON (signed, or unsigned drafts signed with --signer).
+    Append(ledger_cmds::AppendArgs),
+    /// List entries (filters use the ledger's indexes).
+    Log(ledger_cmds::LogArgs),
+    /// Verify every entry, signature, role rule, tree node and checkpoint.
+    Verify(ledger_cmds::VerifyArgs),
+    /// Print the latest signed checkpoint (or the one at --size).
+    Checkpoint(ledger_cmds::CheckpointArgs),
+    /// Print inclusion and consistency proofs.
+    #[command(subcommand)]
+    Proof(ledger_cmds::ProofCommand),
+    /// Write the JSON Schemas of every event kind and envelope.
+    Schemas(ledger_cmds::SchemasArgs),
+    /// Measure verification, ingest, full verify, proofs and reopen on this machine.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => ledger_cmds::init(&cli.global, a),
+        Command::Key(c) => keys::run(&cli.global, c),
+        Command::Append(a) => ledger_cmds::append(&cli.global, a),
+        Command::Log(a) => ledger_cmds::log(&cli.global, a),
+        Command::Verify(a) => ledger_cmds::verify(&cli.global, a),
+        Command::Checkpoint(a) => ledger_cmds::checkpoint(&cli.global, a),
+        Command::Proof(c) => ledger_cmds::proof(&cli.global, c),
+        Command::Schemas(a) => ledger_cmds::schemas(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => exit::report(&e),
+    }
+}

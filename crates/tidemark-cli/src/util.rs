@@ -1,0 +1,51 @@
+//! The shell's inputs from the outside world: clock, randomness, files.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use tidemark_core::{EventId, SecretKey, Timestamp};
+use tidemark_store::Ledger;
+
+/// The wall clock, read only here.
+pub fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    Timestamp::from_micros(d.as_micros() as i64)
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the OS random generator works");
+    b
+}
+
+pub fn new_event_id() -> EventId {
+    let ms = (now().as_micros() / 1000) as u64;
+    EventId::new_v7(ms, random_bytes())
+}
+
+pub fn new_key(name: &str) -> SecretKey {
+    SecretKey::from_seed(name, random_bytes())
+}
+
+pub fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
+    tidemark_store::read_secret_key_file(path).with_context(
+        || "reading the signer key (a file written by `tidemark key new` or `tidemark init`)",
+    )
+}
+
+pub fn open_ledger(dir: &Path) -> anyhow::Result<Ledger> {
+    Ok(Ledger::open(dir)?)
+}
+
+pub fn parse_time(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(s).map_err(|e| e.to_string())
+}
+
+pub fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output serialises")
+    );
+}
