@@ -45,20 +45,12 @@ fn agent_events(agent: &SecretKey, start: u64, n: u64) -> Vec<SignedEvent> {
                 "blake3": blake3::hash(&i.to_le_bytes()).to_hex().to_string(),
                 "sha256": blake3::hash(&(i + 1).to_le_bytes()).to_hex().to_string(),
                 "location": format!("/var/lib/pgbackrest/archive/main/{segment}")}});
-            let id = EventId::new_v7(
-                1_790_000_000_000 + i / 64,
-                (i as u128).to_le_bytes()[..10]
-                    .try_into()
-                    .expect("10 bytes"),
-            );
-            Event::from_draft(
-                draft,
-                agent.actor_id(),
-                id,
-                Timestamp::from_unix_seconds(1_790_000_000 + i as i64),
-            )
-            .expect("bench events are valid")
-            .sign(agent)
+            let mut random = [0u8; 10];
+            random[2..].copy_from_slice(&i.to_be_bytes());
+            let id = EventId::new_v7(1_790_000_000_000 + i / 64, random);
+            Event::from_draft(draft, agent.actor_id(), id, Timestamp::from_unix_seconds(1_790_000_000 + i as i64))
+                .expect("bench events are valid")
+                .sign(agent)
         })
         .collect()
 }
@@ -75,34 +67,42 @@ fn new_ledger(dir: &std::path::Path, s: &Setup) -> anyhow::Result<Ledger> {
         },
     )?;
     let draft = json!({"kind": "key.enrolled", "body": {"public_key": s.agent.public_key().to_base64(), "name": "agent", "roles": ["agent"]}});
-    let e = Event::from_draft(
-        draft,
-        s.admin.actor_id(),
-        EventId::new_v7(2, [0; 10]),
-        crate::util::now(),
-    )?
-    .sign(&s.admin);
+    let e =
+        Event::from_draft(draft, s.admin.actor_id(), EventId::new_v7(2, [0; 10]), crate::util::now())?.sign(&s.admin);
     l.append(vec![e], crate::util::now())?;
     Ok(l)
 }
 
-/// Appends `events` in batches of `batch`; returns events per second.
+/// Appends `events` in batches of `batch` through the pipelined library
+/// path (verification one batch ahead of the writer); returns events per second.
 fn ingest(l: &mut Ledger, events: Vec<SignedEvent>, batch: usize) -> anyhow::Result<f64> {
     let n = events.len();
+    let mut batches = Vec::with_capacity(n / batch + 1);
     let mut rest = events;
-    let started = Instant::now();
     while !rest.is_empty() {
         let tail = rest.split_off(rest.len().min(batch));
-        l.append(rest, crate::util::now())?;
+        batches.push(rest);
         rest = tail;
     }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    let started = Instant::now();
+    let mut failure = None;
+    l.append_stream(batches.into_iter(), &crate::util::now, |r| match r {
+        Ok(_) => true,
+        Err(e) => {
+            failure = Some(e);
+            false
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    Ok(n as f64 / secs)
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    let scratch = a.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id()))
-    });
+    let scratch =
+        a.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id())));
     std::fs::create_dir_all(&scratch)?;
     let result = run_in(&a, &scratch);
     let _ = std::fs::remove_dir_all(&scratch);
@@ -115,30 +115,20 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_in(a: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<String> {
-    let s = Setup {
-        admin: SecretKey::from_seed("admin", [1; 32]),
-        agent: SecretKey::from_seed("agent", [3; 32]),
-    };
+    let s = Setup { admin: SecretKey::from_seed("admin", [1; 32]), agent: SecretKey::from_seed("agent", [3; 32]) };
     let threads = rayon::current_num_threads();
     eprintln!("bench: {threads} threads, scratch {}", scratch.display());
 
     // 1. Raw batch verification (chunks of 256), one core and all cores.
     let sample = agent_events(&s.agent, 0, 51_200);
-    let msgs: Vec<Vec<u8>> = sample
-        .par_iter()
-        .map(|e| e.event.signing_message())
-        .collect();
+    let msgs: Vec<Vec<u8>> = sample.par_iter().map(|e| e.event.signing_message()).collect();
     let sigs: Vec<_> = sample.iter().map(|e| e.sig).collect();
     let keys: Vec<PublicKey> = vec![s.agent.public_key(); sample.len()];
     let verify_chunks = |parallel: bool| -> f64 {
         let started = Instant::now();
         let check = |(i, m): (usize, &[Vec<u8>])| {
             let refs: Vec<&[u8]> = m.iter().map(Vec::as_slice).collect();
-            assert!(verify_batch(
-                &refs,
-                &sigs[i * 256..i * 256 + m.len()],
-                &keys[i * 256..i * 256 + m.len()]
-            ));
+            assert!(verify_batch(&refs, &sigs[i * 256..i * 256 + m.len()], &keys[i * 256..i * 256 + m.len()]));
         };
         if parallel {
             msgs.par_chunks(256).enumerate().for_each(check);
@@ -159,11 +149,7 @@ fn run_in(a: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<String> {
         format!("{raw_one:.0} sig/s"),
         Some(raw_one / raw_all),
     ));
-    rows.push((
-        format!("ed25519 batch verify (256/batch), {threads} cores"),
-        format!("{raw_all:.0} sig/s"),
-        Some(1.0),
-    ));
+    rows.push((format!("ed25519 batch verify (256/batch), {threads} cores"), format!("{raw_all:.0} sig/s"), Some(1.0)));
     for (batch, n) in [(1usize, 2_000u64), (100, 50_000)] {
         let mut l = new_ledger(&scratch.join(format!("ingest-{batch}")), &s)?;
         let rate = ingest(&mut l, agent_events(&s.agent, 10_000_000, n), batch)?;
@@ -191,10 +177,7 @@ fn run_in(a: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<String> {
     }
     let rate = a.entries as f64 / ingest_secs;
     rows.push((
-        format!(
-            "durable ingest, batch 1000 ({} events, sustained)",
-            a.entries
-        ),
+        format!("durable ingest, batch 1000 ({} events, sustained)", a.entries),
         format!("{rate:.0} events/s"),
         Some(rate / raw_all),
     ));
@@ -203,11 +186,7 @@ fn run_in(a: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<String> {
     let started = Instant::now();
     let report = l.verify(&mut |_| {})?;
     let secs = started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        report.ok(),
-        "verify failed on the benchmark ledger: {:?}",
-        report.failure
-    );
+    anyhow::ensure!(report.ok(), "verify failed on the benchmark ledger: {:?}", report.failure);
     let rate = l.size() as f64 / secs;
     rows.push((
         format!("full verify ({} entries)", l.size()),
@@ -231,15 +210,8 @@ fn run_in(a: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<String> {
     }
     let per_proof_us = started.elapsed().as_secs_f64() * 1e6 / probes as f64;
     let (_, proof, r) = l.inclusion_proof(size / 3, None)?;
-    anyhow::ensure!(
-        r == root
-            && verify_inclusion(size / 3, size, &l.leaf_hash(size / 3)?, &proof, &root).is_ok()
-    );
-    rows.push((
-        format!("inclusion proof at {size} entries (mean of {probes})"),
-        format!("{per_proof_us:.1} µs"),
-        None,
-    ));
+    anyhow::ensure!(r == root && verify_inclusion(size / 3, size, &l.leaf_hash(size / 3)?, &proof, &root).is_ok());
+    rows.push((format!("inclusion proof at {size} entries (mean of {probes})"), format!("{per_proof_us:.1} µs"), None));
 
     // 6. Reopen.
     drop(l);
@@ -247,26 +219,13 @@ fn run_in(a: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<String> {
     let l = Ledger::open(&big_dir)?;
     let reopen_ms = started.elapsed().as_secs_f64() * 1e3;
     anyhow::ensure!(l.size() == size && l.root() == root);
-    rows.push((
-        format!("reopen at {size} entries"),
-        format!("{reopen_ms:.1} ms"),
-        None,
-    ));
+    rows.push((format!("reopen at {size} entries"), format!("{reopen_ms:.1} ms"), None));
     let disk: u64 = walk_size(&big_dir);
-    rows.push((
-        "ledger size on disk".into(),
-        format!("{:.0} MiB", disk as f64 / 1048576.0),
-        None,
-    ));
+    rows.push(("ledger size on disk".into(), format!("{:.0} MiB", disk as f64 / 1048576.0), None));
 
-    let mut table = String::from(
-        "| measurement | result | ratio to raw batch verify (all cores) |\n|---|---|---|\n",
-    );
+    let mut table = String::from("| measurement | result | ratio to raw batch verify (all cores) |\n|---|---|---|\n");
     for (what, result, ratio) in rows {
-        table.push_str(&format!(
-            "| {what} | {result} | {} |\n",
-            ratio.map_or("—".into(), |r| format!("{r:.2}"))
-        ));
+        table.push_str(&format!("| {what} | {result} | {} |\n", ratio.map_or("—".into(), |r| format!("{r:.2}"))));
     }
     Ok(table)
 }
@@ -277,11 +236,7 @@ fn walk_size(dir: &std::path::Path) -> u64 {
             rd.filter_map(Result::ok)
                 .map(|e| {
                     let p = e.path();
-                    if p.is_dir() {
-                        walk_size(&p)
-                    } else {
-                        e.metadata().map(|m| m.len()).unwrap_or(0)
-                    }
+                    if p.is_dir() { walk_size(&p) } else { e.metadata().map(|m| m.len()).unwrap_or(0) }
                 })
                 .sum()
         })

@@ -36,11 +36,7 @@ impl std::fmt::Display for Coded {
 impl std::error::Error for Coded {}
 
 pub fn coded(code: u8, message: impl Into<String>) -> anyhow::Error {
-    Coded {
-        code,
-        message: message.into(),
-    }
-    .into()
+    Coded { code, message: message.into() }.into()
 }
 
 fn code_of(e: &anyhow::Error) -> u8 {

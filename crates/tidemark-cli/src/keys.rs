@@ -107,13 +107,7 @@ fn new(a: NewArgs) -> anyhow::Result<ExitCode> {
     let pub_path = public_file_path(&a.out);
     for p in [&a.out, &pub_path] {
         if p.exists() {
-            return Err(coded(
-                exit::USAGE,
-                format!(
-                    "{} already exists; refusing to overwrite a key",
-                    p.display()
-                ),
-            ));
+            return Err(coded(exit::USAGE, format!("{} already exists; refusing to overwrite a key", p.display())));
         }
     }
     let key = util::new_key(&a.name);
@@ -131,10 +125,8 @@ fn new(a: NewArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn read_public(path: &Path) -> anyhow::Result<PublicKeyFile> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    PublicKeyFile::from_file_text(&text)
-        .map_err(|e| coded(exit::USAGE, format!("{}: {e}", path.display())))
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    PublicKeyFile::from_file_text(&text).map_err(|e| coded(exit::USAGE, format!("{}: {e}", path.display())))
 }
 
 fn enroll(global: &Global, a: EnrollArgs) -> anyhow::Result<ExitCode> {
@@ -150,11 +142,7 @@ fn enroll(global: &Global, a: EnrollArgs) -> anyhow::Result<ExitCode> {
     let name = a.name.unwrap_or(public.name.clone());
     let draft = json!({"kind": "key.enrolled", "body": {"public_key": public.public_key.to_base64(), "name": name, "roles": roles}});
     let seq = sign_and_append(global, &a.signer, draft)?;
-    println!(
-        "enrolled {} ({name}) as {} at entry {seq}",
-        public.actor,
-        a.roles.join(",")
-    );
+    println!("enrolled {} ({name}) as {} at entry {seq}", public.actor, a.roles.join(","));
     Ok(exit::ok())
 }
 
@@ -164,18 +152,13 @@ fn revoke(global: &Global, a: RevokeArgs) -> anyhow::Result<ExitCode> {
         (None, Some(p)) => read_public(p)?.actor,
         (None, None) => unreachable!("clap requires one of --key and --pub"),
     };
-    let draft =
-        json!({"kind": "key.revoked", "body": {"key": actor.to_string(), "reason": a.reason}});
+    let draft = json!({"kind": "key.revoked", "body": {"key": actor.to_string(), "reason": a.reason}});
     let seq = sign_and_append(global, &a.signer, draft)?;
     println!("revoked {actor} at entry {seq}; it may sign nothing from now on");
     Ok(exit::ok())
 }
 
-fn sign_and_append(
-    global: &Global,
-    signer: &Path,
-    draft: serde_json::Value,
-) -> anyhow::Result<u64> {
+fn sign_and_append(global: &Global, signer: &Path, draft: serde_json::Value) -> anyhow::Result<u64> {
     let key = util::read_key(signer)?;
     let event = Event::from_draft(draft, key.actor_id(), util::new_event_id(), util::now())
         .map_err(|e| coded(exit::REFUSED, e.to_string()))?;
@@ -190,14 +173,9 @@ fn list(global: &Global, a: ListArgs) -> anyhow::Result<ExitCode> {
         print_json(&keys);
         return Ok(exit::ok());
     }
-    println!(
-        "{:<32}  {:<20}  {:<24}  {:>8}  STATUS",
-        "ACTOR", "NAME", "ROLES", "ENROLLED"
-    );
+    println!("{:<32}  {:<20}  {:<24}  {:>8}  STATUS", "ACTOR", "NAME", "ROLES", "ENROLLED");
     for k in keys {
-        let status = k
-            .revoked_at_seq
-            .map_or("active".to_owned(), |s| format!("revoked at {s}"));
+        let status = k.revoked_at_seq.map_or("active".to_owned(), |s| format!("revoked at {s}"));
         println!(
             "{:<32}  {:<20}  {:<24}  {:>8}  {status}",
             k.actor.to_string(),

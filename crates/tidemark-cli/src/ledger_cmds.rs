@@ -37,42 +37,23 @@ pub struct InitArgs {
 pub fn init(global: &Global, a: InitArgs) -> anyhow::Result<ExitCode> {
     let paths = LedgerPaths::new(&global.ledger);
     if paths.db.exists() || paths.ledger_key.exists() {
-        return Err(StoreError::AlreadyInitialised {
-            dir: global.ledger.clone(),
-        }
-        .into());
+        return Err(StoreError::AlreadyInitialised { dir: global.ledger.clone() }.into());
     }
-    let admin_out = a
-        .admin_key_out
-        .unwrap_or_else(|| paths.keys.join("admin.key"));
+    let admin_out = a.admin_key_out.unwrap_or_else(|| paths.keys.join("admin.key"));
     let admin_pub = PathBuf::from(format!("{}.pub", admin_out.display()));
     if admin_out.exists() || admin_pub.exists() {
-        return Err(coded(
-            exit::USAGE,
-            format!(
-                "{} already exists; refusing to overwrite a key",
-                admin_out.display()
-            ),
-        ));
+        return Err(coded(exit::USAGE, format!("{} already exists; refusing to overwrite a key", admin_out.display())));
     }
     let ledger_key = util::new_key("ledger");
     let admin = util::new_key(&a.admin_name);
-    let origin = a
-        .origin
-        .unwrap_or_else(|| format!("tidemark/{}", &ledger_key.actor_id().to_string()[..8]));
+    let origin = a.origin.unwrap_or_else(|| format!("tidemark/{}", &ledger_key.actor_id().to_string()[..8]));
     if let Some(parent) = admin_out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     tidemark_store::write_secret_key_file(&admin_out, &admin)?;
     std::fs::write(&admin_pub, admin.public_file().to_file_text())?;
-    let genesis = Genesis {
-        origin: &origin,
-        ledger_key,
-        admin_key: &admin,
-        id: util::new_event_id(),
-        now: util::now(),
-    };
+    let genesis =
+        Genesis { origin: &origin, ledger_key, admin_key: &admin, id: util::new_event_id(), now: util::now() };
     let ledger = match Ledger::create(&global.ledger, genesis) {
         Ok(l) => l,
         Err(e) => {
@@ -81,17 +62,9 @@ pub fn init(global: &Global, a: InitArgs) -> anyhow::Result<ExitCode> {
             return Err(e.into());
         }
     };
-    println!(
-        "initialised ledger {} (origin {origin})",
-        global.ledger.display()
-    );
+    println!("initialised ledger {} (origin {origin})", global.ledger.display());
     println!("ledger verifier key: {}", ledger.note_verifier().to_vkey());
-    println!(
-        "admin key ({}, actor {}): {}",
-        a.admin_name,
-        admin.actor_id(),
-        admin_out.display()
-    );
+    println!("admin key ({}, actor {}): {}", a.admin_name, admin.actor_id(), admin_out.display());
     println!("keep the admin key off this host once you have enrolled other keys with it");
     Ok(exit::ok())
 }
@@ -113,18 +86,14 @@ pub struct AppendArgs {
 }
 
 /// Parses one NDJSON line: a signed event, or a draft completed and signed by `signer`.
-fn parse_line(
-    line: &str,
-    signer: Option<&tidemark_core::SecretKey>,
-) -> Result<SignedEvent, String> {
+fn parse_line(line: &str, signer: Option<&tidemark_core::SecretKey>) -> Result<SignedEvent, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
     if value.get("sig").is_some() {
         return SignedEvent::from_value(value).map_err(|e| e.to_string());
     }
-    let key =
-        signer.ok_or("the event is unsigned (no \"sig\"): pass --signer KEY to sign drafts")?;
-    let event = Event::from_draft(value, key.actor_id(), util::new_event_id(), util::now())
-        .map_err(|e| e.to_string())?;
+    let key = signer.ok_or("the event is unsigned (no \"sig\"): pass --signer KEY to sign drafts")?;
+    let event =
+        Event::from_draft(value, key.actor_id(), util::new_event_id(), util::now()).map_err(|e| e.to_string())?;
     let signed = event.sign(key);
     signed.check_size().map_err(|e| e.to_string())?;
     Ok(signed)
@@ -132,13 +101,7 @@ fn parse_line(
 
 pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
     if a.batch_size == 0 || a.batch_size > tidemark_store::MAX_BATCH_EVENTS {
-        return Err(coded(
-            exit::USAGE,
-            format!(
-                "--batch-size must be 1..={}",
-                tidemark_store::MAX_BATCH_EVENTS
-            ),
-        ));
+        return Err(coded(exit::USAGE, format!("--batch-size must be 1..={}", tidemark_store::MAX_BATCH_EVENTS)));
     }
     let signer = a.signer.as_deref().map(util::read_key).transpose()?;
     let reader: Box<dyn std::io::BufRead> = if a.input == "-" {
@@ -158,19 +121,11 @@ pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
         if line.len() > 2 * tidemark_core::event::MAX_EVENT_BYTES {
             return Err(coded(
                 exit::REFUSED,
-                format!(
-                    "line {}: {} bytes is beyond the event size limit; nothing was appended",
-                    n + 1,
-                    line.len()
-                ),
+                format!("line {}: {} bytes is beyond the event size limit; nothing was appended", n + 1, line.len()),
             ));
         }
-        let signed = parse_line(&line, signer.as_ref()).map_err(|e| {
-            coded(
-                exit::REFUSED,
-                format!("line {}: {e}; nothing was appended", n + 1),
-            )
-        })?;
+        let signed = parse_line(&line, signer.as_ref())
+            .map_err(|e| coded(exit::REFUSED, format!("line {}: {e}; nothing was appended", n + 1)))?;
         events.push(signed);
         line_numbers.push(n + 1);
     }
@@ -181,11 +136,7 @@ pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
             let line = line_numbers[k];
             k += 1;
             if a.json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"line": line, "seq": ap.seq, "duplicate": ap.duplicate})
-                )?;
+                writeln!(out, "{}", json!({"line": line, "seq": ap.seq, "duplicate": ap.duplicate}))?;
             } else if ap.duplicate {
                 writeln!(out, "{}\t(already recorded)", ap.seq)?;
             } else {
@@ -197,11 +148,7 @@ pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
     .map_err(|e| match e.downcast::<StoreError>() {
         Ok(StoreError::Refused(r)) => coded(
             exit::REFUSED,
-            format!(
-                "line {}: {}; nothing was appended",
-                line_numbers.get(r.index).copied().unwrap_or(0),
-                r.reason
-            ),
+            format!("line {}: {}; nothing was appended", line_numbers.get(r.index).copied().unwrap_or(0), r.reason),
         ),
         Ok(other) => other.into(),
         Err(e) => e,
@@ -219,15 +166,13 @@ pub fn append_in_batches(
     mut on_batch: impl FnMut(&[Appended]) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut ledger = util::open_ledger(&global.ledger)?;
-    if events.len() > batch_size {
-        ledger.check(events.clone())?;
-    }
-    let mut rest = events;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(batch_size));
-        let appended = ledger.append(rest, util::now())?;
+    let known = ledger.known_keys();
+    let digested = Ledger::digest(events, &|a| known.get(a).copied());
+    let batches =
+        if digested.len() > batch_size { ledger.check_and_split(digested, batch_size)? } else { vec![digested] };
+    for batch in batches {
+        let appended = ledger.append_digested(batch, util::now())?;
         on_batch(&appended)?;
-        rest = tail;
     }
     Ok(())
 }
@@ -289,20 +234,11 @@ pub fn log(global: &Global, a: LogArgs) -> anyhow::Result<ExitCode> {
         .kind
         .iter()
         .map(|k| {
-            Kind::from_name(k).ok_or_else(|| {
-                coded(
-                    exit::USAGE,
-                    format!("unknown kind {k:?}; kinds are listed in schemas/events/"),
-                )
-            })
+            Kind::from_name(k)
+                .ok_or_else(|| coded(exit::USAGE, format!("unknown kind {k:?}; kinds are listed in schemas/events/")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let actor = a
-        .actor
-        .as_deref()
-        .map(ActorId::parse)
-        .transpose()
-        .map_err(|e| coded(exit::USAGE, e.to_string()))?;
+    let actor = a.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| coded(exit::USAGE, e.to_string()))?;
     let ledger = util::open_ledger(&global.ledger)?;
     let filter = EntryFilter {
         kinds,
@@ -315,11 +251,7 @@ pub fn log(global: &Global, a: LogArgs) -> anyhow::Result<ExitCode> {
     };
     let mut out = std::io::stdout().lock();
     if !a.json {
-        writeln!(
-            out,
-            "{:>8}  {:<27}  {:<20}  {:<14}  BODY",
-            "SEQ", "RECORDED_AT", "KIND", "ACTOR"
-        )?;
+        writeln!(out, "{:>8}  {:<27}  {:<20}  {:<14}  BODY", "SEQ", "RECORDED_AT", "KIND", "ACTOR")?;
     }
     let registry = ledger.registry().clone();
     let mut io_error = None;
@@ -327,10 +259,9 @@ pub fn log(global: &Global, a: LogArgs) -> anyhow::Result<ExitCode> {
         let line = if a.json {
             String::from_utf8(e.leaf_bytes()).expect("JSON is UTF-8")
         } else {
-            let actor = registry.get(&e.event.actor).map_or_else(
-                || e.event.actor.to_string()[..12].to_owned(),
-                |k| k.name.to_string(),
-            );
+            let actor = registry
+                .get(&e.event.actor)
+                .map_or_else(|| e.event.actor.to_string()[..12].to_owned(), |k| k.name.to_string());
             format!(
                 "{:>8}  {:<27}  {:<20}  {:<14}  {}",
                 e.seq,
@@ -379,10 +310,7 @@ pub fn verify(global: &Global, a: VerifyArgs) -> anyhow::Result<ExitCode> {
             Some(seq) => println!("FAILED at entry {seq}: {}", f.reason),
             None => println!("FAILED: {}", f.reason),
         }
-        println!(
-            "entries before the failure verified: {}",
-            report.entries_checked
-        );
+        println!("entries before the failure verified: {}", report.entries_checked);
     } else {
         println!(
             "ok: {} entries, {} checkpoints, root {} ({:.2}s)",
@@ -392,11 +320,7 @@ pub fn verify(global: &Global, a: VerifyArgs) -> anyhow::Result<ExitCode> {
             started.elapsed().as_secs_f64()
         );
     }
-    Ok(ExitCode::from(if report.ok() {
-        exit::OK
-    } else {
-        exit::VERIFY_FAILED
-    }))
+    Ok(ExitCode::from(if report.ok() { exit::OK } else { exit::VERIFY_FAILED }))
 }
 
 #[derive(Args)]
@@ -410,10 +334,17 @@ pub fn checkpoint(global: &Global, a: CheckpointArgs) -> anyhow::Result<ExitCode
     let ledger = util::open_ledger(&global.ledger)?;
     let note = match a.size {
         None => ledger.latest_checkpoint()?.1,
-        Some(size) => ledger
-            .checkpoint_at(size)?
-            .ok_or_else(|| coded(exit::USAGE, format!("no checkpoint was signed at size {size} (one is signed after every append batch)")))?
-            .1,
+        Some(size) => {
+            ledger
+                .checkpoint_at(size)?
+                .ok_or_else(|| {
+                    coded(
+                        exit::USAGE,
+                        format!("no checkpoint was signed at size {size} (one is signed after every append batch)"),
+                    )
+                })?
+                .1
+        }
     };
     print!("{note}");
     Ok(exit::ok())
@@ -498,13 +429,7 @@ pub fn schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !stale.is_empty() {
-        return Err(coded(
-            exit::FAILURE,
-            format!(
-                "schemas out of date: {}; run `tidemark schemas`",
-                stale.join(", ")
-            ),
-        ));
+        return Err(coded(exit::FAILURE, format!("schemas out of date: {}; run `tidemark schemas`", stale.join(", "))));
     }
     Ok(exit::ok())
 }

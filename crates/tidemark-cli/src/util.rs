@@ -8,9 +8,7 @@ use tidemark_store::Ledger;
 
 /// The wall clock, read only here.
 pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
     Timestamp::from_micros(d.as_micros() as i64)
 }
 
@@ -30,9 +28,8 @@ pub fn new_key(name: &str) -> SecretKey {
 }
 
 pub fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
-    tidemark_store::read_secret_key_file(path).with_context(
-        || "reading the signer key (a file written by `tidemark key new` or `tidemark init`)",
-    )
+    tidemark_store::read_secret_key_file(path)
+        .with_context(|| "reading the signer key (a file written by `tidemark key new` or `tidemark init`)")
 }
 
 pub fn open_ledger(dir: &Path) -> anyhow::Result<Ledger> {
@@ -44,8 +41,5 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
 }
 
 pub fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("output serialises")
-    );
+    println!("{}", serde_json::to_string_pretty(value).expect("output serialises"));
 }

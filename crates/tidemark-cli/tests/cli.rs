@@ -22,15 +22,10 @@ fn agent_key(cli: &Cli) -> SecretKey {
 
 fn signed_line(key: &SecretKey, draft: &str, ms: u64) -> String {
     let v: Value = serde_json::from_str(draft).unwrap();
-    Event::from_draft(
-        v,
-        key.actor_id(),
-        EventId::new_v7(ms, [4; 10]),
-        Timestamp::from_unix_seconds(1_790_000_000),
-    )
-    .unwrap()
-    .sign(key)
-    .to_json_line()
+    Event::from_draft(v, key.actor_id(), EventId::new_v7(ms, [4; 10]), Timestamp::from_unix_seconds(1_790_000_000))
+        .unwrap()
+        .sign(key)
+        .to_json_line()
 }
 
 #[test]
@@ -39,38 +34,23 @@ fn init_creates_keys_with_0600_and_refuses_to_run_twice() {
     let out = cli.ok(&["init"]);
     assert!(out.contains("admin key"), "{out}");
     for f in ["keys/admin.key", "keys/ledger.key"] {
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(cli.ledger().join(f))
-                .unwrap()
-                .permissions(),
-        );
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(cli.ledger().join(f)).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
     let head = cli.tree_head();
     let admin_before = std::fs::read(cli.ledger().join("keys/admin.key")).unwrap();
     let again = cli.run(&["init"]);
     assert_eq!(again.code, 5, "{}", again.stderr);
-    assert!(
-        again.stderr.contains("already holds a ledger"),
-        "{}",
-        again.stderr
-    );
+    assert!(again.stderr.contains("already holds a ledger"), "{}", again.stderr);
     assert_eq!(cli.tree_head(), head);
-    assert_eq!(
-        std::fs::read(cli.ledger().join("keys/admin.key")).unwrap(),
-        admin_before
-    );
+    assert_eq!(std::fs::read(cli.ledger().join("keys/admin.key")).unwrap(), admin_before);
 }
 
 #[test]
 fn append_log_verify_checkpoint_and_proofs() {
     let cli = Cli::with_keys();
-    let input = format!(
-        "{}\n{}\n\n{}\n",
-        position("0/1"),
-        position("0/2"),
-        position("0/3")
-    );
+    let input = format!("{}\n{}\n\n{}\n", position("0/1"), position("0/2"), position("0/3"));
     let r = cli.run_with_input(&["append", "--signer", "agent.key"], &input);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout, "3\n4\n5\n");
@@ -93,8 +73,7 @@ fn append_log_verify_checkpoint_and_proofs() {
     assert_eq!((cp.origin.as_str(), cp.size), ("tidemark.test/cli", 6));
 
     // Inclusion proof: the leaf is the logged entry; the proof leads to the checkpoint's root.
-    let proof: Value =
-        serde_json::from_str(&cli.ok(&["proof", "inclusion", "--seq", "4"])).unwrap();
+    let proof: Value = serde_json::from_str(&cli.ok(&["proof", "inclusion", "--seq", "4"])).unwrap();
     let leaf_hash = tidemark_core::merkle::leaf_hash(proof["leaf"].as_str().unwrap().as_bytes());
     assert_eq!(B64.encode(leaf_hash), proof["leafHash"]);
     assert_eq!(proof["root"], B64.encode(cp.root));
@@ -106,9 +85,7 @@ fn append_log_verify_checkpoint_and_proofs() {
         .collect();
     tidemark_core::merkle::verify_inclusion(4, 6, &leaf_hash, &hashes, &cp.root).unwrap();
 
-    let c: Value =
-        serde_json::from_str(&cli.ok(&["proof", "consistency", "--from", "3", "--to", "6"]))
-            .unwrap();
+    let c: Value = serde_json::from_str(&cli.ok(&["proof", "consistency", "--from", "3", "--to", "6"])).unwrap();
     let hashes: Vec<[u8; 32]> = c["proof"]
         .as_array()
         .unwrap()
@@ -131,10 +108,7 @@ fn the_same_signed_event_twice_returns_the_first_sequence_number() {
     let second = cli.run_with_input(&["append", "--json"], &format!("{line}\n"));
     assert_eq!(second.code, 0);
     let v: Value = serde_json::from_str(second.stdout.trim()).unwrap();
-    assert_eq!(
-        (v["seq"].as_u64(), v["duplicate"].as_bool()),
-        (Some(3), Some(true))
-    );
+    assert_eq!((v["seq"].as_u64(), v["duplicate"].as_bool()), (Some(3), Some(true)));
     assert_eq!(cli.tree_head(), head);
 }
 
@@ -142,23 +116,10 @@ fn the_same_signed_event_twice_returns_the_first_sequence_number() {
 fn refused(cli: &Cli, args: &[&str], input: &str, needle: &str) {
     let head = cli.tree_head();
     let r = cli.run_with_input(args, input);
-    assert_eq!(
-        r.code, 3,
-        "expected a refusal for {needle:?}; stdout {} stderr {}",
-        r.stdout, r.stderr
-    );
-    assert!(
-        r.stderr.contains(needle),
-        "message should name {needle:?}: {}",
-        r.stderr
-    );
+    assert_eq!(r.code, 3, "expected a refusal for {needle:?}; stdout {} stderr {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains(needle), "message should name {needle:?}: {}", r.stderr);
     assert!(r.stdout.is_empty(), "nothing acknowledged: {}", r.stdout);
-    assert_eq!(
-        cli.tree_head(),
-        head,
-        "size and root unchanged after: {}",
-        r.stderr
-    );
+    assert_eq!(cli.tree_head(), head, "size and root unchanged after: {}", r.stderr);
 }
 
 #[test]
@@ -169,12 +130,7 @@ fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
     let signer = ["append", "--signer", "agent.key"];
 
     // A good first line proves the whole input is refused, not just the bad line.
-    refused(
-        &cli,
-        &signer,
-        &format!("{good}\n{{\"kind\": \"pg.position\", \n"),
-        "line 2: malformed JSON",
-    );
+    refused(&cli, &signer, &format!("{good}\n{{\"kind\": \"pg.position\", \n"), "line 2: malformed JSON");
     refused(
         &cli,
         &signer,
@@ -184,10 +140,7 @@ fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
     refused(
         &cli,
         &signer,
-        &format!(
-            "{}\n",
-            json!({"kind": "pg.position", "body": {"component": "pg:main", "lsn": "0/1", "timeline": 1}})
-        ),
+        &format!("{}\n", json!({"kind": "pg.position", "body": {"component": "pg:main", "lsn": "0/1", "timeline": 1}})),
         "missing field `observed_at`",
     );
     refused(
@@ -202,10 +155,7 @@ fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
     refused(
         &cli,
         &signer,
-        &format!(
-            "{}\n",
-            json!({"kind": "pg.position", "extra": 1, "body": {}})
-        ),
+        &format!("{}\n", json!({"kind": "pg.position", "extra": 1, "body": {}})),
         "unknown field `extra`",
     );
     let huge = json!({"kind": "artifact.verified", "body": {"artifact": "pg:main/wal/1", "method": "reread", "outcome": "ok", "detail": "x".repeat(70_000)}});
@@ -236,23 +186,9 @@ fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
     refused(&cli, &["append"], &format!("{conflicting}\n"), "conflict");
 
     let before_revocation = signed_line(&agent, &position("0/8"), 4);
-    cli.ok(&[
-        "key",
-        "revoke",
-        "--pub",
-        "agent.key.pub",
-        "--reason",
-        "rotated",
-        "--signer",
-        &admin_key(&cli),
-    ]);
+    cli.ok(&["key", "revoke", "--pub", "agent.key.pub", "--reason", "rotated", "--signer", &admin_key(&cli)]);
     refused(&cli, &signer, &format!("{good}\n"), "was revoked at entry");
-    refused(
-        &cli,
-        &["append"],
-        &format!("{before_revocation}\n"),
-        "was revoked at entry",
-    );
+    refused(&cli, &["append"], &format!("{before_revocation}\n"), "was revoked at entry");
 
     let verify = cli.run(&["verify"]);
     assert_eq!(verify.code, 0, "{}", verify.stdout);

@@ -22,8 +22,7 @@ pub enum CanonicalError {
 
 /// Serialises `value` to canonical JSON bytes.
 pub fn to_canonical_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
-    let value =
-        serde_json::to_value(value).map_err(|e| CanonicalError::Serialize(e.to_string()))?;
+    let value = serde_json::to_value(value).map_err(|e| CanonicalError::Serialize(e.to_string()))?;
     value_to_canonical_vec(&value)
 }
 
@@ -38,9 +37,7 @@ pub fn value_to_canonical_vec(value: &Value) -> Result<Vec<u8>, CanonicalError> 
 /// Refuses floats (and integers outside i64/u64) anywhere in `value`.
 pub fn check_integers_only(value: &Value, path: &mut String) -> Result<(), CanonicalError> {
     match value {
-        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
-            Err(CanonicalError::Float { path: path.clone() })
-        }
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Err(CanonicalError::Float { path: path.clone() }),
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
@@ -73,21 +70,13 @@ mod tests {
     fn keys_sorted_and_compact() {
         let v = json!({"b": 1, "a": {"z": [1, 2], "y": "é\n"}, "A": null});
         let bytes = value_to_canonical_vec(&v).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&bytes).unwrap(),
-            r#"{"A":null,"a":{"y":"é\n","z":[1,2]},"b":1}"#
-        );
+        assert_eq!(std::str::from_utf8(&bytes).unwrap(), r#"{"A":null,"a":{"y":"é\n","z":[1,2]},"b":1}"#);
     }
 
     #[test]
     fn floats_are_refused_with_their_path() {
         let v = json!({"a": [1, {"b": 1.5}]});
-        assert_eq!(
-            value_to_canonical_vec(&v).unwrap_err(),
-            CanonicalError::Float {
-                path: "$.a[1].b".into()
-            }
-        );
+        assert_eq!(value_to_canonical_vec(&v).unwrap_err(), CanonicalError::Float { path: "$.a[1].b".into() });
     }
 
     #[test]

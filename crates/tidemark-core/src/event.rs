@@ -57,9 +57,7 @@ impl Role {
             "agent" => Ok(Role::Agent),
             "operator" => Ok(Role::Operator),
             "auditor" => Ok(Role::Auditor),
-            _ => Err(format!(
-                "unknown role {s:?}: expected admin, agent, operator or auditor"
-            )),
+            _ => Err(format!("unknown role {s:?}: expected admin, agent, operator or auditor")),
         }
     }
 
@@ -97,10 +95,7 @@ impl Category {
 
 fn text(field: &str, s: &str) -> Result<(), String> {
     if s.len() > MAX_TEXT_BYTES {
-        return Err(format!(
-            "{field} is {} bytes; the maximum is {MAX_TEXT_BYTES}",
-            s.len()
-        ));
+        return Err(format!("{field} is {} bytes; the maximum is {MAX_TEXT_BYTES}", s.len()));
     }
     if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(format!("{field} contains control characters"));
@@ -117,24 +112,16 @@ fn non_empty(field: &str, s: &str) -> Result<(), String> {
 
 fn list<T>(field: &str, items: &[T]) -> Result<(), String> {
     if items.len() > MAX_LIST_ITEMS {
-        return Err(format!(
-            "{field} has {} items; the maximum is {MAX_LIST_ITEMS}",
-            items.len()
-        ));
+        return Err(format!("{field} has {} items; the maximum is {MAX_LIST_ITEMS}", items.len()));
     }
     Ok(())
 }
 
 fn wal_segment_name(s: &str) -> Result<(), String> {
-    if s.len() == 24
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-    {
+    if s.len() == 24 && s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
         Ok(())
     } else {
-        Err(format!(
-            "segment {s:?} is not a WAL segment name (24 uppercase hex digits)"
-        ))
+        Err(format!("segment {s:?} is not a WAL segment name (24 uppercase hex digits)"))
     }
 }
 
@@ -146,17 +133,7 @@ pub trait Validate {
 // ---------------------------------------------------------------- identity
 
 /// The first entry of every ledger: who the ledger is and its first admin.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerGenesis {
     /// Checkpoint origin and signed-note key name of the ledger key.
@@ -173,10 +150,7 @@ impl Validate for LedgerGenesis {
             || self.origin.chars().any(char::is_whitespace)
             || self.origin.len() > 256
         {
-            return Err(format!(
-                "origin {:?} must be 1 to 256 bytes with no white space or '+'",
-                self.origin
-            ));
+            return Err(format!("origin {:?} must be 1 to 256 bytes with no white space or '+'", self.origin));
         }
         if self.ledger_public_key == self.admin_public_key {
             return Err("the ledger key and the admin key must differ".into());
@@ -185,17 +159,7 @@ impl Validate for LedgerGenesis {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEnrolled {
     pub public_key: PublicKey,
@@ -212,25 +176,13 @@ impl Validate for KeyEnrolled {
         sorted.sort();
         sorted.dedup();
         if sorted != self.roles {
-            return Err(
-                "roles must be sorted (admin, agent, operator, auditor) without repeats".into(),
-            );
+            return Err("roles must be sorted (admin, agent, operator, auditor) without repeats".into());
         }
         Ok(())
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRevoked {
     /// The actor id of the revoked key.
@@ -246,17 +198,7 @@ impl Validate for KeyRevoked {
 
 // ---------------------------------------------------------------- topology
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentRegistered {
     pub component: ComponentId,
@@ -271,34 +213,14 @@ pub struct ComponentRegistered {
     pub snapshot: Option<SnapshotStoreIdentity>,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresqlIdentity {
     pub system_identifier: String,
     pub wal_segment_size_bytes: u64,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct S3Identity {
     pub endpoint: String,
@@ -306,17 +228,7 @@ pub struct S3Identity {
     pub region: String,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotStoreIdentity {
     pub store: String,
@@ -328,9 +240,7 @@ impl Validate for ComponentRegistered {
         let prefix = self.component.as_str().split(':').next().unwrap_or("");
         match (prefix, &self.postgresql, &self.s3, &self.snapshot) {
             ("pg", Some(pg), None, None) => {
-                if pg.system_identifier.is_empty()
-                    || !pg.system_identifier.bytes().all(|b| b.is_ascii_digit())
-                {
+                if pg.system_identifier.is_empty() || !pg.system_identifier.bytes().all(|b| b.is_ascii_digit()) {
                     return Err("postgresql.system_identifier must be decimal digits".into());
                 }
                 let size = pg.wal_segment_size_bytes;
@@ -356,17 +266,7 @@ impl Validate for ComponentRegistered {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct GroupDefined {
     pub group: Name,
@@ -392,17 +292,7 @@ impl Validate for GroupDefined {
 
 // ---------------------------------------------------------------- PostgreSQL
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct PgBaseBackup {
     pub component: ComponentId,
@@ -435,10 +325,7 @@ impl Validate for PgBaseBackup {
             return Err("timeline starts at 1".into());
         }
         if self.stop_lsn < self.start_lsn {
-            return Err(format!(
-                "stop_lsn {} is before start_lsn {}",
-                self.stop_lsn, self.start_lsn
-            ));
+            return Err(format!("stop_lsn {} is before start_lsn {}", self.stop_lsn, self.start_lsn));
         }
         if self.stop_time < self.start_time {
             return Err("stop_time is before start_time".into());
@@ -447,17 +334,7 @@ impl Validate for PgBaseBackup {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct PgWalArchived {
     pub component: ComponentId,
@@ -473,26 +350,13 @@ impl Validate for PgWalArchived {
     fn validate(&self) -> Result<(), String> {
         wal_segment_name(&self.segment)?;
         if u32::from_str_radix(&self.segment[..8], 16).ok() != Some(self.timeline) {
-            return Err(format!(
-                "segment {} does not belong to timeline {}",
-                self.segment, self.timeline
-            ));
+            return Err(format!("segment {} does not belong to timeline {}", self.segment, self.timeline));
         }
         non_empty("location", &self.location)
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct PgTimelineHistory {
     pub component: ComponentId,
@@ -512,17 +376,7 @@ impl Validate for PgTimelineHistory {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct PgPosition {
     pub component: ComponentId,
@@ -534,25 +388,11 @@ pub struct PgPosition {
 
 impl Validate for PgPosition {
     fn validate(&self) -> Result<(), String> {
-        if self.timeline == 0 {
-            Err("timeline starts at 1".into())
-        } else {
-            Ok(())
-        }
+        if self.timeline == 0 { Err("timeline starts at 1".into()) } else { Ok(()) }
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct PgRestorePoint {
     pub component: ComponentId,
@@ -568,28 +408,13 @@ impl Validate for PgRestorePoint {
         if self.name.len() > 63 {
             return Err("name is longer than PostgreSQL's 63-byte restore point name".into());
         }
-        if self.timeline == 0 {
-            Err("timeline starts at 1".into())
-        } else {
-            Ok(())
-        }
+        if self.timeline == 0 { Err("timeline starts at 1".into()) } else { Ok(()) }
     }
 }
 
 // ---------------------------------------------------------------- S3
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum VersioningStatus {
     Unversioned,
@@ -597,17 +422,7 @@ pub enum VersioningStatus {
     Suspended,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct S3Versioning {
     pub component: ComponentId,
@@ -621,17 +436,7 @@ impl Validate for S3Versioning {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct S3ObjectVersion {
     pub component: ComponentId,
@@ -667,17 +472,7 @@ impl Validate for S3ObjectVersion {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct S3ScanComplete {
     pub component: ComponentId,
@@ -697,17 +492,7 @@ impl Validate for S3ScanComplete {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct S3VersionMissing {
     pub component: ComponentId,
@@ -725,17 +510,7 @@ impl Validate for S3VersionMissing {
 
 // ---------------------------------------------------------------- snapshots
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotTaken {
     pub component: ComponentId,
@@ -759,17 +534,7 @@ impl Validate for SnapshotTaken {
 // ---------------------------------------------------------------- consistency
 
 /// One component's part of a marker: what pins it at the marked moment.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct MarkerPart {
     pub component: ComponentId,
@@ -791,11 +556,7 @@ fn marker_parts(parts: &[MarkerPart]) -> Result<(), String> {
         return Err("a marker needs at least one component".into());
     }
     for p in parts {
-        let pinned = [
-            p.pg_lsn.is_some(),
-            p.s3_watermark.is_some(),
-            p.snapshot_id.is_some(),
-        ];
+        let pinned = [p.pg_lsn.is_some(), p.s3_watermark.is_some(), p.snapshot_id.is_some()];
         if pinned.iter().filter(|x| **x).count() != 1 {
             return Err(format!(
                 "component {} must be pinned by exactly one of pg_lsn, s3_watermark, snapshot_id",
@@ -803,26 +564,13 @@ fn marker_parts(parts: &[MarkerPart]) -> Result<(), String> {
             ));
         }
         if p.pg_lsn.is_some() != p.pg_timeline.is_some() {
-            return Err(format!(
-                "component {}: pg_lsn and pg_timeline go together",
-                p.component
-            ));
+            return Err(format!("component {}: pg_lsn and pg_timeline go together", p.component));
         }
     }
     Ok(())
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct MarkerQuiesced {
     pub group: Name,
@@ -841,17 +589,7 @@ impl Validate for MarkerQuiesced {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct MarkerPoint {
     pub group: Name,
@@ -868,18 +606,7 @@ impl Validate for MarkerPoint {
 
 // ---------------------------------------------------------------- lifecycle
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum VerifyOutcome {
     Ok,
@@ -887,17 +614,7 @@ pub enum VerifyOutcome {
     Corrupt,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactVerified {
     pub artifact: ArtifactRef,
@@ -916,17 +633,7 @@ impl Validate for ArtifactVerified {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactCopied {
     pub artifact: ArtifactRef,
@@ -941,35 +648,14 @@ impl Validate for ArtifactCopied {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum RetentionMode {
     Governance,
     Compliance,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactRetention {
     pub artifact: ArtifactRef,
@@ -983,35 +669,14 @@ impl Validate for ArtifactRetention {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldStatus {
     Set,
     Released,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactLegalHold {
     pub artifact: ArtifactRef,
@@ -1025,17 +690,7 @@ impl Validate for ArtifactLegalHold {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactDeleted {
     pub artifact: ArtifactRef,
@@ -1048,18 +703,7 @@ impl Validate for ArtifactDeleted {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
@@ -1067,17 +711,7 @@ pub enum Outcome {
     Partial,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentOutcome {
     pub component: ComponentId,
@@ -1086,17 +720,7 @@ pub struct ComponentOutcome {
     pub detail: Option<String>,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct RestorePerformed {
     /// A group name or a component id.
@@ -1124,17 +748,7 @@ impl Validate for RestorePerformed {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct DrillCheck {
     pub command: String,
@@ -1142,35 +756,14 @@ pub struct DrillCheck {
     pub passed: bool,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum DrillResult {
     Passed,
     Failed,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    bincode::Encode,
-    bincode::Decode,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct DrillCompleted {
     pub group: Name,
@@ -1288,10 +881,7 @@ pub enum EventError {
     #[error("{what} must be a JSON object")]
     NotAnObject { what: &'static str },
     #[error("missing field `{field}` in {what}")]
-    MissingField {
-        what: &'static str,
-        field: &'static str,
-    },
+    MissingField { what: &'static str, field: &'static str },
     #[error("unknown field `{field}` in {what}")]
     UnknownField { what: &'static str, field: String },
     #[error("unsupported schema version {0}: this build reads v{SCHEMA_VERSION}")]
@@ -1338,33 +928,18 @@ fn check_fields(
     required: &[&'static str],
     optional: &[&'static str],
 ) -> Result<(), EventError> {
-    if let Some(extra) = map
-        .keys()
-        .find(|k| !required.contains(&k.as_str()) && !optional.contains(&k.as_str()))
-    {
-        return Err(EventError::UnknownField {
-            what,
-            field: extra.clone(),
-        });
+    if let Some(extra) = map.keys().find(|k| !required.contains(&k.as_str()) && !optional.contains(&k.as_str())) {
+        return Err(EventError::UnknownField { what, field: extra.clone() });
     }
     if let Some(missing) = required.iter().find(|f| !map.contains_key(**f)) {
-        return Err(EventError::MissingField {
-            what,
-            field: missing,
-        });
+        return Err(EventError::MissingField { what, field: missing });
     }
     Ok(())
 }
 
-fn header<T: serde::de::DeserializeOwned>(
-    map: &mut Map<String, Value>,
-    field: &'static str,
-) -> Result<T, EventError> {
+fn header<T: serde::de::DeserializeOwned>(map: &mut Map<String, Value>, field: &'static str) -> Result<T, EventError> {
     let v = map.remove(field).unwrap_or(Value::Null);
-    serde_json::from_value(v).map_err(|e| EventError::BadHeader {
-        field,
-        detail: e.to_string(),
-    })
+    serde_json::from_value(v).map_err(|e| EventError::BadHeader { field, detail: e.to_string() })
 }
 
 impl Event {
@@ -1378,10 +953,7 @@ impl Event {
         map.insert("v".into(), Value::from(SCHEMA_VERSION));
         map.insert("id".into(), Value::String(self.id.to_string()));
         map.insert("kind".into(), Value::String(self.kind().name().into()));
-        map.insert(
-            "occurred_at".into(),
-            Value::String(self.occurred_at.to_string()),
-        );
+        map.insert("occurred_at".into(), Value::String(self.occurred_at.to_string()));
         map.insert("actor".into(), Value::String(self.actor.to_string()));
         map.insert("body".into(), self.body.to_value());
         Value::Object(map)
@@ -1421,19 +993,9 @@ impl Event {
     /// Completes an unsigned draft — `kind` and `body`, with `v`, `id`,
     /// `occurred_at` and `actor` optional — into an event of `actor`.
     /// Missing ids and times come from the caller (randomness and time are inputs).
-    pub fn from_draft(
-        value: Value,
-        actor: ActorId,
-        id: EventId,
-        now: Timestamp,
-    ) -> Result<Event, EventError> {
+    pub fn from_draft(value: Value, actor: ActorId, id: EventId, now: Timestamp) -> Result<Event, EventError> {
         let mut map = take_object(value, "event")?;
-        check_fields(
-            &map,
-            "event",
-            &["kind", "body"],
-            &["v", "id", "occurred_at", "actor"],
-        )?;
+        check_fields(&map, "event", &["kind", "body"], &["v", "id", "occurred_at", "actor"])?;
         if let Some(given) = map.get("actor") {
             if given.as_str() != Some(actor.to_string().as_str()) {
                 return Err(EventError::BadHeader {
@@ -1473,35 +1035,18 @@ impl Event {
         let actor: ActorId = header(map, "actor")?;
         let body_value = map.remove("body").unwrap_or(Value::Null);
         if !body_value.is_object() {
-            return Err(EventError::BadBody {
-                kind: kind.name(),
-                detail: "body must be a JSON object".into(),
-            });
+            return Err(EventError::BadBody { kind: kind.name(), detail: "body must be a JSON object".into() });
         }
         check_integers_only(&body_value, &mut String::from("$.body"))?;
-        let body = EventBody::from_value(kind, body_value).map_err(|e| EventError::BadBody {
-            kind: kind.name(),
-            detail: e.to_string(),
-        })?;
-        body.validate().map_err(|detail| EventError::BadBody {
-            kind: kind.name(),
-            detail,
-        })?;
-        Ok(Event {
-            id,
-            occurred_at,
-            actor,
-            body,
-        })
+        let body = EventBody::from_value(kind, body_value)
+            .map_err(|e| EventError::BadBody { kind: kind.name(), detail: e.to_string() })?;
+        body.validate().map_err(|detail| EventError::BadBody { kind: kind.name(), detail })?;
+        Ok(Event { id, occurred_at, actor, body })
     }
 
     /// Signs this event with `key`. The event's actor must be the key's actor id.
     pub fn sign(self, key: &SecretKey) -> SignedEvent {
-        assert_eq!(
-            self.actor,
-            key.actor_id(),
-            "callers build events with the signer's actor id"
-        );
+        assert_eq!(self.actor, key.actor_id(), "callers build events with the signer's actor id");
         let sig = key.sign(&self.signing_message());
         SignedEvent { event: self, sig }
     }
@@ -1523,8 +1068,7 @@ impl SignedEvent {
     }
 
     pub fn to_json_line(&self) -> String {
-        String::from_utf8(value_to_canonical_vec(&self.to_value()).expect("no floats"))
-            .expect("JSON is UTF-8")
+        String::from_utf8(value_to_canonical_vec(&self.to_value()).expect("no floats")).expect("JSON is UTF-8")
     }
 
     /// Parses `{"event":{...},"sig":"..."}` strictly and enforces [`MAX_EVENT_BYTES`].
@@ -1542,23 +1086,16 @@ impl SignedEvent {
     pub fn check_size(&self) -> Result<(), EventError> {
         let bytes = self.to_json_line().len();
         if bytes > MAX_EVENT_BYTES {
-            return Err(EventError::TooLarge {
-                bytes,
-                max: MAX_EVENT_BYTES,
-            });
+            return Err(EventError::TooLarge { bytes, max: MAX_EVENT_BYTES });
         }
         Ok(())
     }
 
     pub fn from_json(text: &str) -> Result<SignedEvent, EventError> {
         if text.len() > 2 * MAX_EVENT_BYTES {
-            return Err(EventError::TooLarge {
-                bytes: text.len(),
-                max: MAX_EVENT_BYTES,
-            });
+            return Err(EventError::TooLarge { bytes: text.len(), max: MAX_EVENT_BYTES });
         }
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| EventError::MalformedJson(e.to_string()))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| EventError::MalformedJson(e.to_string()))?;
         SignedEvent::from_value(value)
     }
 }
@@ -1576,10 +1113,7 @@ impl Entry {
     pub fn to_value(&self) -> Value {
         let mut map = Map::new();
         map.insert("seq".into(), Value::from(self.seq));
-        map.insert(
-            "recorded_at".into(),
-            Value::String(self.recorded_at.to_string()),
-        );
+        map.insert("recorded_at".into(), Value::String(self.recorded_at.to_string()));
         map.insert("event".into(), self.event.to_value());
         map.insert("sig".into(), Value::String(self.sig.to_base64()));
         Value::Object(map)
@@ -1597,12 +1131,7 @@ impl Entry {
     /// The leaf bytes built from an event's canonical bytes, without
     /// re-encoding the event: the entry's keys sort as
     /// `event < recorded_at < seq < sig`, so this is its canonical JSON.
-    pub fn leaf_bytes_from_parts(
-        canonical_event: &[u8],
-        seq: u64,
-        recorded_at: Timestamp,
-        sig: &Signature,
-    ) -> Vec<u8> {
+    pub fn leaf_bytes_from_parts(canonical_event: &[u8], seq: u64, recorded_at: Timestamp, sig: &Signature) -> Vec<u8> {
         let mut out = Vec::with_capacity(canonical_event.len() + 160);
         out.extend_from_slice(b"{\"event\":");
         out.extend_from_slice(canonical_event);
@@ -1617,10 +1146,7 @@ impl Entry {
     }
 
     pub fn signed_event(&self) -> SignedEvent {
-        SignedEvent {
-            event: self.event.clone(),
-            sig: self.sig,
-        }
+        SignedEvent { event: self.event.clone(), sig: self.sig }
     }
 
     /// Parses an entry's JSON (as exported) strictly.
@@ -1631,12 +1157,7 @@ impl Entry {
         let recorded_at: Timestamp = header(&mut map, "recorded_at")?;
         let sig: Signature = header(&mut map, "sig")?;
         let event = Event::from_value(map.remove("event").unwrap_or(Value::Null))?;
-        Ok(Entry {
-            seq,
-            recorded_at,
-            event,
-            sig,
-        })
+        Ok(Entry { seq, recorded_at, event, sig })
     }
 }
 
@@ -1657,13 +1178,8 @@ mod tests {
     }
 
     fn event() -> Event {
-        Event::from_draft(
-            wal_draft(),
-            key().actor_id(),
-            EventId::new_v7(1, [1; 10]),
-            Timestamp::from_micros(5),
-        )
-        .unwrap()
+        Event::from_draft(wal_draft(), key().actor_id(), EventId::new_v7(1, [1; 10]), Timestamp::from_micros(5))
+            .unwrap()
     }
 
     #[test]
@@ -1673,10 +1189,7 @@ mod tests {
         let back = SignedEvent::from_json(&line).unwrap();
         assert_eq!(back, signed);
         assert_eq!(back.to_json_line(), line);
-        assert!(
-            line.starts_with(r#"{"event":{"actor":""#),
-            "keys sorted: {line}"
-        );
+        assert!(line.starts_with(r#"{"event":{"actor":""#), "keys sorted: {line}");
     }
 
     #[test]
@@ -1686,11 +1199,7 @@ mod tests {
         expected.extend_from_slice(&e.canonical_bytes());
         assert_eq!(e.signing_message(), expected);
         let signed = e.sign(&key());
-        assert!(
-            key()
-                .public_key()
-                .verify(&signed.event.signing_message(), &signed.sig)
-        );
+        assert!(key().public_key().verify(&signed.event.signing_message(), &signed.sig));
     }
 
     fn refuse(mutate: impl FnOnce(&mut Value)) -> EventError {
@@ -1721,58 +1230,30 @@ mod tests {
             }),
             EventError::MissingField { field: "actor", .. }
         ));
-        assert!(matches!(
-            refuse(|v| v["event"]["v"] = json!(2)),
-            EventError::UnsupportedVersion(_)
-        ));
+        assert!(matches!(refuse(|v| v["event"]["v"] = json!(2)), EventError::UnsupportedVersion(_)));
         assert!(matches!(
             refuse(|v| v["event"]["body"]["size_bytes"] = json!(1.5)),
             EventError::NonCanonical(m) if m.contains("$.body.size_bytes") && m.contains("integers only")
         ));
-        assert!(matches!(
-            refuse(|v| v["event"]["body"]["segment"] = json!("xyz")),
-            EventError::BadBody { .. }
-        ));
-        assert!(matches!(
-            refuse(|v| v["sig"] = json!("AAAA")),
-            EventError::BadHeader { field: "sig", .. }
-        ));
+        assert!(matches!(refuse(|v| v["event"]["body"]["segment"] = json!("xyz")), EventError::BadBody { .. }));
+        assert!(matches!(refuse(|v| v["sig"] = json!("AAAA")), EventError::BadHeader { field: "sig", .. }));
         assert!(matches!(
             refuse(|v| v["event"]["body"]["location"] = json!("x".repeat(MAX_EVENT_BYTES))),
             EventError::BadBody { .. } | EventError::TooLarge { .. }
         ));
-        assert!(matches!(
-            SignedEvent::from_json("{not json"),
-            Err(EventError::MalformedJson(_))
-        ));
+        assert!(matches!(SignedEvent::from_json("{not json"), Err(EventError::MalformedJson(_))));
     }
 
     #[test]
     fn explicit_null_for_optional_field_is_not_canonical() {
         let mut draft = json!({"kind": "artifact.verified", "body": {"artifact": "pg:main/wal/1", "method": "reread", "outcome": "ok"}});
-        let e = Event::from_draft(
-            draft.clone(),
-            key().actor_id(),
-            EventId::new_v7(1, [1; 10]),
-            Timestamp::EPOCH,
-        )
-        .unwrap();
+        let e =
+            Event::from_draft(draft.clone(), key().actor_id(), EventId::new_v7(1, [1; 10]), Timestamp::EPOCH).unwrap();
         let mut v = e.sign(&key()).to_value();
         v["event"]["body"]["detail"] = Value::Null;
-        assert!(matches!(
-            SignedEvent::from_value(v),
-            Err(EventError::NonCanonical(_))
-        ));
+        assert!(matches!(SignedEvent::from_value(v), Err(EventError::NonCanonical(_))));
         draft["body"]["outcome"] = json!("maybe");
-        assert!(
-            Event::from_draft(
-                draft,
-                key().actor_id(),
-                EventId::new_v7(1, [1; 10]),
-                Timestamp::EPOCH
-            )
-            .is_err()
-        );
+        assert!(Event::from_draft(draft, key().actor_id(), EventId::new_v7(1, [1; 10]), Timestamp::EPOCH).is_err());
     }
 
     #[test]
@@ -1801,20 +1282,12 @@ mod tests {
     #[test]
     fn entry_leaf_is_canonical_entry_json() {
         let signed = event().sign(&key());
-        let entry = Entry {
-            seq: 7,
-            recorded_at: Timestamp::from_micros(9),
-            event: signed.event,
-            sig: signed.sig,
-        };
+        let entry = Entry { seq: 7, recorded_at: Timestamp::from_micros(9), event: signed.event, sig: signed.sig };
         let leaf = String::from_utf8(entry.leaf_bytes()).unwrap();
         assert!(
             leaf.starts_with(r#"{"event":{"#)
                 && leaf.contains(r#""recorded_at":"1970-01-01T00:00:00.000009Z","seq":7,"sig":""#)
         );
-        assert_eq!(
-            Entry::from_value(serde_json::from_str(&leaf).unwrap()).unwrap(),
-            entry
-        );
+        assert_eq!(Entry::from_value(serde_json::from_str(&leaf).unwrap()).unwrap(), entry);
     }
 }

@@ -75,11 +75,7 @@ impl<'de> Deserialize<'de> for ActorId {
     }
 }
 
-crate::string_schema!(
-    ActorId,
-    "^[0-9a-f]{32}$",
-    "first 16 bytes of blake3(public key), hex"
-);
+crate::string_schema!(ActorId, "^[0-9a-f]{32}$", "first 16 bytes of blake3(public key), hex");
 
 /// An Ed25519 public key (32 bytes; base64 in JSON).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, bincode::Encode, bincode::Decode)]
@@ -87,22 +83,17 @@ pub struct PublicKey(pub [u8; 32]);
 
 impl PublicKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<PublicKey, KeyError> {
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| KeyError::PublicKey(format!("expected 32 bytes, got {}", bytes.len())))?;
+        let arr: [u8; 32] =
+            bytes.try_into().map_err(|_| KeyError::PublicKey(format!("expected 32 bytes, got {}", bytes.len())))?;
         let key = VerifyingKey::from_bytes(&arr).map_err(|e| KeyError::PublicKey(e.to_string()))?;
         if key.is_weak() {
-            return Err(KeyError::PublicKey(
-                "a small-order (weak) key cannot be trusted".into(),
-            ));
+            return Err(KeyError::PublicKey("a small-order (weak) key cannot be trusted".into()));
         }
         Ok(PublicKey(arr))
     }
 
     pub fn from_base64(s: &str) -> Result<PublicKey, KeyError> {
-        let bytes = B64
-            .decode(s)
-            .map_err(|e| KeyError::PublicKey(format!("not base64: {e}")))?;
+        let bytes = B64.decode(s).map_err(|e| KeyError::PublicKey(format!("not base64: {e}")))?;
         PublicKey::from_bytes(&bytes)
     }
 
@@ -145,11 +136,7 @@ impl<'de> Deserialize<'de> for PublicKey {
     }
 }
 
-crate::string_schema!(
-    PublicKey,
-    "^[A-Za-z0-9+/]{43}=$",
-    "Ed25519 public key, 32 bytes, standard base64"
-);
+crate::string_schema!(PublicKey, "^[A-Za-z0-9+/]{43}=$", "Ed25519 public key, 32 bytes, standard base64");
 
 /// An Ed25519 signature (64 bytes; base64 in JSON).
 #[derive(Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
@@ -157,9 +144,7 @@ pub struct Signature(pub [u8; 64]);
 
 impl Signature {
     pub fn from_base64(s: &str) -> Result<Signature, KeyError> {
-        let bytes = B64
-            .decode(s)
-            .map_err(|e| KeyError::Signature(format!("not base64: {e}")))?;
+        let bytes = B64.decode(s).map_err(|e| KeyError::Signature(format!("not base64: {e}")))?;
         let arr: [u8; 64] = bytes
             .as_slice()
             .try_into()
@@ -191,11 +176,7 @@ impl<'de> Deserialize<'de> for Signature {
     }
 }
 
-crate::string_schema!(
-    Signature,
-    "^[A-Za-z0-9+/]{86}==$",
-    "Ed25519 signature, 64 bytes, standard base64"
-);
+crate::string_schema!(Signature, "^[A-Za-z0-9+/]{86}==$", "Ed25519 signature, 64 bytes, standard base64");
 
 /// A private signing key with the human name it was created under.
 pub struct SecretKey {
@@ -235,10 +216,7 @@ const PUBLIC_KEY_FILE_TYPE: &str = "tidemark-public-key-v1";
 impl SecretKey {
     /// Builds a key from 32 bytes of seed the caller drew from a CSPRNG.
     pub fn from_seed(name: &str, seed: [u8; 32]) -> SecretKey {
-        SecretKey {
-            name: name.to_owned(),
-            signing: SigningKey::from_bytes(&seed),
-        }
+        SecretKey { name: name.to_owned(), signing: SigningKey::from_bytes(&seed) }
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -278,10 +256,7 @@ impl SecretKey {
         let file: SecretKeyFile = serde_json::from_str(text)
             .map_err(|e| KeyError::KeyFile(format!("not a tidemark secret key file: {e}")))?;
         if file.r#type != SECRET_KEY_FILE_TYPE {
-            return Err(KeyError::KeyFile(format!(
-                "type is {:?}, expected {SECRET_KEY_FILE_TYPE:?}",
-                file.r#type
-            )));
+            return Err(KeyError::KeyFile(format!("type is {:?}, expected {SECRET_KEY_FILE_TYPE:?}", file.r#type)));
         }
         let seed: [u8; 32] = B64
             .decode(&file.secret_key)
@@ -290,9 +265,7 @@ impl SecretKey {
             .ok_or_else(|| KeyError::KeyFile("secret_key must be 32 bytes of base64".into()))?;
         let key = SecretKey::from_seed(&file.name, seed);
         if key.public_key() != file.public_key || key.actor_id() != file.actor {
-            return Err(KeyError::KeyFile(
-                "public_key or actor does not match secret_key: the file is damaged".into(),
-            ));
+            return Err(KeyError::KeyFile("public_key or actor does not match secret_key: the file is damaged".into()));
         }
         Ok(key)
     }
@@ -307,15 +280,10 @@ impl PublicKeyFile {
         let file: PublicKeyFile = serde_json::from_str(text)
             .map_err(|e| KeyError::KeyFile(format!("not a tidemark public key file: {e}")))?;
         if file.r#type != PUBLIC_KEY_FILE_TYPE {
-            return Err(KeyError::KeyFile(format!(
-                "type is {:?}, expected {PUBLIC_KEY_FILE_TYPE:?}",
-                file.r#type
-            )));
+            return Err(KeyError::KeyFile(format!("type is {:?}, expected {PUBLIC_KEY_FILE_TYPE:?}", file.r#type)));
         }
         if file.public_key.actor_id() != file.actor {
-            return Err(KeyError::KeyFile(
-                "actor does not match public_key: the file is damaged".into(),
-            ));
+            return Err(KeyError::KeyFile("actor does not match public_key: the file is damaged".into()));
         }
         Ok(file)
     }
@@ -339,10 +307,8 @@ pub fn verify_batch(messages: &[&[u8]], signatures: &[Signature], keys: &[Public
     if messages.is_empty() {
         return true;
     }
-    let sigs: Vec<ed25519_dalek::Signature> = signatures
-        .iter()
-        .map(|s| ed25519_dalek::Signature::from_bytes(&s.0))
-        .collect();
+    let sigs: Vec<ed25519_dalek::Signature> =
+        signatures.iter().map(|s| ed25519_dalek::Signature::from_bytes(&s.0)).collect();
     let vks: Vec<VerifyingKey> = keys.iter().map(PublicKey::verifying_key).collect();
     // Batch verification accepts what single strict verification might refuse
     // (small-order keys are refused at enrolment; see PublicKey::from_bytes) so
@@ -362,14 +328,8 @@ mod tests {
     fn actor_id_is_blake3_prefix() {
         let k = key(1);
         let pk = k.public_key();
-        assert_eq!(
-            k.actor_id().to_string(),
-            hex::encode(&blake3::hash(&pk.0).as_bytes()[..16])
-        );
-        assert_eq!(
-            ActorId::parse(&k.actor_id().to_string()).unwrap(),
-            k.actor_id()
-        );
+        assert_eq!(k.actor_id().to_string(), hex::encode(&blake3::hash(&pk.0).as_bytes()[..16]));
+        assert_eq!(ActorId::parse(&k.actor_id().to_string()).unwrap(), k.actor_id());
         assert!(ActorId::parse(&k.actor_id().to_string().to_uppercase()).is_err());
     }
 
@@ -388,9 +348,7 @@ mod tests {
     #[test]
     fn batch_and_single_verification_agree() {
         let keys: Vec<SecretKey> = (1..=5).map(key).collect();
-        let msgs: Vec<Vec<u8>> = (0..5)
-            .map(|i| event_signing_message(format!("{{\"n\":{i}}}").as_bytes()))
-            .collect();
+        let msgs: Vec<Vec<u8>> = (0..5).map(|i| event_signing_message(format!("{{\"n\":{i}}}").as_bytes())).collect();
         let sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
         let pks: Vec<PublicKey> = keys.iter().map(SecretKey::public_key).collect();
         let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();

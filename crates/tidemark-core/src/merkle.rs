@@ -28,10 +28,7 @@ pub enum ProofError {
     #[error("empty consistency proof")]
     EmptyProof,
     #[error("calculated root {calculated} does not match expected root {expected}")]
-    RootMismatch {
-        calculated: String,
-        expected: String,
-    },
+    RootMismatch { calculated: String, expected: String },
     #[error("proof hash {index} is not 32 bytes")]
     BadHashLength { index: usize },
 }
@@ -68,10 +65,7 @@ pub fn root_from_leaf_hashes(leaves: &[Hash]) -> Hash {
         1 => leaves[0],
         n => {
             let k = split_point(n as u64) as usize;
-            node_hash(
-                &root_from_leaf_hashes(&leaves[..k]),
-                &root_from_leaf_hashes(&leaves[k..]),
-            )
+            node_hash(&root_from_leaf_hashes(&leaves[..k]), &root_from_leaf_hashes(&leaves[k..]))
         }
     }
 }
@@ -91,9 +85,7 @@ impl SubtreeHashes for InMemoryLeaves<'_> {
     type Error = std::convert::Infallible;
     fn subtree_hash(&self, level: u32, index: u64) -> Result<Hash, Self::Error> {
         let start = (index << level) as usize;
-        Ok(root_from_leaf_hashes(
-            &self.0[start..start + (1usize << level)],
-        ))
+        Ok(root_from_leaf_hashes(&self.0[start..start + (1usize << level)]))
     }
 }
 
@@ -119,20 +111,10 @@ pub fn root_at<S: SubtreeHashes>(source: &S, size: u64) -> Result<Hash, S::Error
 }
 
 /// RFC 6962 PATH(index, D[0:size]), ordered leaf-to-root.
-pub fn inclusion_proof<S: SubtreeHashes>(
-    source: &S,
-    index: u64,
-    size: u64,
-) -> Result<Vec<Hash>, S::Error> {
+pub fn inclusion_proof<S: SubtreeHashes>(source: &S, index: u64, size: u64) -> Result<Vec<Hash>, S::Error> {
     assert!(index < size, "callers check index < size");
     let mut proof = Vec::new();
-    fn path<S: SubtreeHashes>(
-        s: &S,
-        m: u64,
-        start: u64,
-        end: u64,
-        out: &mut Vec<Hash>,
-    ) -> Result<(), S::Error> {
+    fn path<S: SubtreeHashes>(s: &S, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) -> Result<(), S::Error> {
         let n = end - start;
         if n == 1 {
             return Ok(());
@@ -152,11 +134,7 @@ pub fn inclusion_proof<S: SubtreeHashes>(
 }
 
 /// RFC 6962 PROOF(size1, D[0:size2]).
-pub fn consistency_proof<S: SubtreeHashes>(
-    source: &S,
-    size1: u64,
-    size2: u64,
-) -> Result<Vec<Hash>, S::Error> {
+pub fn consistency_proof<S: SubtreeHashes>(source: &S, size1: u64, size2: u64) -> Result<Vec<Hash>, S::Error> {
     assert!(size1 <= size2, "callers check size1 <= size2");
     let mut proof = Vec::new();
     if size1 == 0 || size1 == size2 {
@@ -203,11 +181,7 @@ fn decompose_inclusion(index: u64, size: u64) -> (usize, usize) {
 
 fn chain_inner(mut seed: Hash, proof: &[Hash], index: u64) -> Hash {
     for (i, h) in proof.iter().enumerate() {
-        seed = if (index >> i) & 1 == 0 {
-            node_hash(&seed, h)
-        } else {
-            node_hash(h, &seed)
-        };
+        seed = if (index >> i) & 1 == 0 { node_hash(&seed, h) } else { node_hash(h, &seed) };
     }
     seed
 }
@@ -232,29 +206,18 @@ fn check_match(calculated: &[u8], expected: &[u8]) -> Result<(), ProofError> {
     if calculated == expected {
         Ok(())
     } else {
-        Err(ProofError::RootMismatch {
-            calculated: hex::encode(calculated),
-            expected: hex::encode(expected),
-        })
+        Err(ProofError::RootMismatch { calculated: hex::encode(calculated), expected: hex::encode(expected) })
     }
 }
 
 /// Root implied by an inclusion proof for `leaf_hash` at `index` in a tree of `size`.
-pub fn root_from_inclusion_proof(
-    index: u64,
-    size: u64,
-    leaf_hash: &Hash,
-    proof: &[Hash],
-) -> Result<Hash, ProofError> {
+pub fn root_from_inclusion_proof(index: u64, size: u64, leaf_hash: &Hash, proof: &[Hash]) -> Result<Hash, ProofError> {
     if index >= size {
         return Err(ProofError::IndexBeyondSize { index, size });
     }
     let (inner, border) = decompose_inclusion(index, size);
     if proof.len() != inner + border {
-        return Err(ProofError::WrongLength {
-            got: proof.len(),
-            want: inner + border,
-        });
+        return Err(ProofError::WrongLength { got: proof.len(), want: inner + border });
     }
     let res = chain_inner(*leaf_hash, &proof[..inner], index);
     Ok(chain_border_right(res, &proof[inner..]))
@@ -269,10 +232,7 @@ pub fn verify_inclusion(
     proof: &[Hash],
     root: &[u8],
 ) -> Result<(), ProofError> {
-    check_match(
-        &root_from_inclusion_proof(index, size, leaf_hash, proof)?,
-        root,
-    )
+    check_match(&root_from_inclusion_proof(index, size, leaf_hash, proof)?, root)
 }
 
 pub fn verify_consistency(
@@ -310,17 +270,11 @@ pub fn verify_consistency(
         (proof[0], 1)
     };
     if proof.len() != start + inner + border {
-        return Err(ProofError::WrongLength {
-            got: proof.len(),
-            want: start + inner + border,
-        });
+        return Err(ProofError::WrongLength { got: proof.len(), want: start + inner + border });
     }
     let proof = &proof[start..];
     let mask = (size1 - 1) >> shift;
-    let hash1 = chain_border_right(
-        chain_inner_right(seed, &proof[..inner], mask),
-        &proof[inner..],
-    );
+    let hash1 = chain_border_right(chain_inner_right(seed, &proof[..inner], mask), &proof[inner..]);
     check_match(&hash1, root1)?;
     let hash2 = chain_border_right(chain_inner(seed, &proof[..inner], mask), &proof[inner..]);
     check_match(&hash2, root2)
@@ -353,11 +307,7 @@ impl Frontier {
     /// and every larger subtree it completes.
     pub fn push(&mut self, leaf: Hash, completed: &mut Vec<CompletedNode>) {
         let index = self.size;
-        completed.push(CompletedNode {
-            level: 0,
-            index,
-            hash: leaf,
-        });
+        completed.push(CompletedNode { level: 0, index, hash: leaf });
         let mut level = 0u32;
         let mut hash = leaf;
         while let Some(&(top_level, top_hash)) = self.nodes.last() {
@@ -367,11 +317,7 @@ impl Frontier {
             self.nodes.pop();
             hash = node_hash(&top_hash, &hash);
             level += 1;
-            completed.push(CompletedNode {
-                level,
-                index: index >> level,
-                hash,
-            });
+            completed.push(CompletedNode { level, index: index >> level, hash });
         }
         self.nodes.push((level, hash));
         self.size += 1;
@@ -395,21 +341,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<Hash> {
-        (0..n)
-            .map(|i| leaf_hash(format!("leaf {i}").as_bytes()))
-            .collect()
+        (0..n).map(|i| leaf_hash(format!("leaf {i}").as_bytes())).collect()
     }
 
     #[test]
     fn known_answers() {
-        assert_eq!(
-            hex::encode(empty_root()),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(
-            hex::encode(leaf_hash(b"")),
-            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
-        );
+        assert_eq!(hex::encode(empty_root()), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(hex::encode(leaf_hash(b"")), "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d");
     }
 
     #[test]
@@ -423,10 +361,7 @@ mod tests {
         }
         let source = InMemoryLeaves(&l);
         for node in &done {
-            assert_eq!(
-                node.hash,
-                source.subtree_hash(node.level, node.index).unwrap()
-            );
+            assert_eq!(node.hash, source.subtree_hash(node.level, node.index).unwrap());
         }
         // 70 leaves complete 70 + 35 + 17 + 8 + 4 + 2 + 1 subtrees.
         assert_eq!(done.len(), 70 + 35 + 17 + 8 + 4 + 2 + 1);

@@ -16,30 +16,17 @@ use crate::types::Name;
 pub enum AuthError {
     #[error("unknown key {actor}: enrol it with `tidemark key enroll` (signed by an admin) first")]
     UnknownKey { actor: ActorId },
-    #[error(
-        "key {actor} ({name}) was revoked at entry {revoked_at_seq}; it may sign nothing after that"
-    )]
-    RevokedKey {
-        actor: ActorId,
-        name: String,
-        revoked_at_seq: u64,
-    },
+    #[error("key {actor} ({name}) was revoked at entry {revoked_at_seq}; it may sign nothing after that")]
+    RevokedKey { actor: ActorId, name: String, revoked_at_seq: u64 },
     #[error("key {actor} ({name}) has roles [{roles}], none of which may append {kind}")]
-    RoleMayNotAppend {
-        actor: ActorId,
-        name: String,
-        roles: String,
-        kind: &'static str,
-    },
+    RoleMayNotAppend { actor: ActorId, name: String, roles: String, kind: &'static str },
     #[error("the first entry must be ledger.genesis signed by its admin key")]
     GenesisFirst,
     #[error("the ledger already has its genesis; ledger.genesis is only valid as entry 0")]
     GenesisAgain,
     #[error("ledger.genesis must be signed by the admin key it names")]
     GenesisSigner,
-    #[error(
-        "key {actor} is already enrolled (as {name}); revoke it and enrol a new key to change roles"
-    )]
+    #[error("key {actor} is already enrolled (as {name}); revoke it and enrol a new key to change roles")]
     AlreadyEnrolled { actor: ActorId, name: String },
     #[error("cannot revoke {actor}: {reason}")]
     CannotRevoke { actor: ActorId, reason: String },
@@ -58,11 +45,7 @@ pub struct KeyRecord {
 
 impl KeyRecord {
     pub fn roles_text(&self) -> String {
-        self.roles
-            .iter()
-            .map(|r| r.name())
-            .collect::<Vec<_>>()
-            .join(",")
+        self.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -114,16 +97,9 @@ impl Registry {
         if seq == 0 {
             return Err(AuthError::GenesisFirst);
         }
-        let signer = self
-            .keys
-            .get(&event.actor)
-            .ok_or(AuthError::UnknownKey { actor: event.actor })?;
+        let signer = self.keys.get(&event.actor).ok_or(AuthError::UnknownKey { actor: event.actor })?;
         if let Some(revoked_at_seq) = signer.revoked_at_seq {
-            return Err(AuthError::RevokedKey {
-                actor: event.actor,
-                name: signer.name.to_string(),
-                revoked_at_seq,
-            });
+            return Err(AuthError::RevokedKey { actor: event.actor, name: signer.name.to_string(), revoked_at_seq });
         }
         let kind: Kind = event.kind();
         if !signer.roles.iter().any(|r| kind.category().allows(*r)) {
@@ -139,16 +115,9 @@ impl Registry {
             EventBody::KeyEnrolled(k) => {
                 let actor = k.public_key.actor_id();
                 if let Some(existing) = self.keys.get(&actor) {
-                    return Err(AuthError::AlreadyEnrolled {
-                        actor,
-                        name: existing.name.to_string(),
-                    });
+                    return Err(AuthError::AlreadyEnrolled { actor, name: existing.name.to_string() });
                 }
-                if self
-                    .ledger
-                    .as_ref()
-                    .is_some_and(|(_, lk)| *lk == k.public_key)
-                {
+                if self.ledger.as_ref().is_some_and(|(_, lk)| *lk == k.public_key) {
                     return Err(AuthError::AlreadyEnrolled {
                         actor,
                         name: "the ledger key, which signs only checkpoints".into(),
@@ -167,13 +136,10 @@ impl Registry {
                 );
             }
             EventBody::KeyRevoked(r) => {
-                let target = self
-                    .keys
-                    .get(&r.key)
-                    .ok_or_else(|| AuthError::CannotRevoke {
-                        actor: r.key,
-                        reason: "no such key is enrolled".into(),
-                    })?;
+                let target = self.keys.get(&r.key).ok_or_else(|| AuthError::CannotRevoke {
+                    actor: r.key,
+                    reason: "no such key is enrolled".into(),
+                })?;
                 if let Some(at) = target.revoked_at_seq {
                     return Err(AuthError::CannotRevoke {
                         actor: r.key,
@@ -184,11 +150,7 @@ impl Registry {
                 let other_admins = self
                     .keys
                     .values()
-                    .filter(|k| {
-                        k.actor != r.key
-                            && k.revoked_at_seq.is_none()
-                            && k.roles.contains(&Role::Admin)
-                    })
+                    .filter(|k| k.actor != r.key && k.revoked_at_seq.is_none() && k.roles.contains(&Role::Admin))
                     .count();
                 if is_admin && other_admins == 0 {
                     return Err(AuthError::CannotRevoke {
@@ -196,10 +158,7 @@ impl Registry {
                         reason: "it is the last admin key; enrol another admin first or the ledger could never be administered again".into(),
                     });
                 }
-                self.keys
-                    .get_mut(&r.key)
-                    .expect("checked above")
-                    .revoked_at_seq = Some(seq);
+                self.keys.get_mut(&r.key).expect("checked above").revoked_at_seq = Some(seq);
             }
             _ => {}
         }
@@ -217,12 +176,7 @@ mod tests {
     use serde_json::json;
 
     fn ev(actor: &SecretKey, body: EventBody) -> Event {
-        Event {
-            id: EventId::new_v7(1, [0; 10]),
-            occurred_at: Timestamp::EPOCH,
-            actor: actor.actor_id(),
-            body,
-        }
+        Event { id: EventId::new_v7(1, [0; 10]), occurred_at: Timestamp::EPOCH, actor: actor.actor_id(), body }
     }
 
     fn setup() -> (Registry, SecretKey, SecretKey) {
@@ -249,13 +203,7 @@ mod tests {
 
     fn wal(actor: &SecretKey) -> Event {
         let draft = json!({"kind": "pg.position", "body": {"component": "pg:main", "lsn": "0/1", "timeline": 1, "observed_at": "2026-01-01T00:00:00.000000Z"}});
-        Event::from_draft(
-            draft,
-            actor.actor_id(),
-            EventId::new_v7(1, [0; 10]),
-            Timestamp::EPOCH,
-        )
-        .unwrap()
+        Event::from_draft(draft, actor.actor_id(), EventId::new_v7(1, [0; 10]), Timestamp::EPOCH).unwrap()
     }
 
     #[test]
@@ -268,10 +216,7 @@ mod tests {
             admin_name: Name::parse("a").unwrap(),
         });
         assert_eq!(r.admit(1, &ev(&admin, again)), Err(AuthError::GenesisAgain));
-        assert_eq!(
-            Registry::default().admit(0, &wal(&admin)),
-            Err(AuthError::GenesisFirst)
-        );
+        assert_eq!(Registry::default().admit(0, &wal(&admin)), Err(AuthError::GenesisFirst));
     }
 
     #[test]
@@ -279,42 +224,19 @@ mod tests {
         let (mut r, admin, _) = setup();
         let agent = SecretKey::from_seed("agent", [3; 32]);
         let op = SecretKey::from_seed("op", [4; 32]);
-        assert!(matches!(
-            r.admit(1, &wal(&agent)),
-            Err(AuthError::UnknownKey { .. })
-        ));
-        r.admit(1, &ev(&admin, enrol(&agent, vec![Role::Agent])))
-            .unwrap();
-        r.admit(2, &ev(&admin, enrol(&op, vec![Role::Operator])))
-            .unwrap();
+        assert!(matches!(r.admit(1, &wal(&agent)), Err(AuthError::UnknownKey { .. })));
+        r.admit(1, &ev(&admin, enrol(&agent, vec![Role::Agent]))).unwrap();
+        r.admit(2, &ev(&admin, enrol(&op, vec![Role::Operator]))).unwrap();
         assert_eq!(r.admit(3, &wal(&agent)), Ok(agent.public_key()));
-        assert!(matches!(
-            r.admit(4, &wal(&op)),
-            Err(AuthError::RoleMayNotAppend {
-                kind: "pg.position",
-                ..
-            })
-        ));
+        assert!(matches!(r.admit(4, &wal(&op)), Err(AuthError::RoleMayNotAppend { kind: "pg.position", .. })));
         assert!(matches!(
             r.admit(4, &ev(&agent, enrol(&op, vec![Role::Admin]))),
             Err(AuthError::RoleMayNotAppend { .. })
         ));
-        let revoke = EventBody::KeyRevoked(KeyRevoked {
-            key: agent.actor_id(),
-            reason: "laptop lost".into(),
-        });
+        let revoke = EventBody::KeyRevoked(KeyRevoked { key: agent.actor_id(), reason: "laptop lost".into() });
         r.admit(5, &ev(&admin, revoke.clone())).unwrap();
-        assert!(matches!(
-            r.admit(6, &wal(&agent)),
-            Err(AuthError::RevokedKey {
-                revoked_at_seq: 5,
-                ..
-            })
-        ));
-        assert!(matches!(
-            r.admit(6, &ev(&admin, revoke)),
-            Err(AuthError::CannotRevoke { .. })
-        ));
+        assert!(matches!(r.admit(6, &wal(&agent)), Err(AuthError::RevokedKey { revoked_at_seq: 5, .. })));
+        assert!(matches!(r.admit(6, &ev(&admin, revoke)), Err(AuthError::CannotRevoke { .. })));
         assert!(matches!(
             r.admit(6, &ev(&admin, enrol(&agent, vec![Role::Agent]))),
             Err(AuthError::AlreadyEnrolled { .. })
@@ -324,15 +246,9 @@ mod tests {
     #[test]
     fn rule_last_admin_cannot_be_revoked() {
         let (mut r, admin, _) = setup();
-        let revoke = EventBody::KeyRevoked(KeyRevoked {
-            key: admin.actor_id(),
-            reason: "oops".into(),
-        });
+        let revoke = EventBody::KeyRevoked(KeyRevoked { key: admin.actor_id(), reason: "oops".into() });
         let before = r.clone();
-        assert!(matches!(
-            r.admit(1, &ev(&admin, revoke)),
-            Err(AuthError::CannotRevoke { .. })
-        ));
+        assert!(matches!(r.admit(1, &ev(&admin, revoke)), Err(AuthError::CannotRevoke { .. })));
         assert_eq!(r, before, "a refused event changes nothing");
     }
 }

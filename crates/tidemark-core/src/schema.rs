@@ -63,10 +63,8 @@ fn envelope(name: &str, description: &str, required: &[&str], props: Value) -> V
 pub fn all_schemas() -> Vec<(String, String)> {
     let sig = json!({"type": "string", "pattern": "^[A-Za-z0-9+/]{86}==$", "description": "Ed25519 signature, standard base64"});
     let event_ref = json!({"type": "object", "description": "an event; see events/<kind>.json"});
-    let mut out: Vec<(String, Value)> = Kind::ALL
-        .iter()
-        .map(|k| (format!("events/{}.json", k.name()), event_schema(*k)))
-        .collect();
+    let mut out: Vec<(String, Value)> =
+        Kind::ALL.iter().map(|k| (format!("events/{}.json", k.name()), event_schema(*k))).collect();
     out.push((
         "signed-event.json".into(),
         envelope(
@@ -91,11 +89,6 @@ pub fn all_schemas() -> Vec<(String, String)> {
         ),
     ));
     out.into_iter()
-        .map(|(path, v)| {
-            (
-                path,
-                serde_json::to_string_pretty(&v).expect("schemas serialise") + "\n",
-            )
-        })
+        .map(|(path, v)| (path, serde_json::to_string_pretty(&v).expect("schemas serialise") + "\n"))
         .collect()
 }

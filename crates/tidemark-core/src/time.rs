@@ -9,9 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Microseconds since 1970-01-01T00:00:00Z, UTC.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, bincode::Encode, bincode::Decode,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, bincode::Encode, bincode::Decode)]
 pub struct Timestamp(i64);
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
@@ -22,9 +20,7 @@ const MAX_MICROS: i64 = 253_402_300_799_999_999;
 
 /// Why a timestamp string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid timestamp {input:?}: {reason} (expected RFC 3339 UTC, e.g. 2026-11-23T02:00:00.000000Z)"
-)]
+#[error("invalid timestamp {input:?}: {reason} (expected RFC 3339 UTC, e.g. 2026-11-23T02:00:00.000000Z)")]
 pub struct TimestampError {
     input: String,
     reason: &'static str,
@@ -67,10 +63,7 @@ impl Timestamp {
     ///
     /// [`parse_canonical`]: Timestamp::parse_canonical
     pub fn parse_rfc3339(input: &str) -> Result<Timestamp, TimestampError> {
-        let err = |reason| TimestampError {
-            input: input.to_owned(),
-            reason,
-        };
+        let err = |reason| TimestampError { input: input.to_owned(), reason };
         let b = input.as_bytes();
         let digits = |range: std::ops::Range<usize>| -> Option<i64> {
             let s = b.get(range)?;
@@ -100,9 +93,7 @@ impl Timestamp {
         let minute = digits(14..16).ok_or_else(|| err("bad minute"))?;
         let second = digits(17..19).ok_or_else(|| err("bad second"))?;
         if hour > 23 || minute > 59 || second > 59 {
-            return Err(err(
-                "hour, minute or second out of range (leap seconds are not accepted)",
-            ));
+            return Err(err("hour, minute or second out of range (leap seconds are not accepted)"));
         }
         let mut pos = 19;
         let mut micros = 0i64;
@@ -190,13 +181,7 @@ impl fmt::Display for Timestamp {
         let days = seconds.div_euclid(SECONDS_PER_DAY);
         let sod = seconds.rem_euclid(SECONDS_PER_DAY);
         let (year, month, day) = civil_from_days(days);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-            sod / 3600,
-            (sod / 60) % 60,
-            sod % 60
-        )
+        write!(f, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z", sod / 3600, (sod / 60) % 60, sod % 60)
     }
 }
 

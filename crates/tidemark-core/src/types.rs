@@ -62,8 +62,7 @@ impl EventId {
 
     pub fn parse(s: &str) -> Result<EventId, String> {
         let bytes = s.as_bytes();
-        let err =
-            || format!("invalid event id {s:?}: expected a lowercase hyphenated UUID version 7");
+        let err = || format!("invalid event id {s:?}: expected a lowercase hyphenated UUID version 7");
         if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
             return Err(err());
         }
@@ -83,15 +82,7 @@ impl EventId {
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = hex::encode(self.0);
-        write!(
-            f,
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        )
+        write!(f, "{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
     }
 }
 string_wire!(EventId);
@@ -109,9 +100,7 @@ impl Digest32 {
     pub fn parse(s: &str) -> Result<Digest32, String> {
         let mut d = [0u8; 32];
         if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(format!(
-                "invalid digest {s:?}: expected 64 lowercase hex characters"
-            ));
+            return Err(format!("invalid digest {s:?}: expected 64 lowercase hex characters"));
         }
         hex::decode_to_slice(s, &mut d).map_err(|_| format!("invalid digest {s:?}: not hex"))?;
         Ok(Digest32(d))
@@ -136,12 +125,9 @@ pub struct Lsn(pub u64);
 
 impl Lsn {
     pub fn parse(s: &str) -> Result<Lsn, String> {
-        let err = || {
-            format!("invalid LSN {s:?}: expected HEX/HEX as PostgreSQL prints it, e.g. 0/3000028")
-        };
+        let err = || format!("invalid LSN {s:?}: expected HEX/HEX as PostgreSQL prints it, e.g. 0/3000028");
         let (hi, lo) = s.split_once('/').ok_or_else(err)?;
-        let ok =
-            |p: &str| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_hexdigit());
+        let ok = |p: &str| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_hexdigit());
         if !ok(hi) || !ok(lo) {
             return Err(err());
         }
@@ -157,11 +143,7 @@ impl fmt::Display for Lsn {
     }
 }
 string_wire!(Lsn);
-string_schema!(
-    Lsn,
-    "^[0-9A-F]{1,8}/[0-9A-F]{1,8}$",
-    "PostgreSQL LSN as %X/%X"
-);
+string_schema!(Lsn, "^[0-9A-F]{1,8}/[0-9A-F]{1,8}$", "PostgreSQL LSN as %X/%X");
 
 /// A component id: `pg:NAME`, `s3:NAME` or `snap:NAME`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, bincode::Encode, bincode::Decode)]
@@ -173,8 +155,7 @@ pub const MAX_NAME_BYTES: usize = 128;
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_BYTES
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl ComponentId {
@@ -198,11 +179,7 @@ impl fmt::Display for ComponentId {
     }
 }
 string_wire!(ComponentId);
-string_schema!(
-    ComponentId,
-    "^(pg|s3|snap):[A-Za-z0-9._-]{1,128}$",
-    "component id"
-);
+string_schema!(ComponentId, "^(pg|s3|snap):[A-Za-z0-9._-]{1,128}$", "component id");
 
 /// A plain name (keys, groups, markers): letters, digits, `.`, `_`, `-`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, bincode::Encode, bincode::Decode)]
@@ -213,9 +190,7 @@ impl Name {
         if is_name(s) {
             Ok(Name(s.to_owned()))
         } else {
-            Err(format!(
-                "invalid name {s:?}: 1 to {MAX_NAME_BYTES} letters, digits, '.', '_' or '-'"
-            ))
+            Err(format!("invalid name {s:?}: 1 to {MAX_NAME_BYTES} letters, digits, '.', '_' or '-'"))
         }
     }
 
@@ -230,11 +205,7 @@ impl fmt::Display for Name {
     }
 }
 string_wire!(Name);
-string_schema!(
-    Name,
-    "^[A-Za-z0-9._-]{1,128}$",
-    "name: letters, digits, . _ -"
-);
+string_schema!(Name, "^[A-Za-z0-9._-]{1,128}$", "name: letters, digits, . _ -");
 
 /// An artifact reference: a component id, a slash, then a component-specific path
 /// (`pg:main/wal/000000010000000000000003`, `s3:uploads/v/KEY@VERSION`).
@@ -274,11 +245,7 @@ impl fmt::Display for ArtifactRef {
     }
 }
 string_wire!(ArtifactRef);
-string_schema!(
-    ArtifactRef,
-    "^(pg|s3|snap):[A-Za-z0-9._-]{1,128}/.+$",
-    "COMPONENT/PATH"
-);
+string_schema!(ArtifactRef, "^(pg|s3|snap):[A-Za-z0-9._-]{1,128}/.+$", "COMPONENT/PATH");
 
 #[cfg(test)]
 mod tests {
@@ -293,10 +260,7 @@ mod tests {
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"));
         assert_eq!(EventId::parse(&s).unwrap(), id);
         assert!(EventId::parse(&s.to_uppercase()).is_err());
-        assert!(
-            EventId::parse("01923456-789a-4fff-bfff-ffffffffffff").is_err(),
-            "version 4 refused"
-        );
+        assert!(EventId::parse("01923456-789a-4fff-bfff-ffffffffffff").is_err(), "version 4 refused");
     }
 
     #[test]
@@ -315,12 +279,7 @@ mod tests {
         assert!(ComponentId::parse("mysql:main").is_err());
         assert!(ComponentId::parse("s3:").is_err());
         assert!(Name::parse("has space").is_err());
-        assert_eq!(
-            ArtifactRef::parse("s3:uploads/v/a b@1")
-                .unwrap()
-                .component(),
-            "s3:uploads"
-        );
+        assert_eq!(ArtifactRef::parse("s3:uploads/v/a b@1").unwrap().component(), "s3:uploads");
         assert!(ArtifactRef::parse("nocomponent").is_err());
     }
 }

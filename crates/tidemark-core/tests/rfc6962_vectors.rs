@@ -58,9 +58,7 @@ fn inclusion_ok(v: &Value) -> bool {
     let (Some(index), Some(size)) = (v["leafIdx"].as_u64(), v["treeSize"].as_u64()) else {
         return false;
     };
-    let (Some(root), Some(leaf), Some(proof)) =
-        (hash(&v["root"]), hash(&v["leafHash"]), proof(&v["proof"]))
-    else {
+    let (Some(root), Some(leaf), Some(proof)) = (hash(&v["root"]), hash(&v["leafHash"]), proof(&v["proof"])) else {
         return false;
     };
     verify_inclusion(index, size, &leaf, &proof, &root).is_ok()
@@ -81,24 +79,13 @@ fn consistency_ok(v: &Value) -> bool {
 
 fn run(folder: &str, check: fn(&Value) -> bool) -> (usize, usize) {
     let files = json_files(&vectors_dir().join(folder));
-    assert!(
-        !files.is_empty(),
-        "no vectors under {folder}: is ../shared/testdata/rfc6962 present?"
-    );
+    assert!(!files.is_empty(), "no vectors under {folder}: is ../shared/testdata/rfc6962 present?");
     let (mut accepted, mut rejected) = (0, 0);
     for file in files {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        let want_err = v["wantErr"]
-            .as_bool()
-            .unwrap_or_else(|| panic!("{}: no wantErr", file.display()));
+        let want_err = v["wantErr"].as_bool().unwrap_or_else(|| panic!("{}: no wantErr", file.display()));
         let ok = check(&v);
-        assert_eq!(
-            ok,
-            !want_err,
-            "{}: {}: verifier said ok={ok}",
-            file.display(),
-            v["desc"]
-        );
+        assert_eq!(ok, !want_err, "{}: {}: verifier said ok={ok}", file.display(), v["desc"]);
         if ok { accepted += 1 } else { rejected += 1 }
     }
     (accepted, rejected)
@@ -122,8 +109,6 @@ fn every_consistency_vector() {
 fn subtree_vectors_are_out_of_scope_and_counted() {
     for folder in ["subtreeinclusion", "subtreeconsistency"] {
         let n = json_files(&vectors_dir().join(folder)).len();
-        eprintln!(
-            "{folder}: {n} vectors not run: tidemark has no subtree proofs (see docs/formats.md)"
-        );
+        eprintln!("{folder}: {n} vectors not run: tidemark has no subtree proofs (see docs/formats.md)");
     }
 }

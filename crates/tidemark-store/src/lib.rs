@@ -36,7 +36,7 @@ pub const MAX_BATCH_EVENTS: usize = 10_000;
 /// sled page cache (the default is 1 GB; this machine class has small budgets).
 pub const SLED_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 /// Events whose signatures are checked together in one batch verification.
-const SIGNATURE_CHUNK: usize = 128;
+const SIGNATURE_CHUNK: usize = 256;
 
 /// Why an event in a batch was refused. The whole batch is refused with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,7 +106,7 @@ pub enum StoreError {
     Storage(String),
     #[error("the ledger is damaged: {0}; run `tidemark verify` to locate the first bad entry")]
     Corrupt(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Refused(#[from] AppendError),
     #[error("entry {seq} does not exist: the ledger has {size} entries")]
     NoSuchEntry { seq: u64, size: u64 },
@@ -132,7 +132,7 @@ fn decode<T: bincode::Decode<()>>(bytes: &[u8], what: &str) -> Result<T, StoreEr
         .map_err(|e| StoreError::Corrupt(format!("cannot decode {what}: {e}")))
 }
 
-fn encode<T: bincode::Encode>(value: &T) -> Vec<u8> {
+fn encode<T: bincode::Encode + ?Sized>(value: &T) -> Vec<u8> {
     bincode::encode_to_vec(value, bincode::config::standard()).expect("in-memory values encode")
 }
 
@@ -154,11 +154,32 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// A batch with its state-independent work done (see [`Ledger::digest`]).
+#[derive(Debug)]
+pub struct Digested {
+    events: Vec<SignedEvent>,
+    canonical: Vec<Vec<u8>>,
+    digests: Vec<[u8; 32]>,
+    /// The key each signature was verified under, where it was.
+    verified_with: Vec<Option<PublicKey>>,
+}
+
+impl Digested {
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
 /// Validation done before anything is written.
 struct Prepared {
     events: Vec<SignedEvent>,
     canonical: Vec<Vec<u8>>,
     digests: Vec<[u8; 32]>,
+    verified_with: Vec<Option<PublicKey>>,
     /// Per input event: `Ok(position among new events)` or `Err(seq of the earlier copy)`.
     placement: Vec<Result<usize, u64>>,
     /// Indices of the events that become new entries, ascending.
@@ -191,10 +212,7 @@ pub fn write_secret_key_file(path: &Path, key: &SecretKey) -> Result<(), StoreEr
     use std::io::Write as _;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt as _;
-    let io = |e: std::io::Error| StoreError::KeyFile {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    };
+    let io = |e: std::io::Error| StoreError::KeyFile { path: path.to_path_buf(), detail: e.to_string() };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -205,10 +223,7 @@ pub fn write_secret_key_file(path: &Path, key: &SecretKey) -> Result<(), StoreEr
 }
 
 pub fn read_secret_key_file(path: &Path) -> Result<SecretKey, StoreError> {
-    let err = |detail: String| StoreError::KeyFile {
-        path: path.to_path_buf(),
-        detail,
-    };
+    let err = |detail: String| StoreError::KeyFile { path: path.to_path_buf(), detail };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     SecretKey::from_file_text(&text).map_err(|e| err(e.to_string()))
 }
@@ -241,14 +256,8 @@ fn open_db(paths: &LedgerPaths) -> Result<sled::Db, StoreError> {
         .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(|e| match e {
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
-            {
-                StoreError::Locked {
-                    dir: paths.dir.clone(),
-                    detail: io.to_string(),
-                }
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                StoreError::Locked { dir: paths.dir.clone(), detail: io.to_string() }
             }
             other => StoreError::Storage(other.to_string()),
         })
@@ -261,9 +270,7 @@ impl Ledger {
     pub fn create(dir: &Path, genesis: Genesis<'_>) -> Result<Ledger, StoreError> {
         let paths = LedgerPaths::new(dir);
         if paths.db.exists() || paths.ledger_key.exists() {
-            return Err(StoreError::AlreadyInitialised {
-                dir: dir.to_path_buf(),
-            });
+            return Err(StoreError::AlreadyInitialised { dir: dir.to_path_buf() });
         }
         let body = EventBody::LedgerGenesis(LedgerGenesis {
             origin: genesis.origin.to_owned(),
@@ -272,12 +279,7 @@ impl Ledger {
             admin_name: Name::parse(&genesis.admin_key.name).map_err(StoreError::BadRequest)?,
         });
         body.validate().map_err(StoreError::BadRequest)?;
-        let event = Event {
-            id: genesis.id,
-            occurred_at: genesis.now,
-            actor: genesis.admin_key.actor_id(),
-            body,
-        };
+        let event = Event { id: genesis.id, occurred_at: genesis.now, actor: genesis.admin_key.actor_id(), body };
         let signed = event.sign(genesis.admin_key);
         std::fs::create_dir_all(&paths.keys)
             .map_err(|e| StoreError::Storage(format!("create {}: {e}", paths.keys.display())))?;
@@ -309,21 +311,20 @@ impl Ledger {
     pub fn open(dir: &Path) -> Result<Ledger, StoreError> {
         let paths = LedgerPaths::new(dir);
         if !paths.db.exists() {
-            return Err(StoreError::NotInitialised {
-                dir: dir.to_path_buf(),
-            });
+            return Err(StoreError::NotInitialised { dir: dir.to_path_buf() });
         }
         let ledger_key = read_secret_key_file(&paths.ledger_key)?;
         let db = open_db(&paths)?;
         let tree = db.open_tree("ledger")?;
-        let state_bytes = tree
-            .get(layout::STATE)?
-            .ok_or_else(|| StoreError::Corrupt("the ledger has no state record (was `init` interrupted? remove the directory and run init again)".into()))?;
+        let state_bytes = tree.get(layout::STATE)?.ok_or_else(|| {
+            StoreError::Corrupt(
+                "the ledger has no state record (was `init` interrupted? remove the directory and run init again)"
+                    .into(),
+            )
+        })?;
         let state: State = decode(&state_bytes, "ledger state")?;
         if state.ledger_public_key != ledger_key.public_key() {
-            return Err(StoreError::WrongLedgerKey {
-                path: paths.ledger_key.clone(),
-            });
+            return Err(StoreError::WrongLedgerKey { path: paths.ledger_key.clone() });
         }
         let mut open_bundles = BTreeMap::new();
         let size = state.frontier.size();
@@ -332,10 +333,7 @@ impl Ledger {
             let count = size >> level;
             let bundle = count / NODE_BUNDLE_WIDTH;
             if count % NODE_BUNDLE_WIDTH != 0 {
-                let bytes = tree
-                    .get(layout::node_key(level, bundle))?
-                    .map(|v| v.to_vec())
-                    .unwrap_or_default();
+                let bytes = tree.get(layout::node_key(level, bundle))?.map(|v| v.to_vec()).unwrap_or_default();
                 if bytes.len() as u64 != (count % NODE_BUNDLE_WIDTH) * 32 {
                     return Err(StoreError::Corrupt(format!(
                         "node bundle {bundle} of level {level} has the wrong length"
@@ -347,20 +345,10 @@ impl Ledger {
             }
             level += 1;
         }
-        let ledger = Ledger {
-            paths,
-            _db: db,
-            tree,
-            state,
-            ledger_key,
-            open_bundles,
-            poisoned: false,
-        };
+        let ledger = Ledger { paths, _db: db, tree, state, ledger_key, open_bundles, poisoned: false };
         let (latest, _) = ledger.latest_checkpoint()?;
         if latest.size != ledger.size() || latest.root != ledger.root() {
-            return Err(StoreError::Corrupt(
-                "the latest checkpoint does not match the ledger state".into(),
-            ));
+            return Err(StoreError::Corrupt("the latest checkpoint does not match the ledger state".into()));
         }
         Ok(ledger)
     }
@@ -388,28 +376,22 @@ impl Ledger {
 
     /// The signed-note verifier of this ledger's checkpoints.
     pub fn note_verifier(&self) -> NoteVerifier {
-        NoteVerifier::new(&self.state.origin, self.state.ledger_public_key)
-            .expect("origin was validated at genesis")
+        NoteVerifier::new(&self.state.origin, self.state.ledger_public_key).expect("origin was validated at genesis")
     }
 
     /// Checks events without writing anything: the checks `append` makes, in
     /// order, as if all were one batch (no size limit: callers check large
     /// inputs whole, then append them in batches).
     pub fn check(&self, events: Vec<SignedEvent>) -> Result<Vec<Appended>, StoreError> {
-        let prepared = self.prepare(events)?;
+        let known = self.known_keys();
+        let prepared = self.prepare(Self::digest(events, &|a| known.get(a).copied()))?;
         let size = self.size();
         Ok(prepared
             .placement
             .iter()
             .map(|p| match p {
-                Ok(pos) => Appended {
-                    seq: size + *pos as u64,
-                    duplicate: false,
-                },
-                Err(seq) => Appended {
-                    seq: *seq,
-                    duplicate: true,
-                },
+                Ok(pos) => Appended { seq: size + *pos as u64, duplicate: false },
+                Err(seq) => Appended { seq: *seq, duplicate: true },
             })
             .collect())
     }
@@ -417,66 +399,131 @@ impl Ledger {
     /// Appends a batch atomically: all events or none. Returns each event's
     /// sequence number (the earlier one for an event already in the log).
     /// Acknowledged only after the batch is flushed to disk.
-    pub fn append(
-        &mut self,
-        events: Vec<SignedEvent>,
-        now: Timestamp,
-    ) -> Result<Vec<Appended>, StoreError> {
-        if self.poisoned {
-            return Err(StoreError::Poisoned);
-        }
-        if events.len() > MAX_BATCH_EVENTS {
-            return Err(Self::refuse(
-                0,
-                None,
-                Refusal::BatchTooLarge {
-                    count: events.len(),
-                    max: MAX_BATCH_EVENTS,
-                },
-            ));
-        }
-        let prepared = self.prepare(events)?;
-        self.commit(prepared, now)
+    pub fn append(&mut self, events: Vec<SignedEvent>, now: Timestamp) -> Result<Vec<Appended>, StoreError> {
+        let known = self.known_keys();
+        self.append_digested(Self::digest(events, &|a| known.get(a).copied()), now)
     }
 
     fn refuse(index: usize, id: Option<EventId>, reason: impl Into<Refusal>) -> StoreError {
-        StoreError::Refused(AppendError {
-            index,
-            id,
-            reason: reason.into(),
-        })
+        StoreError::Refused(AppendError { index, id, reason: reason.into() })
     }
 
-    fn prepare(&self, events: Vec<SignedEvent>) -> Result<Prepared, StoreError> {
-        if events.len() > MAX_BATCH_EVENTS {
-            return Err(Self::refuse(
-                0,
-                None,
-                Refusal::BatchTooLarge {
-                    count: events.len(),
-                    max: MAX_BATCH_EVENTS,
-                },
-            ));
+    /// The public key of every enrolled actor (revoked ones too: the registry,
+    /// not this map, decides who may sign).
+    pub fn known_keys(&self) -> HashMap<ActorId, PublicKey> {
+        self.state.registry.keys().map(|k| (k.actor, k.public_key)).collect()
+    }
+
+    /// The part of appending that needs no ledger state, done on all cores:
+    /// canonical bytes, content digests, and batch signature verification for
+    /// every event whose signer `known` names. It can run ahead of the writer
+    /// (see [`Ledger::append_stream`]); the writer re-checks everything that
+    /// depends on the registry.
+    pub fn digest(events: Vec<SignedEvent>, known: &(dyn Fn(&ActorId) -> Option<PublicKey> + Sync)) -> Digested {
+        let canonical: Vec<Vec<u8>> = events.par_iter().map(|e| e.event.canonical_bytes()).collect();
+        let digests: Vec<[u8; 32]> = canonical.par_iter().map(|c| *blake3::hash(c).as_bytes()).collect();
+        let candidates: Vec<(usize, PublicKey)> =
+            events.iter().enumerate().filter_map(|(i, e)| known(&e.event.actor).map(|k| (i, k))).collect();
+        let good: Vec<Vec<(usize, PublicKey)>> = candidates
+            .par_chunks(SIGNATURE_CHUNK)
+            .map(|chunk| {
+                let msgs: Vec<Vec<u8>> =
+                    chunk.iter().map(|(i, _)| tidemark_core::keys::event_signing_message(&canonical[*i])).collect();
+                let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+                let sigs: Vec<_> = chunk.iter().map(|(i, _)| events[*i].sig).collect();
+                let keys: Vec<PublicKey> = chunk.iter().map(|(_, k)| *k).collect();
+                if verify_batch(&refs, &sigs, &keys) {
+                    return chunk.to_vec();
+                }
+                chunk.iter().zip(&refs).filter(|((i, k), m)| k.verify(m, &events[*i].sig)).map(|(c, _)| *c).collect()
+            })
+            .collect();
+        let mut verified_with = vec![None; events.len()];
+        for (i, k) in good.into_iter().flatten() {
+            verified_with[i] = Some(k);
         }
-        // Canonical bytes, size limits and content digests: independent per event.
-        let canonical: Vec<Vec<u8>> = events
-            .par_iter()
-            .map(|e| e.event.canonical_bytes())
-            .collect();
-        let digests: Vec<[u8; 32]> = canonical
-            .par_iter()
-            .map(|c| *blake3::hash(c).as_bytes())
-            .collect();
+        Digested { events, canonical, digests, verified_with }
+    }
+
+    /// Appends a digested batch: the registry, idempotency and any signature
+    /// not yet verified under the signer's enrolled key are checked here.
+    pub fn append_digested(&mut self, digested: Digested, now: Timestamp) -> Result<Vec<Appended>, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        if digested.events.len() > MAX_BATCH_EVENTS {
+            let count = digested.events.len();
+            return Err(Self::refuse(0, None, Refusal::BatchTooLarge { count, max: MAX_BATCH_EVENTS }));
+        }
+        let prepared = self.prepare(digested)?;
+        self.commit(prepared, now)
+    }
+
+    /// Appends a stream of batches with verification running one batch ahead
+    /// of the writer: while batch k is written and flushed, batch k+1's
+    /// signatures are being checked. `on_batch` sees each batch's result once
+    /// it is durable (or refused) and returns whether to go on.
+    pub fn append_stream<I>(
+        &mut self,
+        batches: I,
+        now: &(dyn Fn() -> Timestamp + Sync),
+        mut on_batch: impl FnMut(Result<Vec<Appended>, StoreError>) -> bool,
+    ) where
+        I: Iterator<Item = Vec<SignedEvent>> + Send,
+    {
+        let mut known = self.known_keys();
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Digested>(1);
+            scope.spawn(move || {
+                for batch in batches {
+                    // Keys enrolled in the stream can sign later events of it.
+                    for e in &batch {
+                        if let EventBody::KeyEnrolled(k) = &e.event.body {
+                            known.insert(k.public_key.actor_id(), k.public_key);
+                        }
+                    }
+                    let digested = Self::digest(batch, &|a| known.get(a).copied());
+                    if tx.send(digested).is_err() {
+                        break;
+                    }
+                }
+            });
+            for digested in rx {
+                let result = self.append_digested(digested, now());
+                if !on_batch(result) {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Checks a whole input as if it were one batch, writing nothing, then
+    /// splits it into batches of `batch_size` whose signatures are already
+    /// verified: appending them in order re-checks the registry and ids but
+    /// verifies no signature twice. This is how a large input is made
+    /// all-or-nothing without holding one huge sled batch.
+    pub fn check_and_split(&self, digested: Digested, batch_size: usize) -> Result<Vec<Digested>, StoreError> {
+        let prepared = self.prepare(digested)?;
+        let Prepared { events, canonical, digests, verified_with, .. } = prepared;
+        let mut out = Vec::new();
+        let mut rest = (events, canonical, digests, verified_with);
+        while !rest.0.is_empty() {
+            let at = rest.0.len().min(batch_size.max(1));
+            let tail = (rest.0.split_off(at), rest.1.split_off(at), rest.2.split_off(at), rest.3.split_off(at));
+            out.push(Digested { events: rest.0, canonical: rest.1, digests: rest.2, verified_with: rest.3 });
+            rest = tail;
+        }
+        Ok(out)
+    }
+
+    fn prepare(&self, d: Digested) -> Result<Prepared, StoreError> {
+        let Digested { events, canonical, digests, mut verified_with } = d;
         for (i, c) in canonical.iter().enumerate() {
             // {"event":E,"sig":"<88 base64>"} is E plus 28 bytes.
             let bytes = c.len() + 28;
             if bytes > tidemark_core::event::MAX_EVENT_BYTES {
                 let max = tidemark_core::event::MAX_EVENT_BYTES;
-                return Err(Self::refuse(
-                    i,
-                    Some(events[i].event.id),
-                    EventError::TooLarge { bytes, max },
-                ));
+                return Err(Self::refuse(i, Some(events[i].event.id), EventError::TooLarge { bytes, max }));
             }
         }
         // In order: idempotency, conflicts, and the registry as of each entry.
@@ -499,32 +546,23 @@ impl Ledger {
             let bucket_key = layout::id_bucket_key(&id);
             let bucket = match id_buckets.entry(bucket_key) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(match self.tree.get(bucket_key)? {
-                        Some(bytes) => decode(&bytes, "event id index")?,
-                        None => Vec::new(),
-                    })
-                }
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(match self.tree.get(bucket_key)? {
+                    Some(bytes) => decode(&bytes, "event id index")?,
+                    None => Vec::new(),
+                }),
             };
             if let Some(existing) = bucket.iter().find(|r| r.id == id.0) {
                 if existing.digest != digests[i] {
-                    return Err(Self::refuse(
-                        i,
-                        Some(id),
-                        Refusal::Conflict {
-                            id,
-                            existing_seq: existing.seq,
-                        },
-                    ));
+                    return Err(Self::refuse(i, Some(id), Refusal::Conflict { id, existing_seq: existing.seq }));
                 }
                 placement.push(Err(existing.seq));
                 in_batch.insert(id, (i, digests[i]));
                 continue;
             }
-            let key = registry
-                .admit(next_seq, &signed.event)
-                .map_err(|e| Self::refuse(i, Some(id), e))?;
-            to_verify.push((i, key));
+            let key = registry.admit(next_seq, &signed.event).map_err(|e| Self::refuse(i, Some(id), e))?;
+            if verified_with[i] != Some(key) {
+                to_verify.push((i, key));
+            }
             new_indices.push(i);
             placement.push(Ok((next_seq - self.size()) as usize));
             in_batch.insert(id, (i, digests[i]));
@@ -532,10 +570,8 @@ impl Ledger {
         }
         // Signatures: batch verification in parallel chunks; a failing chunk is
         // re-checked one by one to name the first bad event.
-        let messages: Vec<Vec<u8>> = to_verify
-            .par_iter()
-            .map(|(i, _)| tidemark_core::keys::event_signing_message(&canonical[*i]))
-            .collect();
+        let messages: Vec<Vec<u8>> =
+            to_verify.par_iter().map(|(i, _)| tidemark_core::keys::event_signing_message(&canonical[*i])).collect();
         let bad: Option<usize> = to_verify
             .par_chunks(SIGNATURE_CHUNK)
             .zip(messages.par_chunks(SIGNATURE_CHUNK))
@@ -543,21 +579,12 @@ impl Ledger {
             .min();
         if let Some(i) = bad {
             let e = &events[i].event;
-            return Err(Self::refuse(
-                i,
-                Some(e.id),
-                Refusal::BadSignature { actor: e.actor },
-            ));
+            return Err(Self::refuse(i, Some(e.id), Refusal::BadSignature { actor: e.actor }));
         }
-        Ok(Prepared {
-            events,
-            canonical,
-            digests,
-            placement,
-            new_indices,
-            registry,
-            id_buckets,
-        })
+        for (i, key) in to_verify {
+            verified_with[i] = Some(key);
+        }
+        Ok(Prepared { events, canonical, digests, verified_with, placement, new_indices, registry, id_buckets })
     }
 
     fn commit(&mut self, p: Prepared, now: Timestamp) -> Result<Vec<Appended>, StoreError> {
@@ -568,14 +595,8 @@ impl Ledger {
             .placement
             .iter()
             .map(|pl| match pl {
-                Ok(pos) => Appended {
-                    seq: first_seq + *pos as u64,
-                    duplicate: false,
-                },
-                Err(seq) => Appended {
-                    seq: *seq,
-                    duplicate: true,
-                },
+                Ok(pos) => Appended { seq: first_seq + *pos as u64, duplicate: false },
+                Err(seq) => Appended { seq: *seq, duplicate: true },
             })
             .collect();
         if new_indices.is_empty() {
@@ -585,12 +606,8 @@ impl Ledger {
             .par_iter()
             .enumerate()
             .map(|(k, &i)| {
-                let leaf = Entry::leaf_bytes_from_parts(
-                    &p.canonical[i],
-                    first_seq + k as u64,
-                    recorded_at,
-                    &p.events[i].sig,
-                );
+                let leaf =
+                    Entry::leaf_bytes_from_parts(&p.canonical[i], first_seq + k as u64, recorded_at, &p.events[i].sig);
                 merkle::leaf_hash(&leaf)
             })
             .collect();
@@ -620,27 +637,19 @@ impl Ledger {
             })
             .collect();
         for chunk in entries.chunks(layout::ENTRY_BUNDLE_MAX) {
-            batch.insert(
-                &layout::seq_key(layout::ENTRIES, chunk[0].seq)[..],
-                encode(&chunk.to_vec()),
-            );
+            batch.insert(&layout::seq_key(layout::ENTRIES, chunk[0].seq)[..], encode(chunk));
         }
         // Merkle nodes: each touched bundle is written once, whole.
         let mut pending: BTreeMap<(u32, u64), Vec<u8>> = BTreeMap::new();
         for node in &completed {
             let bundle = node.index / NODE_BUNDLE_WIDTH;
             let slot = (node.index % NODE_BUNDLE_WIDTH) as usize;
-            let bytes = pending.entry((node.level, bundle)).or_insert_with(|| {
-                match self.open_bundles.get(&node.level) {
+            let bytes =
+                pending.entry((node.level, bundle)).or_insert_with(|| match self.open_bundles.get(&node.level) {
                     Some((open, bytes)) if *open == bundle => bytes.clone(),
                     _ => Vec::with_capacity(NODE_BUNDLE_WIDTH as usize * 32),
-                }
-            });
-            assert_eq!(
-                bytes.len(),
-                slot * 32,
-                "nodes of a level complete in index order"
-            );
+                });
+            assert_eq!(bytes.len(), slot * 32, "nodes of a level complete in index order");
             bytes.extend_from_slice(&node.hash);
         }
         let mut bundles = self.open_bundles.clone();
@@ -656,16 +665,10 @@ impl Ledger {
             id_buckets
                 .get_mut(&layout::id_bucket_key(&id))
                 .expect("prepare loaded every bucket it consulted")
-                .push(IdRecord {
-                    id: id.0,
-                    seq: first_seq + k as u64,
-                    digest: p.digests[i],
-                });
+                .push(IdRecord { id: id.0, seq: first_seq + k as u64, digest: p.digests[i] });
         }
-        let touched: std::collections::BTreeSet<[u8; 7]> = entries
-            .iter()
-            .map(|e| layout::id_bucket_key(&e.event.id))
-            .collect();
+        let touched: std::collections::BTreeSet<[u8; 7]> =
+            entries.iter().map(|e| layout::id_bucket_key(&e.event.id)).collect();
         for key in touched {
             batch.insert(&key[..], encode(&id_buckets[&key]));
         }
@@ -673,10 +676,7 @@ impl Ledger {
         let mut by_kind: BTreeMap<u8, Vec<u64>> = BTreeMap::new();
         let mut by_actor: BTreeMap<ActorId, Vec<u64>> = BTreeMap::new();
         for e in &entries {
-            by_kind
-                .entry(kind_index(e.event.kind()))
-                .or_default()
-                .push(e.seq);
+            by_kind.entry(kind_index(e.event.kind())).or_default().push(e.seq);
             by_actor.entry(e.event.actor).or_default().push(e.seq);
         }
         for (kind, seqs) in &by_kind {
@@ -699,20 +699,11 @@ impl Ledger {
             size: new_state.frontier.size(),
             root: new_state.frontier.root(),
         };
-        let note = checkpoint
-            .sign(&self.ledger_key)
-            .map_err(|e| StoreError::Storage(e.to_string()))?;
-        batch.insert(
-            &layout::seq_key(layout::CHECKPOINTS, checkpoint.size)[..],
-            note.into_bytes(),
-        );
+        let note = checkpoint.sign(&self.ledger_key).map_err(|e| StoreError::Storage(e.to_string()))?;
+        batch.insert(&layout::seq_key(layout::CHECKPOINTS, checkpoint.size)[..], note.into_bytes());
         batch.insert(layout::STATE, encode(&new_state));
 
-        if let Err(e) = self
-            .tree
-            .apply_batch(batch)
-            .and_then(|()| self.tree.flush().map(|_| ()))
-        {
+        if let Err(e) = self.tree.apply_batch(batch).and_then(|()| self.tree.flush().map(|_| ())) {
             // What reached sled may or may not be durable: refuse further writes until reopened.
             self.poisoned = true;
             return Err(e.into());
@@ -780,43 +771,27 @@ impl Ledger {
             .into_iter()
             .nth((seq - first) as usize)
             .filter(|e| e.seq == seq)
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("bundle at {first} does not hold entry {seq}"))
-            })
+            .ok_or_else(|| StoreError::Corrupt(format!("bundle at {first} does not hold entry {seq}")))
     }
 
     /// Entries from `from` on, in order, bundle by bundle.
-    pub fn entries_from(
-        &self,
-        from: u64,
-    ) -> impl Iterator<Item = Result<Vec<Entry>, StoreError>> + '_ {
-        let start = match self
-            .tree
-            .range(..=layout::seq_key(layout::ENTRIES, from))
-            .next_back()
-        {
+    pub fn entries_from(&self, from: u64) -> impl Iterator<Item = Result<Vec<Entry>, StoreError>> + '_ {
+        let start = match self.tree.range(..=layout::seq_key(layout::ENTRIES, from)).next_back() {
             Some(Ok((k, _))) if k[0] == layout::ENTRIES => layout::seq_from_key_suffix(&k),
             _ => 0,
         };
-        self.tree
-            .range(
-                layout::seq_key(layout::ENTRIES, start)
-                    ..=layout::seq_key(layout::ENTRIES, u64::MAX),
-            )
-            .map(move |r| {
+        self.tree.range(layout::seq_key(layout::ENTRIES, start)..=layout::seq_key(layout::ENTRIES, u64::MAX)).map(
+            move |r| {
                 let (_, v) = r?;
                 let mut entries: Vec<Entry> = decode(&v, "entry bundle")?;
                 entries.retain(|e| e.seq >= from);
                 Ok(entries)
-            })
+            },
+        )
     }
 
     /// Inclusion proof of entry `seq` in the tree of `size` entries (default: current).
-    pub fn inclusion_proof(
-        &self,
-        seq: u64,
-        size: Option<u64>,
-    ) -> Result<(u64, Vec<Hash>, Hash), StoreError> {
+    pub fn inclusion_proof(&self, seq: u64, size: Option<u64>) -> Result<(u64, Vec<Hash>, Hash), StoreError> {
         let size = size.unwrap_or(self.size());
         if size > self.size() {
             return Err(StoreError::BadRequest(format!(
@@ -825,9 +800,7 @@ impl Ledger {
             )));
         }
         if seq >= size {
-            return Err(StoreError::BadRequest(format!(
-                "entry {seq} is not in a tree of size {size}"
-            )));
+            return Err(StoreError::BadRequest(format!("entry {seq} is not in a tree of size {size}")));
         }
         let proof = merkle::inclusion_proof(self, seq, size)?;
         let root = merkle::root_at(self, size)?;
@@ -835,11 +808,7 @@ impl Ledger {
     }
 
     /// Consistency proof from tree size `from` to `to` (default: current).
-    pub fn consistency_proof(
-        &self,
-        from: u64,
-        to: Option<u64>,
-    ) -> Result<(u64, Vec<Hash>, Hash, Hash), StoreError> {
+    pub fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<(u64, Vec<Hash>, Hash, Hash), StoreError> {
         let to = to.unwrap_or(self.size());
         if to > self.size() {
             return Err(StoreError::BadRequest(format!(
@@ -848,26 +817,16 @@ impl Ledger {
             )));
         }
         if from == 0 || from > to {
-            return Err(StoreError::BadRequest(format!(
-                "need 0 < from ≤ to, got from {from}, to {to}"
-            )));
+            return Err(StoreError::BadRequest(format!("need 0 < from ≤ to, got from {from}, to {to}")));
         }
         let proof = merkle::consistency_proof(self, from, to)?;
-        Ok((
-            to,
-            proof,
-            merkle::root_at(self, from)?,
-            merkle::root_at(self, to)?,
-        ))
+        Ok((to, proof, merkle::root_at(self, from)?, merkle::root_at(self, to)?))
     }
 
     /// Leaf hash of entry `seq`, from the stored tree.
     pub fn leaf_hash(&self, seq: u64) -> Result<Hash, StoreError> {
         if seq >= self.size() {
-            return Err(StoreError::NoSuchEntry {
-                seq,
-                size: self.size(),
-            });
+            return Err(StoreError::NoSuchEntry { seq, size: self.size() });
         }
         self.subtree_hash(0, seq)
     }
@@ -875,55 +834,36 @@ impl Ledger {
     fn stored_node(&self, level: u32, index: u64) -> Result<Option<Hash>, StoreError> {
         let bundle = index / NODE_BUNDLE_WIDTH;
         let offset = ((index % NODE_BUNDLE_WIDTH) * 32) as usize;
-        let read = |bytes: &[u8]| {
-            bytes
-                .get(offset..offset + 32)
-                .map(|h| h.try_into().expect("32 bytes"))
-        };
+        let read = |bytes: &[u8]| bytes.get(offset..offset + 32).map(|h| h.try_into().expect("32 bytes"));
         if let Some((open, bytes)) = self.open_bundles.get(&level) {
             if *open == bundle {
                 return Ok(read(bytes));
             }
         }
-        Ok(self
-            .tree
-            .get(layout::node_key(level, bundle))?
-            .and_then(|b| read(&b)))
+        Ok(self.tree.get(layout::node_key(level, bundle))?.and_then(|b| read(&b)))
     }
 }
 
 /// Position of `kind` in [`Kind::ALL`]: the index key byte.
 pub fn kind_index(kind: Kind) -> u8 {
-    Kind::ALL
-        .iter()
-        .position(|k| *k == kind)
-        .expect("every kind is in ALL") as u8
+    Kind::ALL.iter().position(|k| *k == kind).expect("every kind is in ALL") as u8
 }
 
 /// The first event (by batch index) in `chunk` whose signature fails, if any.
-fn first_bad_signature(
-    chunk: &[(usize, PublicKey)],
-    msgs: &[Vec<u8>],
-    events: &[SignedEvent],
-) -> Option<usize> {
+fn first_bad_signature(chunk: &[(usize, PublicKey)], msgs: &[Vec<u8>], events: &[SignedEvent]) -> Option<usize> {
     let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
     let sigs: Vec<_> = chunk.iter().map(|(i, _)| events[*i].sig).collect();
     let keys: Vec<PublicKey> = chunk.iter().map(|(_, k)| *k).collect();
     if verify_batch(&refs, &sigs, &keys) {
         return None;
     }
-    chunk
-        .iter()
-        .zip(&refs)
-        .find(|((i, k), m)| !k.verify(m, &events[*i].sig))
-        .map(|((i, _), _)| *i)
+    chunk.iter().zip(&refs).find(|((i, k), m)| !k.verify(m, &events[*i].sig)).map(|((i, _), _)| *i)
 }
 
 impl SubtreeHashes for Ledger {
     type Error = StoreError;
     fn subtree_hash(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
-        self.stored_node(level, index)?.ok_or_else(|| {
-            StoreError::Corrupt(format!("missing tree node at level {level}, index {index}"))
-        })
+        self.stored_node(level, index)?
+            .ok_or_else(|| StoreError::Corrupt(format!("missing tree node at level {level}, index {index}")))
     }
 }

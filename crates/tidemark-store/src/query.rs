@@ -27,12 +27,7 @@ impl Ledger {
     fn first_seq_at_or_after(&self, t: Timestamp) -> Result<Option<u64>, StoreError> {
         let start = layout::time_key(t, 0);
         let end = layout::time_key(Timestamp::from_micros(i64::MAX), u64::MAX);
-        Ok(self
-            .tree
-            .range(start..=end)
-            .next()
-            .transpose()?
-            .map(|(k, _)| layout::seq_from_key_suffix(&k)))
+        Ok(self.tree.range(start..=end).next().transpose()?.map(|(k, _)| layout::seq_from_key_suffix(&k)))
     }
 
     fn seq_bounds(&self, f: &EntryFilter) -> Result<Option<(u64, u64)>, StoreError> {
@@ -58,13 +53,7 @@ impl Ledger {
         Ok((lo <= hi).then_some((lo, hi)))
     }
 
-    fn postings(
-        &self,
-        prefix: &[u8],
-        lo: u64,
-        hi: u64,
-        out: &mut BTreeSet<u64>,
-    ) -> Result<(), StoreError> {
+    fn postings(&self, prefix: &[u8], lo: u64, hi: u64, out: &mut BTreeSet<u64>) -> Result<(), StoreError> {
         for r in self.tree.scan_prefix(prefix) {
             let (k, v) = r?;
             if layout::seq_from_key_suffix(&k) > hi {
@@ -88,8 +77,7 @@ impl Ledger {
         let limit = f.limit.unwrap_or(usize::MAX);
         let mut count = 0;
         let matches = |e: &Entry| {
-            (f.kinds.is_empty() || f.kinds.contains(&e.event.kind()))
-                && f.actor.is_none_or(|a| a == e.event.actor)
+            (f.kinds.is_empty() || f.kinds.contains(&e.event.kind())) && f.actor.is_none_or(|a| a == e.event.actor)
         };
         if f.kinds.is_empty() && f.actor.is_none() {
             for bundle in self.entries_from(lo) {
@@ -127,20 +115,12 @@ impl Ledger {
             let entry = match hit {
                 Some(e) => e,
                 None => {
-                    let bundle = self
-                        .entries_from(seq)
-                        .next()
-                        .transpose()?
-                        .unwrap_or_default();
+                    let bundle = self.entries_from(seq).next().transpose()?.unwrap_or_default();
                     let e = bundle
                         .first()
                         .filter(|e| e.seq == seq)
                         .cloned()
-                        .ok_or_else(|| {
-                            StoreError::Corrupt(format!(
-                                "index names entry {seq}, which is missing"
-                            ))
-                        })?;
+                        .ok_or_else(|| StoreError::Corrupt(format!("index names entry {seq}, which is missing")))?;
                     cached = Some((seq, bundle));
                     e
                 }

@@ -57,10 +57,7 @@ struct Run<'a> {
 }
 
 fn fail(seq: Option<u64>, reason: impl Into<String>) -> VerifyFailure {
-    VerifyFailure {
-        seq,
-        reason: reason.into(),
-    }
+    VerifyFailure { seq, reason: reason.into() }
 }
 
 impl Run<'_> {
@@ -68,19 +65,12 @@ impl Run<'_> {
         let bundle = index / NODE_BUNDLE_WIDTH;
         let cached = matches!(self.node_cache.get(&level), Some((b, _)) if *b == bundle);
         if !cached {
-            let bytes = self
-                .ledger
-                .tree
-                .get(layout::node_key(level, bundle))?
-                .map(|v| v.to_vec())
-                .unwrap_or_default();
+            let bytes = self.ledger.tree.get(layout::node_key(level, bundle))?.map(|v| v.to_vec()).unwrap_or_default();
             self.node_cache.insert(level, (bundle, bytes));
         }
         let bytes = &self.node_cache[&level].1;
         let offset = ((index % NODE_BUNDLE_WIDTH) * 32) as usize;
-        Ok(bytes
-            .get(offset..offset + 32)
-            .map(|h| h.try_into().expect("32 bytes")))
+        Ok(bytes.get(offset..offset + 32).map(|h| h.try_into().expect("32 bytes")))
     }
 
     /// Checks one chunk of consecutive entries; `Ok(Some(_))` is the first failure.
@@ -99,10 +89,8 @@ impl Run<'_> {
         for e in entries {
             let expected = self.frontier.size() + keys.len() as u64;
             if e.seq != expected {
-                structural = Some(fail(
-                    Some(expected),
-                    format!("entry {expected} is missing (found {} in its place)", e.seq),
-                ));
+                structural =
+                    Some(fail(Some(expected), format!("entry {expected} is missing (found {} in its place)", e.seq)));
                 break;
             }
             if e.recorded_at < self.last_recorded_at {
@@ -110,27 +98,17 @@ impl Run<'_> {
                 break;
             }
             if !self.ids.insert(e.event.id.0) {
-                structural = Some(fail(
-                    Some(e.seq),
-                    format!("event id {} appears twice in the log", e.event.id),
-                ));
+                structural = Some(fail(Some(e.seq), format!("event id {} appears twice in the log", e.event.id)));
                 break;
             }
             if let Err(reason) = e.event.body.validate() {
-                structural = Some(fail(
-                    Some(e.seq),
-                    format!("invalid {} body: {reason}", e.event.kind().name()),
-                ));
+                structural = Some(fail(Some(e.seq), format!("invalid {} body: {reason}", e.event.kind().name())));
                 break;
             }
             if let EventBody::LedgerGenesis(g) = &e.event.body {
-                if g.ledger_public_key != self.ledger.state.ledger_public_key
-                    || g.origin != self.ledger.state.origin
-                {
-                    structural = Some(fail(
-                        Some(e.seq),
-                        "ledger.genesis names another ledger key or origin than this ledger's",
-                    ));
+                if g.ledger_public_key != self.ledger.state.ledger_public_key || g.origin != self.ledger.state.origin {
+                    structural =
+                        Some(fail(Some(e.seq), "ledger.genesis names another ledger key or origin than this ledger's"));
                     break;
                 }
             }
@@ -154,18 +132,11 @@ impl Run<'_> {
                 if verify_batch(&msgs, &sigs, ks) {
                     return None;
                 }
-                es.iter()
-                    .zip(&msgs)
-                    .zip(ks)
-                    .find(|((e, m), k)| !k.verify(m, &e.sig))
-                    .map(|((e, _), _)| e.seq)
+                es.iter().zip(&msgs).zip(ks).find(|((e, m), k)| !k.verify(m, &e.sig)).map(|((e, _), _)| e.seq)
             })
             .min();
         if let Some(seq) = bad_signature {
-            return Ok(Some(fail(
-                Some(seq),
-                "bad signature: it does not verify with the enrolled key of its actor",
-            )));
+            return Ok(Some(fail(Some(seq), "bad signature: it does not verify with the enrolled key of its actor")));
         }
         // The tree: stored nodes must equal recomputed ones; roots must match checkpoints.
         let mut completed: Vec<CompletedNode> = Vec::with_capacity(4);
@@ -191,9 +162,7 @@ impl Run<'_> {
                 if cp.root != self.frontier.root() {
                     return Ok(Some(fail(
                         Some(e.seq),
-                        format!(
-                            "the signed checkpoint at size {size} has another root than the entries give"
-                        ),
+                        format!("the signed checkpoint at size {size} has another root than the entries give"),
                     )));
                 }
             }
@@ -215,14 +184,10 @@ impl Ledger {
                     checkpoints.insert(size, cp);
                 }
                 Ok(cp) => {
-                    early = early.or(Some(fail(
-                        None,
-                        format!("checkpoint stored under size {size} says size {}", cp.size),
-                    )))
+                    early =
+                        early.or(Some(fail(None, format!("checkpoint stored under size {size} says size {}", cp.size))))
                 }
-                Err(e) => {
-                    early = early.or(Some(fail(None, format!("checkpoint at size {size}: {e}"))))
-                }
+                Err(e) => early = early.or(Some(fail(None, format!("checkpoint at size {size}: {e}")))),
             }
         }
         let mut run = Run {
@@ -237,8 +202,7 @@ impl Ledger {
         };
         let mut failure = early;
         if failure.is_none() {
-            let mut pending: Vec<Entry> =
-                Vec::with_capacity(VERIFY_CHUNK + layout::ENTRY_BUNDLE_MAX);
+            let mut pending: Vec<Entry> = Vec::with_capacity(VERIFY_CHUNK + layout::ENTRY_BUNDLE_MAX);
             let mut bundles = self.entries_from(0);
             loop {
                 let next = bundles.next().transpose()?;
@@ -261,26 +225,16 @@ impl Ledger {
         }
         let size = run.frontier.size();
         if failure.is_none() && size != self.size() {
-            failure = Some(fail(
-                Some(size),
-                format!(
-                    "the state records {} entries but only {size} are stored",
-                    self.size()
-                ),
-            ));
+            failure =
+                Some(fail(Some(size), format!("the state records {} entries but only {size} are stored", self.size())));
         }
         if failure.is_none() && run.frontier.root() != self.root() {
-            failure = Some(fail(
-                None,
-                "the recorded root differs from the root of the entries",
-            ));
+            failure = Some(fail(None, "the recorded root differs from the root of the entries"));
         }
         if failure.is_none() {
             if let Some((&beyond, _)) = run.checkpoints.range(size + 1..).next() {
-                failure = Some(fail(
-                    None,
-                    format!("a checkpoint claims size {beyond}, beyond the {size} stored entries"),
-                ));
+                failure =
+                    Some(fail(None, format!("a checkpoint claims size {beyond}, beyond the {size} stored entries")));
             }
         }
         Ok(VerifyReport {
@@ -334,18 +288,13 @@ mod tests {
         let l = ledger(dir.path());
         assert!(l.verify(&mut |_| {}).unwrap().ok());
         let key = layout::seq_key(layout::ENTRIES, 1);
-        let mut bundle: Vec<tidemark_core::Entry> =
-            decode(&l.tree.get(key).unwrap().unwrap(), "b").unwrap();
+        let mut bundle: Vec<tidemark_core::Entry> = decode(&l.tree.get(key).unwrap().unwrap(), "b").unwrap();
         bundle[16].event.occurred_at = Timestamp::from_micros(5);
         l.tree.insert(key, encode(&bundle)).unwrap();
         let report = l.verify(&mut |_| {}).unwrap();
         let failure = report.failure.expect("tampering is caught");
         assert_eq!(failure.seq, Some(17));
-        assert!(
-            failure.reason.contains("bad signature"),
-            "{}",
-            failure.reason
-        );
+        assert!(failure.reason.contains("bad signature"), "{}", failure.reason);
     }
 
     #[test]
@@ -363,9 +312,7 @@ mod tests {
         let l = ledger(dir.path());
         let ck = layout::seq_key(layout::CHECKPOINTS, 1);
         let note = String::from_utf8(l.tree.get(ck).unwrap().unwrap().to_vec()).unwrap();
-        l.tree
-            .insert(ck, note.replacen("\n1\n", "\n2\n", 1).into_bytes())
-            .unwrap();
+        l.tree.insert(ck, note.replacen("\n1\n", "\n2\n", 1).into_bytes()).unwrap();
         let failure = l.verify(&mut |_| {}).unwrap().failure.unwrap();
         assert!(failure.reason.contains("does not verify"), "{failure:?}");
     }

@@ -64,32 +64,26 @@ impl Fixture {
     fn sign(&mut self, signer: &str, draft: Value) -> SignedEvent {
         self.counter += 1;
         let key = self.key(signer);
-        Event::from_draft(
-            draft,
-            key.actor_id(),
-            EventId::new_v7(self.counter, [7; 10]),
-            t(self.counter as i64),
-        )
-        .unwrap()
-        .sign(key)
+        Event::from_draft(draft, key.actor_id(), EventId::new_v7(self.counter, [7; 10]), t(self.counter as i64))
+            .unwrap()
+            .sign(key)
     }
 
     fn wal(&mut self, n: u64) -> SignedEvent {
         let segment = format!("00000001{:016X}", n);
-        self.sign("agent", json!({"kind": "pg.wal_archived", "body": {
+        self.sign(
+            "agent",
+            json!({"kind": "pg.wal_archived", "body": {
             "component": "pg:main", "timeline": 1, "segment": segment, "size_bytes": 16_777_216,
-            "blake3": "aa".repeat(32), "sha256": "bb".repeat(32), "location": format!("/archive/{segment}")}}))
+            "blake3": "aa".repeat(32), "sha256": "bb".repeat(32), "location": format!("/archive/{segment}")}}),
+        )
     }
 
     fn refused(&mut self, events: Vec<SignedEvent>) -> Refusal {
         let (size, root) = (self.ledger.size(), self.ledger.root());
         let checkpoint = self.ledger.latest_checkpoint().unwrap();
         let err = self.ledger.append(events, t(50)).unwrap_err();
-        assert_eq!(
-            (self.ledger.size(), self.ledger.root()),
-            (size, root),
-            "a refused batch changes nothing"
-        );
+        assert_eq!((self.ledger.size(), self.ledger.root()), (size, root), "a refused batch changes nothing");
         assert_eq!(self.ledger.latest_checkpoint().unwrap(), checkpoint);
         match err {
             StoreError::Refused(e) => {
@@ -107,16 +101,10 @@ fn append_assigns_sequence_numbers_and_signs_a_checkpoint() {
     assert_eq!(f.ledger.size(), 3);
     let batch: Vec<_> = (1..=5).map(|n| f.wal(n)).collect();
     let out = f.ledger.append(batch, t(10)).unwrap();
-    assert_eq!(
-        out.iter().map(|a| a.seq).collect::<Vec<_>>(),
-        vec![3, 4, 5, 6, 7]
-    );
+    assert_eq!(out.iter().map(|a| a.seq).collect::<Vec<_>>(), vec![3, 4, 5, 6, 7]);
     let (cp, note) = f.ledger.latest_checkpoint().unwrap();
     assert_eq!((cp.size, cp.root), (8, f.ledger.root()));
-    assert_eq!(
-        Checkpoint::open(&note, &f.ledger.note_verifier()).unwrap(),
-        cp
-    );
+    assert_eq!(Checkpoint::open(&note, &f.ledger.note_verifier()).unwrap(), cp);
     assert!(f.ledger.verify(&mut |_| {}).unwrap().ok());
 }
 
@@ -128,10 +116,7 @@ fn the_same_event_twice_is_accepted_once() {
     let size = f.ledger.size();
     let again = f.ledger.append(vec![e.clone(), e], t(11)).unwrap();
     assert_eq!(
-        again
-            .iter()
-            .map(|a| (a.seq, a.duplicate))
-            .collect::<Vec<_>>(),
+        again.iter().map(|a| (a.seq, a.duplicate)).collect::<Vec<_>>(),
         vec![(first.seq, true), (first.seq, true)]
     );
     assert_eq!(f.ledger.size(), size);
@@ -152,13 +137,7 @@ fn conflicting_content_under_one_id_is_refused() {
         w.size_bytes += 1;
     }
     let other = other.sign(&f.agent);
-    assert!(matches!(
-        f.refused(vec![other]),
-        Refusal::Conflict {
-            existing_seq: 3,
-            ..
-        }
-    ));
+    assert!(matches!(f.refused(vec![other]), Refusal::Conflict { existing_seq: 3, .. }));
 }
 
 #[test]
@@ -172,26 +151,14 @@ fn bad_signature_unknown_key_and_role_are_refused_and_batches_are_all_or_nothing
 
     let stranger = SecretKey::from_seed("stranger", [9; 32]);
     let draft = json!({"kind": "pg.position", "body": {"component": "pg:main", "lsn": "0/1", "timeline": 1, "observed_at": "2026-01-01T00:00:00.000000Z"}});
-    let unknown = Event::from_draft(
-        draft.clone(),
-        stranger.actor_id(),
-        EventId::new_v7(5, [1; 10]),
-        t(5),
-    )
-    .unwrap()
-    .sign(&stranger);
-    assert!(matches!(
-        f.refused(vec![unknown]),
-        Refusal::Auth(tidemark_core::registry::AuthError::UnknownKey { .. })
-    ));
+    let unknown = Event::from_draft(draft.clone(), stranger.actor_id(), EventId::new_v7(5, [1; 10]), t(5))
+        .unwrap()
+        .sign(&stranger);
+    assert!(matches!(f.refused(vec![unknown]), Refusal::Auth(tidemark_core::registry::AuthError::UnknownKey { .. })));
 
     let by_operator = f.sign("operator", draft);
     let r = f.refused(vec![by_operator]);
-    assert!(
-        r.to_string()
-            .contains("none of which may append pg.position"),
-        "{r}"
-    );
+    assert!(r.to_string().contains("none of which may append pg.position"), "{r}");
     let enrol_by_agent = f.sign("agent", json!({"kind": "key.enrolled", "body": {"public_key": stranger.public_key().to_base64(), "name": "x", "roles": ["admin"]}}));
     assert!(matches!(f.refused(vec![enrol_by_agent]), Refusal::Auth(_)));
 }
@@ -202,18 +169,10 @@ fn a_revoked_key_signs_nothing_after_its_revocation() {
     let before = f.wal(1);
     let revoke = f.sign("admin", json!({"kind": "key.revoked", "body": {"key": f.agent.actor_id().to_string(), "reason": "host decommissioned"}}));
     let after = f.wal(2);
-    f.ledger
-        .append(vec![before.clone(), revoke], t(10))
-        .unwrap();
+    f.ledger.append(vec![before.clone(), revoke], t(10)).unwrap();
     let r = f.refused(vec![after]);
     assert!(
-        matches!(
-            r,
-            Refusal::Auth(tidemark_core::registry::AuthError::RevokedKey {
-                revoked_at_seq: 4,
-                ..
-            })
-        ),
+        matches!(r, Refusal::Auth(tidemark_core::registry::AuthError::RevokedKey { revoked_at_seq: 4, .. })),
         "{r}"
     );
     // The event it signed before its revocation is still answered idempotently.
@@ -225,20 +184,14 @@ fn a_revoked_key_signs_nothing_after_its_revocation() {
 fn oversized_events_are_refused() {
     let mut f = Fixture::new();
     let big = f.sign("operator", json!({"kind": "artifact.legal_hold", "body": {"artifact": "pg:main/base/1", "status": "set", "reason": "x".repeat(4000)}}));
-    assert!(
-        f.ledger.append(vec![big], t(10)).is_ok(),
-        "4000 bytes is within limits"
-    );
+    assert!(f.ledger.append(vec![big], t(10)).is_ok(), "4000 bytes is within limits");
     let parts: Vec<Value> = (0..20)
         .map(|i| json!({"component": format!("pg:c{i:03}"), "outcome": "failed", "detail": "d".repeat(4000)}))
         .collect();
     let huge = f.sign("operator", json!({"kind": "restore.performed", "body": {"target": "app", "recovery_point": "m1",
         "plan_digest": "cc".repeat(32), "target_environment": "scratch", "outcome": "failed", "components": parts, "duration_ms": 1}}));
     assert!(huge.to_json_line().len() > MAX_EVENT_BYTES);
-    assert!(matches!(
-        f.refused(vec![huge]),
-        Refusal::Event(tidemark_core::EventError::TooLarge { .. })
-    ));
+    assert!(matches!(f.refused(vec![huge]), Refusal::Event(tidemark_core::EventError::TooLarge { .. })));
 }
 
 #[test]
@@ -259,11 +212,7 @@ fn proofs_verify_against_checkpoints() {
         assert_eq!(entry.leaf_hash(), f.ledger.leaf_hash(seq).unwrap());
     }
     for &m in &sizes {
-        let (cp_m, _) = f
-            .ledger
-            .checkpoint_at(m)
-            .unwrap()
-            .expect("a checkpoint per batch");
+        let (cp_m, _) = f.ledger.checkpoint_at(m).unwrap().expect("a checkpoint per batch");
         for &n in sizes.iter().filter(|n| **n >= m) {
             let (cp_n, _) = f.ledger.checkpoint_at(n).unwrap().unwrap();
             let (_, proof, r1, r2) = f.ledger.consistency_proof(m, Some(n)).unwrap();
@@ -291,14 +240,7 @@ fn reopen_restores_state_without_replay_and_continues() {
     assert_eq!((reopened.size(), reopened.root()), (size, root));
     let key = SecretKey::from_seed("agent", [3; 32]);
     let draft = json!({"kind": "pg.position", "body": {"component": "pg:main", "lsn": "0/1", "timeline": 1, "observed_at": "2026-01-01T00:00:00.000000Z"}});
-    let e = Event::from_draft(
-        draft,
-        key.actor_id(),
-        EventId::new_v7(999_999, [1; 10]),
-        t(9),
-    )
-    .unwrap()
-    .sign(&key);
+    let e = Event::from_draft(draft, key.actor_id(), EventId::new_v7(999_999, [1; 10]), t(9)).unwrap().sign(&key);
     assert_eq!(reopened.append(vec![e], t(20)).unwrap()[0].seq, size);
     assert!(reopened.verify(&mut |_| {}).unwrap().ok());
     drop(_dir);
@@ -321,82 +263,25 @@ fn queries_use_indexes_and_filters_combine() {
         seqs
     };
     assert_eq!(
-        collect(
-            &f.ledger,
-            EntryFilter {
-                kinds: vec![Kind::ArtifactLegalHold],
-                ..Default::default()
-            }
-        ),
+        collect(&f.ledger, EntryFilter { kinds: vec![Kind::ArtifactLegalHold], ..Default::default() }),
         vec![13]
     );
+    assert_eq!(collect(&f.ledger, EntryFilter { actor: Some(f.operator.actor_id()), ..Default::default() }), vec![13]);
+    assert_eq!(collect(&f.ledger, EntryFilter { kinds: vec![Kind::KeyEnrolled], ..Default::default() }), vec![1, 2]);
     assert_eq!(
-        collect(
-            &f.ledger,
-            EntryFilter {
-                actor: Some(f.operator.actor_id()),
-                ..Default::default()
-            }
-        ),
-        vec![13]
-    );
-    assert_eq!(
-        collect(
-            &f.ledger,
-            EntryFilter {
-                kinds: vec![Kind::KeyEnrolled],
-                ..Default::default()
-            }
-        ),
-        vec![1, 2]
-    );
-    assert_eq!(
-        collect(
-            &f.ledger,
-            EntryFilter {
-                from_seq: Some(5),
-                to_seq: Some(7),
-                ..Default::default()
-            }
-        ),
+        collect(&f.ledger, EntryFilter { from_seq: Some(5), to_seq: Some(7), ..Default::default() }),
         vec![5, 6, 7]
     );
+    assert_eq!(collect(&f.ledger, EntryFilter { since: Some(t(20)), ..Default::default() }), vec![13]);
+    assert_eq!(collect(&f.ledger, EntryFilter { until: Some(t(1)), ..Default::default() }), vec![0, 1, 2]);
     assert_eq!(
         collect(
             &f.ledger,
-            EntryFilter {
-                since: Some(t(20)),
-                ..Default::default()
-            }
-        ),
-        vec![13]
-    );
-    assert_eq!(
-        collect(
-            &f.ledger,
-            EntryFilter {
-                until: Some(t(1)),
-                ..Default::default()
-            }
-        ),
-        vec![0, 1, 2]
-    );
-    assert_eq!(
-        collect(
-            &f.ledger,
-            EntryFilter {
-                kinds: vec![Kind::PgWalArchived],
-                limit: Some(2),
-                from_seq: Some(8),
-                ..Default::default()
-            }
+            EntryFilter { kinds: vec![Kind::PgWalArchived], limit: Some(2), from_seq: Some(8), ..Default::default() }
         ),
         vec![8, 9]
     );
-    assert_eq!(
-        f.ledger.registry().get(&f.agent.actor_id()).unwrap().roles,
-        vec![Role::Agent]
-    );
+    assert_eq!(f.ledger.registry().get(&f.agent.actor_id()).unwrap().roles, vec![Role::Agent]);
 }
 
 #[test]
@@ -416,4 +301,52 @@ fn init_twice_refuses_and_changes_nothing() {
     );
     assert!(matches!(err, Err(StoreError::AlreadyInitialised { .. })));
     assert_eq!(f.ledger.size(), 3);
+}
+
+#[test]
+fn a_stream_verifies_ahead_and_learns_keys_enrolled_in_it() {
+    let mut f = Fixture::new();
+    let newcomer = SecretKey::from_seed("newcomer", [8; 32]);
+    let enrol = f.sign(
+        "admin",
+        json!({"kind": "key.enrolled", "body": {"public_key": newcomer.public_key().to_base64(), "name": "newcomer", "roles": ["agent"]}}),
+    );
+    let draft = json!({"kind": "pg.position", "body": {"component": "pg:main", "lsn": "0/5", "timeline": 1, "observed_at": "2026-01-01T00:00:00.000000Z"}});
+    let by_newcomer =
+        Event::from_draft(draft, newcomer.actor_id(), EventId::new_v7(77, [1; 10]), t(3)).unwrap().sign(&newcomer);
+    let mut forged = f.wal(9);
+    forged.sig.0[0] ^= 1;
+    let batches = vec![vec![f.wal(1), enrol], vec![by_newcomer, f.wal(2)], vec![forged], vec![f.wal(3)]];
+    let mut results = Vec::new();
+    f.ledger.append_stream(batches.into_iter(), &|| t(30), |r| {
+        let go_on = r.is_ok();
+        results.push(r);
+        go_on
+    });
+    assert_eq!(results.len(), 3, "the stream stops at the refused batch");
+    assert_eq!(results[0].as_ref().unwrap().iter().map(|a| a.seq).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(results[1].as_ref().unwrap().iter().map(|a| a.seq).collect::<Vec<_>>(), vec![5, 6]);
+    assert!(matches!(&results[2], Err(StoreError::Refused(e)) if matches!(e.reason, Refusal::BadSignature { .. })));
+    assert_eq!(f.ledger.size(), 7);
+    assert!(f.ledger.verify(&mut |_| {}).unwrap().ok());
+}
+
+#[test]
+fn check_and_split_makes_a_large_input_all_or_nothing() {
+    let mut f = Fixture::new();
+    let mut events: Vec<_> = (0..50).map(|n| f.wal(n)).collect();
+    let known = f.ledger.known_keys();
+    let batches = f.ledger.check_and_split(Ledger::digest(events.clone(), &|a| known.get(a).copied()), 7).unwrap();
+    assert_eq!(batches.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![7, 7, 7, 7, 7, 7, 7, 1]);
+    // One bad event at the end refuses the whole input before anything is written.
+    events[49].sig.0[3] ^= 1;
+    let size = f.ledger.size();
+    let err = f.ledger.check_and_split(Ledger::digest(events, &|a| known.get(a).copied()), 7).unwrap_err();
+    assert!(matches!(err, StoreError::Refused(e) if e.index == 49));
+    assert_eq!(f.ledger.size(), size);
+    for b in batches {
+        f.ledger.append_digested(b, t(40)).unwrap();
+    }
+    assert_eq!(f.ledger.size(), size + 50);
+    assert!(f.ledger.verify(&mut |_| {}).unwrap().ok());
 }

@@ -17,9 +17,7 @@ pub struct Run {
 
 impl Cli {
     pub fn new() -> Cli {
-        Cli {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Cli { dir: tempfile::tempdir().unwrap() }
     }
 
     pub fn ledger(&self) -> PathBuf {
@@ -32,8 +30,7 @@ impl Cli {
 
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_tidemark"));
-        c.env("TIDEMARK_LEDGER", self.ledger())
-            .current_dir(self.dir.path());
+        c.env("TIDEMARK_LEDGER", self.ledger()).current_dir(self.dir.path());
         c
     }
 
@@ -50,12 +47,7 @@ impl Cli {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         let out: Output = child.wait_with_output().unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
@@ -66,11 +58,7 @@ impl Cli {
 
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args);
-        assert_eq!(
-            r.code, 0,
-            "tidemark {args:?} failed: {}{}",
-            r.stdout, r.stderr
-        );
+        assert_eq!(r.code, 0, "tidemark {args:?} failed: {}{}", r.stdout, r.stderr);
         r.stdout
     }
 
@@ -81,16 +69,7 @@ impl Cli {
         for (name, role) in [("agent", "agent"), ("operator", "operator")] {
             let key = format!("{name}.key");
             cli.ok(&["key", "new", "--name", name, "--out", &key]);
-            cli.ok(&[
-                "key",
-                "enroll",
-                "--pub",
-                &format!("{key}.pub"),
-                "--roles",
-                role,
-                "--signer",
-                &admin_key(&cli),
-            ]);
+            cli.ok(&["key", "enroll", "--pub", &format!("{key}.pub"), "--roles", role, "--signer", &admin_key(&cli)]);
         }
         cli
     }
