@@ -50,6 +50,7 @@ struct Run<'a> {
     registry: Registry,
     frontier: Frontier,
     ids: HashSet<[u8; 16]>,
+    next_seq: u64,
     last_recorded_at: Timestamp,
     checkpoints: BTreeMap<u64, Checkpoint>,
     checkpoints_checked: u64,
@@ -73,8 +74,10 @@ impl Run<'_> {
         Ok(bytes.get(offset..offset + 32).map(|h| h.try_into().expect("32 bytes")))
     }
 
-    /// Checks one chunk of consecutive entries; `Ok(Some(_))` is the first failure.
-    fn chunk(&mut self, entries: &[Entry]) -> Result<Option<VerifyFailure>, StoreError> {
+    /// Stage A (sequential rules, with the leaf and message derivation done
+    /// in parallel first): admits entries in order until the first structural
+    /// failure.
+    fn admit(&mut self, entries: Vec<Entry>) -> Staged {
         let derived: Vec<(Vec<u8>, Hash)> = entries
             .par_iter()
             .map(|e| {
@@ -83,34 +86,13 @@ impl Run<'_> {
                 (event_signing_message(&canonical), merkle::leaf_hash(&leaf))
             })
             .collect();
-        // Sequential rules; remember the first structural failure and stop there.
         let mut keys: Vec<PublicKey> = Vec::with_capacity(entries.len());
         let mut structural: Option<VerifyFailure> = None;
-        for e in entries {
-            let expected = self.frontier.size() + keys.len() as u64;
-            if e.seq != expected {
-                structural =
-                    Some(fail(Some(expected), format!("entry {expected} is missing (found {} in its place)", e.seq)));
+        for e in &entries {
+            let expected = self.next_seq;
+            if let Err(f) = self.rules(e, expected) {
+                structural = Some(f);
                 break;
-            }
-            if e.recorded_at < self.last_recorded_at {
-                structural = Some(fail(Some(e.seq), "recorded_at goes backwards"));
-                break;
-            }
-            if !self.ids.insert(e.event.id.0) {
-                structural = Some(fail(Some(e.seq), format!("event id {} appears twice in the log", e.event.id)));
-                break;
-            }
-            if let Err(reason) = e.event.body.validate() {
-                structural = Some(fail(Some(e.seq), format!("invalid {} body: {reason}", e.event.kind().name())));
-                break;
-            }
-            if let EventBody::LedgerGenesis(g) = &e.event.body {
-                if g.ledger_public_key != self.ledger.state.ledger_public_key || g.origin != self.ledger.state.origin {
-                    structural =
-                        Some(fail(Some(e.seq), "ledger.genesis names another ledger key or origin than this ledger's"));
-                    break;
-                }
             }
             match self.registry.admit(e.seq, &e.event) {
                 Ok(k) => keys.push(k),
@@ -120,27 +102,37 @@ impl Run<'_> {
                 }
             }
             self.last_recorded_at = e.recorded_at;
+            self.next_seq += 1;
         }
-        let n = keys.len();
-        let bad_signature = entries[..n]
-            .par_chunks(128)
-            .zip(derived[..n].par_chunks(128))
-            .zip(keys.par_chunks(128))
-            .filter_map(|((es, ds), ks)| {
-                let msgs: Vec<&[u8]> = ds.iter().map(|(m, _)| m.as_slice()).collect();
-                let sigs: Vec<_> = es.iter().map(|e| e.sig).collect();
-                if verify_batch(&msgs, &sigs, ks) {
-                    return None;
-                }
-                es.iter().zip(&msgs).zip(ks).find(|((e, m), k)| !k.verify(m, &e.sig)).map(|((e, _), _)| e.seq)
-            })
-            .min();
-        if let Some(seq) = bad_signature {
-            return Ok(Some(fail(Some(seq), "bad signature: it does not verify with the enrolled key of its actor")));
+        Staged { entries, derived, keys, structural }
+    }
+
+    fn rules(&mut self, e: &Entry, expected: u64) -> Result<(), VerifyFailure> {
+        if e.seq != expected {
+            return Err(fail(Some(expected), format!("entry {expected} is missing (found {} in its place)", e.seq)));
         }
-        // The tree: stored nodes must equal recomputed ones; roots must match checkpoints.
+        if e.recorded_at < self.last_recorded_at {
+            return Err(fail(Some(e.seq), "recorded_at goes backwards"));
+        }
+        if !self.ids.insert(e.event.id.0) {
+            return Err(fail(Some(e.seq), format!("event id {} appears twice in the log", e.event.id)));
+        }
+        if let Err(reason) = e.event.body.validate() {
+            return Err(fail(Some(e.seq), format!("invalid {} body: {reason}", e.event.kind().name())));
+        }
+        if let EventBody::LedgerGenesis(g) = &e.event.body {
+            if g.ledger_public_key != self.ledger.state.ledger_public_key || g.origin != self.ledger.state.origin {
+                return Err(fail(Some(e.seq), "ledger.genesis names another ledger key or origin than this ledger's"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage C (sequential): stored nodes equal recomputed ones; roots match checkpoints.
+    fn tree(&mut self, staged: &Staged) -> Result<Option<VerifyFailure>, StoreError> {
         let mut completed: Vec<CompletedNode> = Vec::with_capacity(4);
-        for (e, (_, leaf)) in entries[..n].iter().zip(&derived) {
+        let n = staged.keys.len();
+        for (e, (_, leaf)) in staged.entries[..n].iter().zip(&staged.derived) {
             completed.clear();
             self.frontier.push(*leaf, &mut completed);
             for node in &completed {
@@ -167,8 +159,55 @@ impl Run<'_> {
                 }
             }
         }
-        Ok(structural)
+        Ok(None)
     }
+}
+
+/// Entries that passed stage A, with what the later stages need.
+struct Staged {
+    entries: Vec<Entry>,
+    /// (signing message, leaf hash) per entry.
+    derived: Vec<(Vec<u8>, Hash)>,
+    /// The signer key of each admitted entry (a prefix of `entries`).
+    keys: Vec<PublicKey>,
+    structural: Option<VerifyFailure>,
+}
+
+/// Stage B (parallel): the first admitted entry whose signature fails.
+fn bad_signature(staged: &Staged) -> Option<VerifyFailure> {
+    let n = staged.keys.len();
+    staged.entries[..n]
+        .par_chunks(256)
+        .zip(staged.derived[..n].par_chunks(256))
+        .zip(staged.keys.par_chunks(256))
+        .filter_map(|((es, ds), ks)| {
+            let msgs: Vec<&[u8]> = ds.iter().map(|(m, _)| m.as_slice()).collect();
+            let sigs: Vec<_> = es.iter().map(|e| e.sig).collect();
+            if verify_batch(&msgs, &sigs, ks) {
+                return None;
+            }
+            es.iter().zip(&msgs).zip(ks).find(|((e, m), k)| !k.verify(m, &e.sig)).map(|((e, _), _)| e.seq)
+        })
+        .min()
+        .map(|seq| fail(Some(seq), "bad signature: it does not verify with the enrolled key of its actor"))
+}
+
+fn earliest(failures: impl IntoIterator<Item = Option<VerifyFailure>>) -> Option<VerifyFailure> {
+    failures.into_iter().flatten().min_by_key(|f| f.seq.unwrap_or(u64::MAX))
+}
+
+/// Reads the next chunk of about [`VERIFY_CHUNK`] entries.
+fn next_chunk(
+    bundles: &mut dyn Iterator<Item = Result<Vec<Entry>, StoreError>>,
+) -> Result<Option<Vec<Entry>>, StoreError> {
+    let mut chunk = Vec::with_capacity(VERIFY_CHUNK + layout::ENTRY_BUNDLE_MAX);
+    while chunk.len() < VERIFY_CHUNK {
+        match bundles.next().transpose()? {
+            Some(b) => chunk.extend(b),
+            None => break,
+        }
+    }
+    Ok((!chunk.is_empty()).then_some(chunk))
 }
 
 impl Ledger {
@@ -195,6 +234,7 @@ impl Ledger {
             registry: Registry::default(),
             frontier: Frontier::default(),
             ids: HashSet::with_capacity(self.size() as usize),
+            next_seq: 0,
             last_recorded_at: Timestamp::from_micros(i64::MIN),
             checkpoints,
             checkpoints_checked: 0,
@@ -202,25 +242,27 @@ impl Ledger {
         };
         let mut failure = early;
         if failure.is_none() {
-            let mut pending: Vec<Entry> = Vec::with_capacity(VERIFY_CHUNK + layout::ENTRY_BUNDLE_MAX);
+            // Pipeline: while chunk k's signatures are verified on all cores,
+            // the tree of chunk k is checked and chunk k+1 is read and admitted.
             let mut bundles = self.entries_from(0);
-            loop {
-                let next = bundles.next().transpose()?;
-                let done = next.is_none();
-                if let Some(b) = next {
-                    pending.extend(b);
-                }
-                if pending.len() >= VERIFY_CHUNK || (done && !pending.is_empty()) {
-                    if let Some(f) = run.chunk(&pending)? {
-                        failure = Some(f);
-                        break;
-                    }
-                    pending.clear();
-                    progress(run.frontier.size());
-                }
-                if done {
+            let mut current = next_chunk(&mut bundles)?.map(|c| run.admit(c));
+            while let Some(staged) = current.take() {
+                let (sig_failure, rest) = rayon::join(
+                    || bad_signature(&staged),
+                    || -> Result<_, StoreError> {
+                        let tree_failure = run.tree(&staged)?;
+                        let stop = staged.structural.is_some() || tree_failure.is_some();
+                        let next = if stop { None } else { next_chunk(&mut bundles)?.map(|c| run.admit(c)) };
+                        Ok((tree_failure, next))
+                    },
+                );
+                let (tree_failure, next) = rest?;
+                failure = earliest([staged.structural, sig_failure, tree_failure]);
+                if failure.is_some() {
                     break;
                 }
+                progress(run.next_seq);
+                current = next;
             }
         }
         let size = run.frontier.size();
@@ -238,7 +280,7 @@ impl Ledger {
             }
         }
         Ok(VerifyReport {
-            entries_checked: size,
+            entries_checked: failure.as_ref().and_then(|f| f.seq).unwrap_or(size),
             checkpoints_checked: run.checkpoints_checked,
             size: self.size(),
             root: hex_root(&self.root()),
