@@ -167,7 +167,7 @@ fn sign_and_append(global: &Global, signer: &Path, draft: serde_json::Value) -> 
 }
 
 fn list(global: &Global, a: ListArgs) -> anyhow::Result<ExitCode> {
-    let ledger = util::open_ledger(&global.ledger)?;
+    let ledger = util::open_ledger(global)?;
     let keys: Vec<_> = ledger.registry().keys().cloned().collect();
     if a.json {
         print_json(&keys);
@@ -195,7 +195,11 @@ fn show(global: &Global, a: ShowArgs) -> anyhow::Result<ExitCode> {
         println!("public_key {}", public.public_key.to_base64());
         return Ok(exit::ok());
     }
-    let ledger = util::open_ledger(&global.ledger)?;
+    if let Some(url) = global.url() {
+        print!("{}", crate::remote::get(global, url, "/v1/ledger-key")?);
+        return Ok(exit::ok());
+    }
+    let ledger = util::open_ledger(global)?;
     println!("{}", ledger.note_verifier().to_vkey());
     Ok(exit::ok())
 }

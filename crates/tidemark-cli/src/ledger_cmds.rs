@@ -20,24 +20,31 @@ use crate::util::{self, print_json};
 /// Events per append batch unless `--batch-size` says otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
 
-#[derive(Args)]
+#[derive(Args, Default)]
 pub struct InitArgs {
     /// Checkpoint origin (the ledger key's name), e.g. backups.example.com/ledger.
     /// Default: tidemark/<first 8 hex digits of the ledger key's id>.
     #[arg(long)]
-    origin: Option<String>,
+    pub origin: Option<String>,
     /// Name of the first admin key.
     #[arg(long, default_value = "admin")]
-    admin_name: String,
+    pub admin_name: String,
     /// Where to write the first admin's private key (default: LEDGER/keys/admin.key).
     #[arg(long)]
-    admin_key_out: Option<PathBuf>,
+    pub admin_key_out: Option<PathBuf>,
 }
 
 pub fn init(global: &Global, a: InitArgs) -> anyhow::Result<ExitCode> {
-    let paths = LedgerPaths::new(&global.ledger);
+    create_ledger(&global.dir()?, a)?;
+    Ok(exit::ok())
+}
+
+/// Creates a ledger in `dir` and prints where its keys went. Refuses (and
+/// changes nothing) when `dir` already holds one.
+pub fn create_ledger(dir: &std::path::Path, a: InitArgs) -> anyhow::Result<Ledger> {
+    let paths = LedgerPaths::new(dir);
     if paths.db.exists() || paths.ledger_key.exists() {
-        return Err(StoreError::AlreadyInitialised { dir: global.ledger.clone() }.into());
+        return Err(StoreError::AlreadyInitialised { dir: dir.to_path_buf() }.into());
     }
     let admin_out = a.admin_key_out.unwrap_or_else(|| paths.keys.join("admin.key"));
     let admin_pub = PathBuf::from(format!("{}.pub", admin_out.display()));
@@ -54,7 +61,7 @@ pub fn init(global: &Global, a: InitArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&admin_pub, admin.public_file().to_file_text())?;
     let genesis =
         Genesis { origin: &origin, ledger_key, admin_key: &admin, id: util::new_event_id(), now: util::now() };
-    let ledger = match Ledger::create(&global.ledger, genesis) {
+    let ledger = match Ledger::create(dir, genesis) {
         Ok(l) => l,
         Err(e) => {
             let _ = std::fs::remove_file(&admin_out);
@@ -62,11 +69,11 @@ pub fn init(global: &Global, a: InitArgs) -> anyhow::Result<ExitCode> {
             return Err(e.into());
         }
     };
-    println!("initialised ledger {} (origin {origin})", global.ledger.display());
+    println!("initialised ledger {} (origin {origin})", dir.display());
     println!("ledger verifier key: {}", ledger.note_verifier().to_vkey());
     println!("admin key ({}, actor {}): {}", a.admin_name, admin.actor_id(), admin_out.display());
     println!("keep the admin key off this host once you have enrolled other keys with it");
-    Ok(exit::ok())
+    Ok(ledger)
 }
 
 #[derive(Args)]
@@ -77,9 +84,10 @@ pub struct AppendArgs {
     /// Key that signs unsigned drafts (lines without "sig").
     #[arg(long)]
     signer: Option<PathBuf>,
-    /// Events per atomic batch.
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
-    batch_size: usize,
+    /// Events per batch (default 1000 locally; over HTTP, the whole input in one
+    /// request when it fits, so that it is all-or-nothing).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// One JSON object per input event instead of plain sequence numbers.
     #[arg(long)]
     json: bool,
@@ -100,7 +108,12 @@ fn parse_line(line: &str, signer: Option<&tidemark_core::SecretKey>) -> Result<S
 }
 
 pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
-    if a.batch_size == 0 || a.batch_size > tidemark_store::MAX_BATCH_EVENTS {
+    let batch_size = a.batch_size.unwrap_or(if global.url().is_some() {
+        tidemark_store::MAX_BATCH_EVENTS
+    } else {
+        DEFAULT_BATCH_SIZE
+    });
+    if batch_size == 0 || batch_size > tidemark_store::MAX_BATCH_EVENTS {
         return Err(coded(exit::USAGE, format!("--batch-size must be 1..={}", tidemark_store::MAX_BATCH_EVENTS)));
     }
     let signer = a.signer.as_deref().map(util::read_key).transpose()?;
@@ -131,7 +144,7 @@ pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     let mut k = 0;
-    append_in_batches(global, events, a.batch_size, |appended| {
+    append_in_batches(global, events, batch_size, |appended| {
         for ap in appended {
             let line = line_numbers[k];
             k += 1;
@@ -151,7 +164,16 @@ pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
             format!("line {}: {}; nothing was appended", line_numbers.get(r.index).copied().unwrap_or(0), r.reason),
         ),
         Ok(other) => other.into(),
-        Err(e) => e,
+        Err(e) => match e.downcast::<crate::remote::RemoteRefusal>() {
+            Ok(r) => coded(
+                exit::REFUSED,
+                match r.index.and_then(|i| line_numbers.get(i)) {
+                    Some(line) => format!("line {line}: {}; that request was not appended", r.detail),
+                    None => format!("{}; that request was not appended", r.detail),
+                },
+            ),
+            Err(e) => e,
+        },
     })?;
     Ok(exit::ok())
 }
@@ -165,7 +187,10 @@ pub fn append_in_batches(
     batch_size: usize,
     mut on_batch: impl FnMut(&[Appended]) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut ledger = util::open_ledger(&global.ledger)?;
+    if let Some(url) = global.url() {
+        return crate::remote::append_remote(global, url, events, batch_size, on_batch);
+    }
+    let mut ledger = util::open_ledger(global)?;
     let known = ledger.known_keys();
     let digested = Ledger::digest(events, &|a| known.get(a).copied());
     let batches =
@@ -239,7 +264,7 @@ pub fn log(global: &Global, a: LogArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let actor = a.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| coded(exit::USAGE, e.to_string()))?;
-    let ledger = util::open_ledger(&global.ledger)?;
+    let ledger = util::open_ledger(global)?;
     let filter = EntryFilter {
         kinds,
         actor,
@@ -291,7 +316,7 @@ pub struct VerifyArgs {
 }
 
 pub fn verify(global: &Global, a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let ledger = util::open_ledger(&global.ledger)?;
+    let ledger = util::open_ledger(global)?;
     let show_progress = std::io::stderr().is_terminal() && !a.json;
     let total = ledger.size();
     let started = std::time::Instant::now();
@@ -331,7 +356,12 @@ pub struct CheckpointArgs {
 }
 
 pub fn checkpoint(global: &Global, a: CheckpointArgs) -> anyhow::Result<ExitCode> {
-    let ledger = util::open_ledger(&global.ledger)?;
+    if let Some(url) = global.url() {
+        let path = a.size.map_or("/v1/checkpoint".to_owned(), |s| format!("/v1/checkpoint?size={s}"));
+        print!("{}", crate::remote::get(global, url, &path)?);
+        return Ok(exit::ok());
+    }
+    let ledger = util::open_ledger(global)?;
     let note = match a.size {
         None => ledger.latest_checkpoint()?.1,
         Some(size) => {
@@ -374,7 +404,7 @@ fn b64_list(hashes: &[[u8; 32]]) -> Vec<String> {
 }
 
 pub fn proof(global: &Global, c: ProofCommand) -> anyhow::Result<ExitCode> {
-    let ledger = util::open_ledger(&global.ledger)?;
+    let ledger = util::open_ledger(global)?;
     let value = match c {
         ProofCommand::Inclusion { seq, size } => {
             let (size, proof, root) = ledger.inclusion_proof(seq, size)?;

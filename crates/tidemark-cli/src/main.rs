@@ -9,6 +9,7 @@ mod bench;
 mod exit;
 mod keys;
 mod ledger_cmds;
+mod remote;
 mod util;
 
 use std::path::PathBuf;
@@ -33,9 +34,36 @@ struct Cli {
 
 #[derive(Args, Clone)]
 pub struct Global {
-    /// Ledger directory.
+    /// Ledger directory, or the URL of a `tidemark serve` (http:// or https://).
     #[arg(long, global = true, env = "TIDEMARK_LEDGER", default_value = "./tidemark-data")]
-    pub ledger: PathBuf,
+    pub ledger: String,
+    /// Writers: when the server cannot be reached, store signed events here
+    /// durably and exit 0; they are delivered first by the next write or `tidemark spool flush`.
+    #[arg(long, global = true, env = "TIDEMARK_SPOOL")]
+    pub spool: Option<PathBuf>,
+    /// Read credential for a server (`tidemark token issue`).
+    #[arg(long, global = true, env = "TIDEMARK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl Global {
+    /// The server URL, when `--ledger` names one.
+    pub fn url(&self) -> Option<&str> {
+        (self.ledger.starts_with("http://") || self.ledger.starts_with("https://")).then_some(self.ledger.as_str())
+    }
+
+    /// The ledger directory; an error naming the command's need when `--ledger` is a URL.
+    pub fn dir(&self) -> anyhow::Result<PathBuf> {
+        match self.url() {
+            Some(url) => Err(exit::coded(
+                exit::USAGE,
+                format!(
+                    "this command works on a ledger directory, not a server ({url}); run it where the ledger lives"
+                ),
+            )),
+            None => Ok(PathBuf::from(&self.ledger)),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -60,6 +88,14 @@ enum Command {
     Schemas(ledger_cmds::SchemasArgs),
     /// Measure verification, ingest, full verify, proofs and reopen on this machine.
     Bench(bench::BenchArgs),
+    /// Serve the ledger over HTTP (initialises it on first start).
+    Serve(remote::ServeArgs),
+    /// Issue read credentials (bearer tokens signed by an enrolled key).
+    #[command(subcommand)]
+    Token(remote::TokenCommand),
+    /// Deliver events spooled while the server was unreachable.
+    #[command(subcommand)]
+    Spool(remote::SpoolCommand),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +110,9 @@ fn main() -> ExitCode {
         Command::Proof(c) => ledger_cmds::proof(&cli.global, c),
         Command::Schemas(a) => ledger_cmds::schemas(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => remote::serve(&cli.global, a),
+        Command::Token(c) => remote::token(c),
+        Command::Spool(c) => remote::spool(&cli.global, c),
     };
     match result {
         Ok(code) => code,

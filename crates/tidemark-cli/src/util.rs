@@ -32,8 +32,26 @@ pub fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
         .with_context(|| "reading the signer key (a file written by `tidemark key new` or `tidemark init`)")
 }
 
-pub fn open_ledger(dir: &Path) -> anyhow::Result<Ledger> {
-    Ok(Ledger::open(dir)?)
+/// Opens the local ledger; when a server holds it, says where to go instead.
+pub fn open_ledger(global: &crate::Global) -> anyhow::Result<Ledger> {
+    let dir = global.dir()?;
+    match Ledger::open(&dir) {
+        Ok(l) => Ok(l),
+        Err(e @ tidemark_store::StoreError::Locked { .. }) => match tidemark_server::read_server_info(&dir) {
+            Some(info) => Err(crate::exit::coded(
+                crate::exit::LEDGER_STATE,
+                format!(
+                    "the ledger {} is held by `tidemark serve` at {} (pid {}); pass --ledger {} to go through it",
+                    dir.display(),
+                    info.url,
+                    info.pid,
+                    info.url
+                ),
+            )),
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn parse_time(s: &str) -> Result<Timestamp, String> {

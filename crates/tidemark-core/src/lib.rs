@@ -17,6 +17,7 @@ pub mod note;
 pub mod registry;
 pub mod schema;
 pub mod time;
+pub mod token;
 pub mod types;
 
 pub use event::{Entry, Event, EventBody, EventError, Kind, Role, SignedEvent};

@@ -172,6 +172,25 @@ impl Digested {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
+
+    /// Joins batches (in order) into one, e.g. to commit several writers'
+    /// requests with one flush. Results come back in the same order.
+    pub fn concat(parts: Vec<Digested>) -> Digested {
+        let n = parts.iter().map(Digested::len).sum();
+        let mut out = Digested {
+            events: Vec::with_capacity(n),
+            canonical: Vec::with_capacity(n),
+            digests: Vec::with_capacity(n),
+            verified_with: Vec::with_capacity(n),
+        };
+        for p in parts {
+            out.events.extend(p.events);
+            out.canonical.extend(p.canonical);
+            out.digests.extend(p.digests);
+            out.verified_with.extend(p.verified_with);
+        }
+        out
+    }
 }
 
 /// Validation done before anything is written.

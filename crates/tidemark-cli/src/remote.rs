@@ -1,0 +1,210 @@
+//! The server side of the CLI (`serve`) and the client side: writes through
+//! a server, the spool, tokens and remote reads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use tidemark_client::{Client, ClientError, Spool};
+use tidemark_core::SignedEvent;
+use tidemark_store::{Appended, LedgerPaths};
+
+use crate::exit::{self, coded};
+use crate::ledger_cmds::{self, InitArgs};
+use crate::{Global, util};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default; put TLS in front for anything else).
+    #[arg(long, default_value = tidemark_server::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Checkpoint origin when the ledger is created on first start.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Seconds a client has to send its request head (slow-client limit).
+    #[arg(long, default_value_t = tidemark_server::HEADER_READ_TIMEOUT.as_secs(), hide = true)]
+    header_read_timeout_secs: u64,
+}
+
+pub fn serve(global: &Global, a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    let dir = global.dir()?;
+    let ledger = if LedgerPaths::new(&dir).db.exists() {
+        util::open_ledger(global)?
+    } else {
+        ledger_cmds::create_ledger(
+            &dir,
+            InitArgs { origin: a.origin, admin_name: "admin".into(), admin_key_out: None },
+        )?
+    };
+    tidemark_server::serve(
+        ledger,
+        tidemark_server::ServeOptions {
+            listen: a.listen,
+            clock: util::now,
+            header_read_timeout: std::time::Duration::from_secs(a.header_read_timeout_secs.max(1)),
+        },
+    )?;
+    Ok(exit::ok())
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Print a bearer token for reads, signed by KEY (any enrolled, unrevoked key).
+    Issue {
+        #[arg(long)]
+        key: PathBuf,
+        /// Lifetime in hours (at most 90 days).
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: i64,
+    },
+}
+
+pub fn token(c: TokenCommand) -> anyhow::Result<ExitCode> {
+    let TokenCommand::Issue { key, ttl_hours } = c;
+    let key = util::read_key(&key)?;
+    let token = tidemark_core::token::issue(&key, util::now(), ttl_hours.saturating_mul(3600), util::random_bytes())
+        .map_err(|e| coded(exit::USAGE, e.to_string()))?;
+    println!("{token}");
+    Ok(exit::ok())
+}
+
+#[derive(Subcommand)]
+pub enum SpoolCommand {
+    /// Deliver every spooled batch to the server, oldest first.
+    Flush,
+    /// List spooled batches.
+    List,
+}
+
+fn spool_dir(global: &Global) -> anyhow::Result<Spool> {
+    let dir = global.spool.as_ref().ok_or_else(|| coded(exit::USAGE, "pass --spool DIR (or set TIDEMARK_SPOOL)"))?;
+    Ok(Spool::open(dir)?)
+}
+
+pub fn spool(global: &Global, c: SpoolCommand) -> anyhow::Result<ExitCode> {
+    let spool = spool_dir(global)?;
+    match c {
+        SpoolCommand::List => {
+            for p in spool.pending()? {
+                println!("{}", p.display());
+            }
+        }
+        SpoolCommand::Flush => {
+            let url = global.url().ok_or_else(|| coded(exit::USAGE, "spool flush needs --ledger URL of a server"))?;
+            let client = Client::new(url, global.token.clone());
+            let report = spool
+                .flush(&client)
+                .map_err(|e| coded(exit::FAILURE, format!("{e}; undelivered batches stay in the spool")))?;
+            println!("delivered {} events in {} batches", report.events, report.batches);
+            for (path, reason) in &report.rejected {
+                eprintln!("refused for good, moved to {}: {reason}", path.display());
+            }
+            if !report.rejected.is_empty() {
+                return Ok(ExitCode::from(exit::REFUSED));
+            }
+        }
+    }
+    Ok(exit::ok())
+}
+
+/// A refusal by the server, with the index of the offending event in the whole input.
+#[derive(Debug)]
+pub struct RemoteRefusal {
+    pub index: Option<usize>,
+    pub detail: String,
+}
+
+impl std::fmt::Display for RemoteRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for RemoteRefusal {}
+
+/// Writes through a server: the spool (if any) is delivered first so order
+/// holds; when the server cannot be reached and `--spool` is given, the rest
+/// goes to the spool and the command still succeeds.
+pub fn append_remote(
+    global: &Global,
+    url: &str,
+    events: Vec<SignedEvent>,
+    batch_size: usize,
+    mut on_batch: impl FnMut(&[Appended]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let client = Client::new(url, global.token.clone());
+    let spool = global.spool.as_deref().map(Spool::open).transpose()?;
+    let batches: Vec<Vec<SignedEvent>> = events.chunks(batch_size.max(1)).map(<[SignedEvent]>::to_vec).collect();
+    let spool_rest = |spool: &Spool, from: usize, why: &ClientError| -> anyhow::Result<()> {
+        let mut n = 0;
+        for b in &batches[from..] {
+            spool.store(b)?;
+            n += b.len();
+        }
+        eprintln!(
+            "tidemark: {why}; spooled {n} events to {} (delivered by the next write or `tidemark spool flush`)",
+            global.spool.as_ref().expect("spool given").display()
+        );
+        Ok(())
+    };
+    if let Some(s) = &spool {
+        match s.flush(&client) {
+            Ok(report) => {
+                if report.batches > 0 {
+                    eprintln!("tidemark: delivered {} spooled events first", report.events);
+                }
+                for (path, reason) in report.rejected {
+                    eprintln!("tidemark: a spooled batch was refused for good, moved to {}: {reason}", path.display());
+                }
+            }
+            Err(e) if e.is_retryable() => return spool_rest(s, 0, &e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut offset = 0;
+    for (k, batch) in batches.iter().enumerate() {
+        match client.append(batch) {
+            Ok(results) => {
+                let appended: Vec<Appended> =
+                    results.iter().map(|r| Appended { seq: r.seq, duplicate: r.duplicate }).collect();
+                on_batch(&appended)?;
+            }
+            Err(e) if e.is_retryable() && spool.is_some() => {
+                return spool_rest(spool.as_ref().expect("checked"), k, &e);
+            }
+            Err(ClientError::Refused { detail, problem, .. }) => {
+                let index = problem.get("event_index").and_then(Value::as_u64).map(|i| offset + i as usize);
+                return Err(RemoteRefusal { index, detail }.into());
+            }
+            Err(e) => {
+                return Err(coded(
+                    exit::FAILURE,
+                    format!("{e}; pass --spool DIR to keep events safe while the server is down"),
+                ));
+            }
+        }
+        offset += batch.len();
+    }
+    Ok(())
+}
+
+/// GET from the server, with clear errors.
+pub fn get(global: &Global, url: &str, path: &str) -> anyhow::Result<String> {
+    let client = Client::new(url, global.token.clone());
+    client.get(path).map_err(|e| match e {
+        ClientError::Refused { status: 401, detail, .. } => {
+            coded(exit::USAGE, format!("{detail} (pass --token or set TIDEMARK_TOKEN)"))
+        }
+        other => other.into(),
+    })
+}

@@ -1,0 +1,353 @@
+//! Routes and handlers. [`ROUTES`] lists every route; a test checks it
+//! against `schemas/openapi.json`.
+
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidemark_core::{ActorId, Kind, SignedEvent, Timestamp};
+use tidemark_store::{AppendError, EntryFilter, Ledger, Refusal, StoreError};
+
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+use crate::writer::{KnownKeys, WriteError, WriteRequest};
+use crate::{MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST, REQUEST_TIMEOUT};
+
+/// Every route: (method, path as in the OpenAPI document).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("post", "/v1/events"),
+    ("get", "/v1/entries"),
+    ("get", "/v1/entries/{seq}"),
+    ("get", "/v1/checkpoint"),
+    ("get", "/v1/proof/inclusion"),
+    ("get", "/v1/proof/consistency"),
+    ("get", "/v1/keys"),
+    ("get", "/v1/ledger-key"),
+    ("get", "/metrics"),
+];
+
+/// Largest page of entries one read returns.
+pub const MAX_PAGE_ENTRIES: usize = 10_000;
+const DEFAULT_PAGE_ENTRIES: usize = 1000;
+
+#[derive(Clone)]
+pub struct AppState {
+    ledger: Arc<RwLock<Ledger>>,
+    writes: SyncSender<WriteRequest>,
+    metrics: Arc<Metrics>,
+    known: KnownKeys,
+    clock: fn() -> Timestamp,
+}
+
+impl AppState {
+    pub fn new(
+        ledger: Arc<RwLock<Ledger>>,
+        writes: SyncSender<WriteRequest>,
+        metrics: Arc<Metrics>,
+        known: KnownKeys,
+        clock: fn() -> Timestamp,
+    ) -> AppState {
+        AppState { ledger, writes, metrics, known, clock }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let reads = Router::new()
+        .route("/v1/entries", get(entries))
+        .route("/v1/entries/{seq}", get(entry))
+        .route("/v1/checkpoint", get(checkpoint))
+        .route("/v1/proof/inclusion", get(inclusion))
+        .route("/v1/proof/consistency", get(consistency))
+        .route("/v1/keys", get(keys))
+        .route("/v1/ledger-key", get(ledger_key))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_reader));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/events", post(post_events))
+        .merge(reads)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .with_state(state)
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    let size = s.metrics.tree_size.load(std::sync::atomic::Ordering::Relaxed);
+    Json(json!({"status": "ok", "tree_size": size})).into_response()
+}
+
+/// The bearer token's actor, when it is enrolled, unrevoked and the token holds.
+async fn require_reader(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return Problem::unauthorized(
+            "send `Authorization: Bearer <token>`; issue one with `tidemark token issue --key KEY`",
+        )
+        .into_response();
+    };
+    let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+        return Problem::unauthorized("the Authorization header must be `Bearer <token>`").into_response();
+    };
+    let (claims, payload, sig) = match tidemark_core::token::parse(token.trim()) {
+        Ok(t) => t,
+        Err(e) => return Problem::unauthorized(e.to_string()).into_response(),
+    };
+    let record = s.ledger.read().expect("ledger lock").registry().get(&claims.actor).cloned();
+    let Some(record) = record else {
+        return Problem::unauthorized(format!("the token's key {} is not enrolled", claims.actor)).into_response();
+    };
+    if let Some(at) = record.revoked_at_seq {
+        return Problem::unauthorized(format!("the token's key {} was revoked at entry {at}", claims.actor))
+            .into_response();
+    }
+    if let Err(e) = tidemark_core::token::check(&claims, &payload, &sig, &record.public_key, (s.clock)()) {
+        return Problem::unauthorized(e.to_string()).into_response();
+    }
+    next.run(request).await
+}
+
+/// Body: one signed event, a JSON array of them, or NDJSON (one per line).
+fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<SignedEvent>, Problem> {
+    let text = std::str::from_utf8(body).map_err(|_| Problem::bad_request("the body is not UTF-8"))?;
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl"));
+    let values: Vec<Value> = if ndjson {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .map_err(|e| Problem::bad_request(format!("line {}: malformed JSON: {e}", i + 1)))
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        match serde_json::from_str(text).map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))? {
+            Value::Array(items) => items,
+            single => vec![single],
+        }
+    };
+    if values.is_empty() {
+        return Err(Problem::bad_request("the request holds no events"));
+    }
+    if values.len() > MAX_EVENTS_PER_REQUEST {
+        let e = AppendError {
+            index: 0,
+            id: None,
+            reason: Refusal::BatchTooLarge { count: values.len(), max: MAX_EVENTS_PER_REQUEST },
+        };
+        return Err(Problem::refused(&e));
+    }
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| {
+            SignedEvent::from_value(v).map_err(|e| Problem::refused(&AppendError { index, id: None, reason: e.into() }))
+        })
+        .collect()
+}
+
+async fn post_events(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let received = Instant::now();
+    let events = match parse_events(&headers, &body) {
+        Ok(e) => e,
+        Err(p) => {
+            s.metrics.refused(p.code);
+            return p.into_response();
+        }
+    };
+    let state = s.clone();
+    // Signature verification (CPU) and the wait for the writer happen off the async workers.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let digested = {
+            let known = state.known.read().expect("known keys lock");
+            Ledger::digest(events.clone(), &|a| known.get(a).copied())
+        };
+        let (reply, answer) = std::sync::mpsc::channel();
+        let request = WriteRequest { events, digested: Some(digested), received, reply };
+        if state.writes.send(request).is_err() {
+            return Err(WriteError::Storage("the server is shutting down".into()));
+        }
+        answer.recv().unwrap_or_else(|_| Err(WriteError::Storage("the writer stopped".into())))
+    })
+    .await;
+    match outcome {
+        Ok(Ok(results)) => {
+            let tree_size = s.metrics.tree_size.load(std::sync::atomic::Ordering::Relaxed);
+            Json(json!({"results": results, "tree_size": tree_size})).into_response()
+        }
+        Ok(Err(WriteError::Refused(e))) => Problem::refused(&e).into_response(),
+        Ok(Err(WriteError::Storage(detail))) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "The ledger cannot accept writes now", detail)
+                .into_response()
+        }
+        Err(e) => Problem::internal(e.to_string()).into_response(),
+    }
+}
+
+fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::NoSuchEntry { .. } => Problem::not_found(e.to_string()),
+        StoreError::BadRequest(d) => Problem::bad_request(d),
+        other => Problem::internal(other.to_string()),
+    }
+}
+
+fn leaf_value(entry: &tidemark_core::Entry) -> Value {
+    serde_json::from_slice(&entry.leaf_bytes()).expect("leaf bytes are JSON")
+}
+
+#[derive(Deserialize)]
+struct EntriesQuery {
+    /// Comma-separated kinds.
+    kind: Option<String>,
+    actor: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    from_seq: Option<u64>,
+    to_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+fn parse_time(field: &str, v: &Option<String>) -> Result<Option<Timestamp>, Problem> {
+    v.as_deref()
+        .map(|s| Timestamp::parse_rfc3339(s).map_err(|e| Problem::bad_request(format!("{field}: {e}"))))
+        .transpose()
+}
+
+async fn entries(State(s): State<AppState>, Query(q): Query<EntriesQuery>) -> Result<Response, Problem> {
+    let kinds = q
+        .kind
+        .as_deref()
+        .map(|k| {
+            k.split(',')
+                .map(|name| {
+                    Kind::from_name(name.trim()).ok_or_else(|| Problem::bad_request(format!("unknown kind {name:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let actor = q.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| Problem::bad_request(e.to_string()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE_ENTRIES).min(MAX_PAGE_ENTRIES);
+    let filter = EntryFilter {
+        kinds,
+        actor,
+        since: parse_time("since", &q.since)?,
+        until: parse_time("until", &q.until)?,
+        from_seq: q.from_seq,
+        to_seq: q.to_seq,
+        limit: Some(limit + 1),
+    };
+    let ledger = s.ledger.read().expect("ledger lock");
+    let mut out = Vec::new();
+    ledger
+        .query(&filter, |e| {
+            out.push(e);
+            Ok(())
+        })
+        .map_err(store_problem)?;
+    let next_from_seq = (out.len() > limit).then(|| out[limit].seq);
+    out.truncate(limit);
+    let entries: Vec<Value> = out.iter().map(leaf_value).collect();
+    Ok(Json(json!({"entries": entries, "next_from_seq": next_from_seq})).into_response())
+}
+
+fn b64_list(hashes: &[[u8; 32]]) -> Vec<String> {
+    hashes.iter().map(|h| B64.encode(h)).collect()
+}
+
+async fn entry(State(s): State<AppState>, Path(seq): Path<u64>) -> Result<Response, Problem> {
+    let ledger = s.ledger.read().expect("ledger lock");
+    let e = ledger.entry(seq).map_err(store_problem)?;
+    let (size, proof, root) = ledger.inclusion_proof(seq, None).map_err(store_problem)?;
+    let (_, note) = ledger.latest_checkpoint().map_err(store_problem)?;
+    Ok(Json(json!({
+        "entry": leaf_value(&e),
+        "inclusion": {"leafIdx": seq, "treeSize": size, "leafHash": B64.encode(e.leaf_hash()), "proof": b64_list(&proof), "root": B64.encode(root)},
+        "checkpoint": note,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct SizeQuery {
+    size: Option<u64>,
+}
+
+async fn checkpoint(State(s): State<AppState>, Query(q): Query<SizeQuery>) -> Result<Response, Problem> {
+    let ledger = s.ledger.read().expect("ledger lock");
+    let note = match q.size {
+        None => ledger.latest_checkpoint().map_err(store_problem)?.1,
+        Some(size) => {
+            ledger
+                .checkpoint_at(size)
+                .map_err(store_problem)?
+                .ok_or_else(|| Problem::not_found(format!("no checkpoint was signed at size {size}")))?
+                .1
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    seq: u64,
+    size: Option<u64>,
+}
+
+async fn inclusion(State(s): State<AppState>, Query(q): Query<InclusionQuery>) -> Result<Response, Problem> {
+    let ledger = s.ledger.read().expect("ledger lock");
+    let (size, proof, root) = ledger.inclusion_proof(q.seq, q.size).map_err(store_problem)?;
+    let checkpoint = ledger.checkpoint_at(size).map_err(store_problem)?.map(|(_, n)| n);
+    Ok(Json(json!({
+        "leafIdx": q.seq, "treeSize": size, "leafHash": B64.encode(ledger.leaf_hash(q.seq).map_err(store_problem)?),
+        "proof": b64_list(&proof), "root": B64.encode(root), "checkpoint": checkpoint,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+async fn consistency(State(s): State<AppState>, Query(q): Query<ConsistencyQuery>) -> Result<Response, Problem> {
+    let ledger = s.ledger.read().expect("ledger lock");
+    let (to, proof, root1, root2) = ledger.consistency_proof(q.from, q.to).map_err(store_problem)?;
+    Ok(Json(json!({
+        "size1": q.from, "size2": to, "root1": B64.encode(root1), "root2": B64.encode(root2), "proof": b64_list(&proof),
+        "checkpoint1": ledger.checkpoint_at(q.from).map_err(store_problem)?.map(|(_, n)| n),
+        "checkpoint2": ledger.checkpoint_at(to).map_err(store_problem)?.map(|(_, n)| n),
+    }))
+    .into_response())
+}
+
+async fn keys(State(s): State<AppState>) -> Response {
+    let ledger = s.ledger.read().expect("ledger lock");
+    let keys: Vec<_> = ledger.registry().keys().cloned().collect();
+    Json(json!({"keys": keys})).into_response()
+}
+
+async fn ledger_key(State(s): State<AppState>) -> Response {
+    let vkey = s.ledger.read().expect("ledger lock").note_verifier().to_vkey();
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{vkey}\n")).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let text = s.metrics.render((s.clock)().as_micros());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
