@@ -301,10 +301,10 @@ pub fn log(global: &Global, a: LogArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     })?;
-    if let Some(e) = io_error {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e.into());
-        }
+    if let Some(e) = io_error
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e.into());
     }
     Ok(exit::ok())
 }

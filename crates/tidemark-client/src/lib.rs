@@ -171,10 +171,10 @@ impl Spool {
         // Names sort by time; a later store never sorts before an earlier one on this host.
         let last = self.pending()?.last().cloned();
         let mut name = format!("{nanos:024}-{}.ndjson", hex::encode(random));
-        if let Some(last) = last.and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())) {
-            if name <= last {
-                name = format!("{}-{}.ndjson", last.trim_end_matches(".ndjson"), hex::encode(random));
-            }
+        if let Some(last) = last.and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            && name <= last
+        {
+            name = format!("{}-{}.ndjson", last.trim_end_matches(".ndjson"), hex::encode(random));
         }
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let path = self.dir.join(&name);

@@ -996,13 +996,13 @@ impl Event {
     pub fn from_draft(value: Value, actor: ActorId, id: EventId, now: Timestamp) -> Result<Event, EventError> {
         let mut map = take_object(value, "event")?;
         check_fields(&map, "event", &["kind", "body"], &["v", "id", "occurred_at", "actor"])?;
-        if let Some(given) = map.get("actor") {
-            if given.as_str() != Some(actor.to_string().as_str()) {
-                return Err(EventError::BadHeader {
-                    field: "actor",
-                    detail: format!("the draft names actor {given} but the signer is {actor}"),
-                });
-            }
+        if let Some(given) = map.get("actor")
+            && given.as_str() != Some(actor.to_string().as_str())
+        {
+            return Err(EventError::BadHeader {
+                field: "actor",
+                detail: format!("the draft names actor {given} but the signer is {actor}"),
+            });
         }
         map.insert("actor".into(), Value::String(actor.to_string()));
         Event::from_map(&mut map, Some(id), Some(now), Some(SCHEMA_VERSION))

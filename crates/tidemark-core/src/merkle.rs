@@ -96,7 +96,7 @@ pub fn range_hash<S: SubtreeHashes>(source: &S, start: u64, end: u64) -> Result<
     if n == 0 {
         return Ok(empty_root());
     }
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         return source.subtree_hash(n.trailing_zeros(), start / n);
     }
     let k = split_point(n);

@@ -351,7 +351,7 @@ impl Ledger {
         while size >> level > 0 {
             let count = size >> level;
             let bundle = count / NODE_BUNDLE_WIDTH;
-            if count % NODE_BUNDLE_WIDTH != 0 {
+            if !count.is_multiple_of(NODE_BUNDLE_WIDTH) {
                 let bytes = tree.get(layout::node_key(level, bundle))?.map(|v| v.to_vec()).unwrap_or_default();
                 if bytes.len() as u64 != (count % NODE_BUNDLE_WIDTH) * 32 {
                     return Err(StoreError::Corrupt(format!(
@@ -854,10 +854,10 @@ impl Ledger {
         let bundle = index / NODE_BUNDLE_WIDTH;
         let offset = ((index % NODE_BUNDLE_WIDTH) * 32) as usize;
         let read = |bytes: &[u8]| bytes.get(offset..offset + 32).map(|h| h.try_into().expect("32 bytes"));
-        if let Some((open, bytes)) = self.open_bundles.get(&level) {
-            if *open == bundle {
-                return Ok(read(bytes));
-            }
+        if let Some((open, bytes)) = self.open_bundles.get(&level)
+            && *open == bundle
+        {
+            return Ok(read(bytes));
         }
         Ok(self.tree.get(layout::node_key(level, bundle))?.and_then(|b| read(&b)))
     }

@@ -120,10 +120,10 @@ impl Run<'_> {
         if let Err(reason) = e.event.body.validate() {
             return Err(fail(Some(e.seq), format!("invalid {} body: {reason}", e.event.kind().name())));
         }
-        if let EventBody::LedgerGenesis(g) = &e.event.body {
-            if g.ledger_public_key != self.ledger.state.ledger_public_key || g.origin != self.ledger.state.origin {
-                return Err(fail(Some(e.seq), "ledger.genesis names another ledger key or origin than this ledger's"));
-            }
+        if let EventBody::LedgerGenesis(g) = &e.event.body
+            && (g.ledger_public_key != self.ledger.state.ledger_public_key || g.origin != self.ledger.state.origin)
+        {
+            return Err(fail(Some(e.seq), "ledger.genesis names another ledger key or origin than this ledger's"));
         }
         Ok(())
     }
@@ -273,11 +273,10 @@ impl Ledger {
         if failure.is_none() && run.frontier.root() != self.root() {
             failure = Some(fail(None, "the recorded root differs from the root of the entries"));
         }
-        if failure.is_none() {
-            if let Some((&beyond, _)) = run.checkpoints.range(size + 1..).next() {
-                failure =
-                    Some(fail(None, format!("a checkpoint claims size {beyond}, beyond the {size} stored entries")));
-            }
+        if failure.is_none()
+            && let Some((&beyond, _)) = run.checkpoints.range(size + 1..).next()
+        {
+            failure = Some(fail(None, format!("a checkpoint claims size {beyond}, beyond the {size} stored entries")));
         }
         Ok(VerifyReport {
             entries_checked: failure.as_ref().and_then(|f| f.seq).unwrap_or(size),
