@@ -28,6 +28,13 @@ pub struct BenchArgs {
     /// Also write the markdown table to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Instead: compare ingest through `tidemark serve` (HTTP, concurrent
+    /// writers, batches of 1000) with library ingest, --entries events each.
+    #[arg(long)]
+    http: bool,
+    /// Concurrent HTTP writers for --http.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
 }
 
 struct Setup {
@@ -102,7 +109,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let scratch =
         a.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id())));
     std::fs::create_dir_all(&scratch)?;
-    let result = run_in(&a, &scratch);
+    let result = if a.http { run_http(&a, &scratch) } else { run_in(&a, &scratch) };
     let _ = std::fs::remove_dir_all(&scratch);
     let table = result?;
     println!("{table}");
@@ -229,6 +236,81 @@ fn run_in(a: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<String> {
     for (what, result, ratio) in rows {
         table.push_str(&format!("| {what} | {result} | {} |\n", ratio.map_or("—".into(), |r| format!("{r:.2}"))));
     }
+    Ok(table)
+}
+
+fn run_http(a: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<String> {
+    let s = Setup { admin: SecretKey::from_seed("admin", [1; 32]), agent: SecretKey::from_seed("agent", [3; 32]) };
+    let n = a.entries;
+    // Library, same events, same batch size.
+    let mut l = new_ledger(&scratch.join("library"), &s)?;
+    let library = ingest(&mut l, agent_events(&s.agent, 30_000_000, n), 1000)?;
+    drop(l);
+    eprintln!("library ingest: {library:.0}/s");
+    // HTTP: a real server process, `writers` clients posting batches of 1000.
+    let dir = scratch.join("http");
+    drop(new_ledger(&dir, &s)?);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--ledger", dir.to_str().expect("UTF-8 path"), "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let started_wait = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(started_wait.elapsed().as_secs() < 30, "the server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let events = agent_events(&s.agent, 40_000_000, n);
+    // Bodies are encoded before the clock starts: the load generator shares
+    // the two cores with the server, and its own JSON encoding is not the server's cost.
+    let mut per_writer: Vec<Vec<(usize, String)>> = (0..a.writers).map(|_| Vec::new()).collect();
+    for (k, chunk) in events.chunks(1000).enumerate() {
+        let body: String = chunk.iter().map(|e| e.to_json_line() + "\n").collect();
+        per_writer[k % a.writers].push((chunk.len(), body));
+    }
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<usize>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = per_writer
+            .iter()
+            .map(|mine| {
+                let url = url.clone();
+                scope.spawn(move || -> anyhow::Result<usize> {
+                    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(true).build().into();
+                    let mut n = 0;
+                    for (count, body) in mine {
+                        let mut r = agent
+                            .post(&format!("{url}/v1/events"))
+                            .header("content-type", "application/x-ndjson")
+                            .send(body.as_bytes())?;
+                        let reply: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string()?)?;
+                        anyhow::ensure!(reply["results"].as_array().map(Vec::len) == Some(*count), "short reply");
+                        n += count;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("writer thread")).collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait()?;
+    let mut total = 0;
+    for r in results {
+        total += r?;
+    }
+    anyhow::ensure!(total as u64 == n, "the server acknowledged {total} of {n} events");
+    let http = n as f64 / secs;
+    eprintln!("http ingest: {http:.0}/s");
+    let mut table = String::from("| measurement | result | ratio to library ingest |\n|---|---|---|\n");
+    table.push_str(&format!("| library ingest, batch 1000 ({n} events) | {library:.0} events/s | 1.00 |\n"));
+    table.push_str(&format!(
+        "| HTTP ingest, batch 1000, {} concurrent writers ({n} events) | {http:.0} events/s | {:.2} |\n",
+        a.writers,
+        http / library
+    ));
     Ok(table)
 }
 
