@@ -214,6 +214,12 @@ pub fn append_signed(global: &Global, events: Vec<SignedEvent>) -> anyhow::Resul
 
 #[derive(Args)]
 pub struct LogArgs {
+    /// Only entries touching this artifact, e.g. pg:main/wal/000000010000000000000003.
+    #[arg(long)]
+    artifact: Option<String>,
+    /// Only entries about this component, e.g. pg:main.
+    #[arg(long)]
+    component: Option<String>,
     /// Only these kinds (repeatable), e.g. --kind pg.wal_archived.
     #[arg(long)]
     kind: Vec<String>,
@@ -266,6 +272,8 @@ pub fn log(global: &Global, a: LogArgs) -> anyhow::Result<ExitCode> {
     let actor = a.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| coded(exit::USAGE, e.to_string()))?;
     let ledger = util::open_ledger(global)?;
     let filter = EntryFilter {
+        artifact: a.artifact,
+        component: a.component,
         kinds,
         actor,
         since: a.since,

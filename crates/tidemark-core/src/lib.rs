@@ -14,6 +14,7 @@ pub mod event;
 pub mod keys;
 pub mod merkle;
 pub mod note;
+pub mod proof_file;
 pub mod registry;
 pub mod schema;
 pub mod time;

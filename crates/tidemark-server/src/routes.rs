@@ -211,6 +211,8 @@ fn leaf_value(entry: &tidemark_core::Entry) -> Value {
 
 #[derive(Deserialize)]
 struct EntriesQuery {
+    artifact: Option<String>,
+    component: Option<String>,
     /// Comma-separated kinds.
     kind: Option<String>,
     actor: Option<String>,
@@ -243,6 +245,8 @@ async fn entries(State(s): State<AppState>, Query(q): Query<EntriesQuery>) -> Re
     let actor = q.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| Problem::bad_request(e.to_string()))?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE_ENTRIES).min(MAX_PAGE_ENTRIES);
     let filter = EntryFilter {
+        artifact: q.artifact,
+        component: q.component,
         kinds,
         actor,
         since: parse_time("since", &q.since)?,

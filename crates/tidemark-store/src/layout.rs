@@ -17,6 +17,10 @@ pub const IDS: u8 = b'I';
 pub const BY_KIND: u8 = b'K';
 /// `A ‖ actor ‖ first_seq` → bincode `Vec<u64>`: seqs signed by that actor in one batch.
 pub const BY_ACTOR: u8 = b'A';
+/// `R ‖ blake3(artifact)[..16] ‖ first_seq` → bincode `Vec<u64>`: seqs touching that artifact in one batch.
+pub const BY_ARTIFACT: u8 = b'R';
+/// `P ‖ blake3(component)[..16] ‖ first_seq` → bincode `Vec<u64>`: seqs about that component in one batch.
+pub const BY_COMPONENT: u8 = b'P';
 /// `T ‖ recorded_at ‖ first_seq` → empty: where each batch starts in time.
 pub const BY_TIME: u8 = b'T';
 /// `C ‖ size` → the signed checkpoint note at that tree size.
@@ -63,6 +67,21 @@ pub fn actor_key(actor: &ActorId, first_seq: u64) -> [u8; 25] {
     let mut k = [0u8; 25];
     k[0] = BY_ACTOR;
     k[1..17].copy_from_slice(&actor.0);
+    k[17..].copy_from_slice(&first_seq.to_be_bytes());
+    k
+}
+
+/// Prefix of a name-keyed posting list (artifact or component).
+pub fn name_prefix(prefix: u8, name: &str) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&blake3::hash(name.as_bytes()).as_bytes()[..16]);
+    k
+}
+
+pub fn name_key(prefix: u8, name: &str, first_seq: u64) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..17].copy_from_slice(&name_prefix(prefix, name));
     k[17..].copy_from_slice(&first_seq.to_be_bytes());
     k
 }

@@ -698,6 +698,21 @@ impl Ledger {
             by_kind.entry(kind_index(e.event.kind())).or_default().push(e.seq);
             by_actor.entry(e.event.actor).or_default().push(e.seq);
         }
+        let mut by_name: BTreeMap<(u8, String), Vec<u64>> = BTreeMap::new();
+        for e in &entries {
+            for a in e.event.body.artifacts() {
+                by_name.entry((layout::BY_ARTIFACT, a)).or_default().push(e.seq);
+            }
+            for c in e.event.body.components() {
+                let list = by_name.entry((layout::BY_COMPONENT, c)).or_default();
+                if list.last() != Some(&e.seq) {
+                    list.push(e.seq);
+                }
+            }
+        }
+        for ((prefix, name), seqs) in &by_name {
+            batch.insert(&layout::name_key(*prefix, name, first_seq)[..], encode(seqs));
+        }
         for (kind, seqs) in &by_kind {
             batch.insert(&layout::kind_key(*kind, first_seq)[..], encode(seqs));
         }

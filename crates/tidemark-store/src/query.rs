@@ -12,6 +12,10 @@ use crate::{Ledger, StoreError, decode, kind_index};
 /// Which entries to list. Empty fields match everything; bounds are inclusive.
 #[derive(Debug, Clone, Default)]
 pub struct EntryFilter {
+    /// Entries touching this artifact reference (e.g. `pg:main/wal/000000010000000000000003`).
+    pub artifact: Option<String>,
+    /// Entries about this component (e.g. `pg:main`).
+    pub component: Option<String>,
     pub kinds: Vec<Kind>,
     pub actor: Option<ActorId>,
     /// On the ledger's `recorded_at` clock.
@@ -77,9 +81,12 @@ impl Ledger {
         let limit = f.limit.unwrap_or(usize::MAX);
         let mut count = 0;
         let matches = |e: &Entry| {
-            (f.kinds.is_empty() || f.kinds.contains(&e.event.kind())) && f.actor.is_none_or(|a| a == e.event.actor)
+            (f.kinds.is_empty() || f.kinds.contains(&e.event.kind()))
+                && f.actor.is_none_or(|a| a == e.event.actor)
+                && f.artifact.as_ref().is_none_or(|a| e.event.body.artifacts().contains(a))
+                && f.component.as_ref().is_none_or(|c| e.event.body.components().contains(c))
         };
-        if f.kinds.is_empty() && f.actor.is_none() {
+        if f.kinds.is_empty() && f.actor.is_none() && f.artifact.is_none() && f.component.is_none() {
             for bundle in self.entries_from(lo) {
                 for e in bundle? {
                     if e.seq > hi || count >= limit {
@@ -92,7 +99,11 @@ impl Ledger {
             return Ok(count);
         }
         let mut seqs = BTreeSet::new();
-        if !f.kinds.is_empty() {
+        if let Some(artifact) = &f.artifact {
+            self.postings(&layout::name_prefix(layout::BY_ARTIFACT, artifact), lo, hi, &mut seqs)?;
+        } else if let Some(component) = &f.component {
+            self.postings(&layout::name_prefix(layout::BY_COMPONENT, component), lo, hi, &mut seqs)?;
+        } else if !f.kinds.is_empty() {
             for kind in &f.kinds {
                 self.postings(&[layout::BY_KIND, kind_index(*kind)], lo, hi, &mut seqs)?;
             }
