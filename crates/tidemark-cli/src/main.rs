@@ -5,6 +5,7 @@
 //! on disk goes through `tidemark-store`. Errors map to exit codes that
 //! scripts can use (see [`exit`]).
 
+mod audit_cmds;
 mod bench;
 mod exit;
 mod keys;
@@ -88,6 +89,14 @@ enum Command {
     Schemas(ledger_cmds::SchemasArgs),
     /// Measure verification, ingest, full verify, proofs and reopen on this machine.
     Bench(bench::BenchArgs),
+    /// Write a chain-of-custody export an auditor verifies offline.
+    Export(audit_cmds::ExportArgs),
+    /// Verify an export with nothing but it and the ledger's public key.
+    VerifyExport(audit_cmds::VerifyExportArgs),
+    /// Every event touching one artifact, in order, with actors and roles.
+    Custody(audit_cmds::CustodyArgs),
+    /// Who did what: entries by actor, kind and time, with names and roles.
+    Audit(audit_cmds::AuditArgs),
     /// Serve the ledger over HTTP (initialises it on first start).
     Serve(remote::ServeArgs),
     /// Issue read credentials (bearer tokens signed by an enrolled key).
@@ -111,6 +120,10 @@ fn main() -> ExitCode {
         Command::Schemas(a) => ledger_cmds::schemas(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => remote::serve(&cli.global, a),
+        Command::Export(a) => audit_cmds::export(&cli.global, a),
+        Command::VerifyExport(a) => audit_cmds::verify_export(a),
+        Command::Custody(a) => audit_cmds::custody(&cli.global, a),
+        Command::Audit(a) => audit_cmds::audit(&cli.global, a),
         Command::Token(c) => remote::token(c),
         Command::Spool(c) => remote::spool(&cli.global, c),
     };

@@ -35,6 +35,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/proof/consistency"),
     ("get", "/v1/keys"),
     ("get", "/v1/ledger-key"),
+    ("get", "/v1/custody"),
+    ("get", "/v1/audit"),
     ("get", "/metrics"),
 ];
 
@@ -72,6 +74,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/proof/consistency", get(consistency))
         .route("/v1/keys", get(keys))
         .route("/v1/ledger-key", get(ledger_key))
+        .route("/v1/custody", get(custody))
+        .route("/v1/audit", get(audit))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_reader));
     Router::new()
@@ -229,7 +233,9 @@ fn parse_time(field: &str, v: &Option<String>) -> Result<Option<Timestamp>, Prob
         .transpose()
 }
 
-async fn entries(State(s): State<AppState>, Query(q): Query<EntriesQuery>) -> Result<Response, Problem> {
+/// The filter of `/v1/entries` and `/v1/audit`; `limit` is one more than
+/// the page, to tell whether another page follows.
+fn entry_filter(q: EntriesQuery) -> Result<EntryFilter, Problem> {
     let kinds = q
         .kind
         .as_deref()
@@ -244,7 +250,7 @@ async fn entries(State(s): State<AppState>, Query(q): Query<EntriesQuery>) -> Re
         .unwrap_or_default();
     let actor = q.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| Problem::bad_request(e.to_string()))?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE_ENTRIES).min(MAX_PAGE_ENTRIES);
-    let filter = EntryFilter {
+    Ok(EntryFilter {
         artifact: q.artifact,
         component: q.component,
         kinds,
@@ -254,7 +260,12 @@ async fn entries(State(s): State<AppState>, Query(q): Query<EntriesQuery>) -> Re
         from_seq: q.from_seq,
         to_seq: q.to_seq,
         limit: Some(limit + 1),
-    };
+    })
+}
+
+async fn entries(State(s): State<AppState>, Query(q): Query<EntriesQuery>) -> Result<Response, Problem> {
+    let filter = entry_filter(q)?;
+    let limit = filter.limit.unwrap_or(1) - 1;
     let ledger = s.ledger.read().expect("ledger lock");
     let mut out = Vec::new();
     ledger
@@ -338,6 +349,41 @@ async fn consistency(State(s): State<AppState>, Query(q): Query<ConsistencyQuery
         "checkpoint2": ledger.checkpoint_at(to).map_err(store_problem)?.map(|(_, n)| n),
     }))
     .into_response())
+}
+
+#[derive(Deserialize)]
+struct CustodyQuery {
+    artifact: String,
+}
+
+async fn custody(State(s): State<AppState>, Query(q): Query<CustodyQuery>) -> Result<Response, Problem> {
+    let ledger = s.ledger.read().expect("ledger lock");
+    let registry = ledger.registry().clone();
+    let mut events = Vec::new();
+    let filter =
+        EntryFilter { artifact: Some(q.artifact.clone()), limit: Some(MAX_PAGE_ENTRIES), ..EntryFilter::default() };
+    ledger
+        .query(&filter, |e| {
+            events.push(tidemark_export::audit_row(&e, &registry));
+            Ok(())
+        })
+        .map_err(store_problem)?;
+    Ok(Json(json!({"artifact": q.artifact, "events": events})).into_response())
+}
+
+async fn audit(State(s): State<AppState>, Query(q): Query<EntriesQuery>) -> Result<Response, Problem> {
+    let filter = entry_filter(q)?;
+    let ledger = s.ledger.read().expect("ledger lock");
+    let registry = ledger.registry().clone();
+    let mut events = Vec::new();
+    ledger
+        .query(&filter, |e| {
+            events.push(tidemark_export::audit_row(&e, &registry));
+            Ok(())
+        })
+        .map_err(store_problem)?;
+    events.truncate(filter.limit.unwrap_or(1) - 1);
+    Ok(Json(json!({"events": events})).into_response())
 }
 
 async fn keys(State(s): State<AppState>) -> Response {

@@ -398,6 +398,15 @@ impl Ledger {
         NoteVerifier::new(&self.state.origin, self.state.ledger_public_key).expect("origin was validated at genesis")
     }
 
+    /// Signs an export manifest digest as a signed note by the ledger key:
+    /// body `tidemark-export-v1\n<origin>\n<hex digest>\n`. Its second line
+    /// is never a decimal tree size, so it can never pass for a checkpoint.
+    pub fn sign_export_manifest(&self, manifest_blake3: &[u8; 32]) -> String {
+        let body = format!("tidemark-export-v1\n{}\n{}\n", self.state.origin, hex_digest(manifest_blake3));
+        tidemark_core::note::sign_note(&self.state.origin, &self.ledger_key, &body)
+            .expect("origin validated at genesis")
+    }
+
     /// Checks events without writing anything: the checks `append` makes, in
     /// order, as if all were one batch (no size limit: callers check large
     /// inputs whole, then append them in batches).
@@ -876,6 +885,10 @@ impl Ledger {
         }
         Ok(self.tree.get(layout::node_key(level, bundle))?.and_then(|b| read(&b)))
     }
+}
+
+fn hex_digest(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Position of `kind` in [`Kind::ALL`]: the index key byte.

@@ -1,0 +1,254 @@
+//! Auditor commands: export, verify-export, custody, audit.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{ArgGroup, Args};
+use serde_json::Value;
+use tidemark_core::note::{Checkpoint, NoteVerifier};
+use tidemark_core::{ActorId, Kind, Timestamp};
+use tidemark_export::Selector;
+use tidemark_store::EntryFilter;
+
+use crate::exit::{self, coded};
+use crate::{Global, util};
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("selector").required(true).args(["artifact", "component", "actor", "since", "until", "all"]).multiple(true)))]
+pub struct ExportArgs {
+    /// Every event touching this artifact (custody of one backup).
+    #[arg(long, conflicts_with_all = ["component", "actor", "since", "until", "all"])]
+    artifact: Option<String>,
+    /// Every event about this component.
+    #[arg(long, conflicts_with_all = ["actor", "since", "until", "all"])]
+    component: Option<String>,
+    /// Every event signed by this actor id.
+    #[arg(long, conflicts_with_all = ["since", "until", "all"])]
+    actor: Option<String>,
+    /// Entries recorded at or after this time.
+    #[arg(long, value_parser = util::parse_time, conflicts_with = "all")]
+    since: Option<Timestamp>,
+    /// Entries recorded at or before this time.
+    #[arg(long, value_parser = util::parse_time, conflicts_with = "all")]
+    until: Option<Timestamp>,
+    /// The whole ledger.
+    #[arg(long)]
+    all: bool,
+    /// Output directory, or FILE.tar.
+    #[arg(long)]
+    out: PathBuf,
+    /// A checkpoint the auditor kept: include a consistency proof from it (repeatable).
+    #[arg(long)]
+    previous_checkpoint: Vec<PathBuf>,
+}
+
+pub fn export(global: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
+    let selector = if let Some(x) = a.artifact {
+        Selector::Artifact(x)
+    } else if let Some(c) = a.component {
+        Selector::Component(c)
+    } else if let Some(actor) = a.actor {
+        Selector::Actor(ActorId::parse(&actor).map_err(|e| coded(exit::USAGE, e.to_string()))?)
+    } else if a.all {
+        Selector::All
+    } else {
+        Selector::Time { since: a.since, until: a.until }
+    };
+    let mut sizes = Vec::new();
+    for p in &a.previous_checkpoint {
+        let note = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let body = note.split("\n\n").next().unwrap_or("").to_owned() + "\n";
+        let cp = Checkpoint::parse_body(&body).map_err(|e| coded(exit::USAGE, format!("{}: {e}", p.display())))?;
+        sizes.push(cp.size);
+    }
+    let ledger = util::open_ledger(global)?;
+    let show = std::io::stderr().is_terminal();
+    let summary = tidemark_export::write_export_path(&ledger, &selector, &a.out, &sizes, util::now(), &mut |n| {
+        if show {
+            eprint!("\rexported {n} entries");
+        }
+    })
+    .map_err(|e| coded(exit::USAGE, e.to_string()))?;
+    if show {
+        eprintln!();
+    }
+    println!(
+        "exported {} entries (+{} authorising registry entries) proven into the checkpoint at tree size {} to {}",
+        summary.selected,
+        summary.registry_only,
+        summary.tree_size,
+        a.out.display()
+    );
+    println!(
+        "verify with: tidemark verify-export {} --ledger-key '{}'",
+        a.out.display(),
+        ledger.note_verifier().to_vkey()
+    );
+    Ok(exit::ok())
+}
+
+#[derive(Args)]
+pub struct VerifyExportArgs {
+    /// Export directory or FILE.tar.
+    path: PathBuf,
+    /// The ledger's verifier key (C2SP vkey text, or a file holding it).
+    #[arg(long)]
+    ledger_key: String,
+    /// A checkpoint note kept from earlier: prove the ledger was only appended to since.
+    #[arg(long)]
+    previous_checkpoint: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn verify_export(a: VerifyExportArgs) -> anyhow::Result<ExitCode> {
+    let vkey = match std::fs::read_to_string(&a.ledger_key) {
+        Ok(text) => text,
+        Err(_) => a.ledger_key.clone(),
+    };
+    let verifier =
+        NoteVerifier::from_vkey(vkey.trim()).map_err(|e| coded(exit::USAGE, format!("--ledger-key: {e}")))?;
+    let previous = a
+        .previous_checkpoint
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let options = tidemark_export::VerifyOptions { verifier: &verifier, previous_checkpoint: previous.as_deref() };
+    let report = tidemark_export::verify_export_path(&a.path, &options, &mut |_| {})
+        .map_err(|e| coded(exit::USAGE, e.to_string()))?;
+    if a.json {
+        util::print_json(&report);
+    } else {
+        for c in &report.checks {
+            println!("{} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+        }
+        println!("{}", if report.ok() { "VERIFIED" } else { "NOT VERIFIED" });
+    }
+    Ok(ExitCode::from(if report.ok() { exit::OK } else { exit::VERIFY_FAILED }))
+}
+
+fn print_rows(rows: &[Value], json_out: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        writeln!(out, "{}", serde_json::to_string_pretty(rows)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>8}  {:<27}  {:<18}  {:<20}  {:<22}  ACTOR (ROLES)",
+        "SEQ", "RECORDED_AT", "ACTION", "KIND", "ARTIFACT"
+    )?;
+    for r in rows {
+        writeln!(
+            out,
+            "{:>8}  {:<27}  {:<18}  {:<20}  {:<22}  {} ({})",
+            r["seq"].as_u64().unwrap_or(0),
+            r["recorded_at"].as_str().unwrap_or(""),
+            r["action"].as_str().unwrap_or(""),
+            r["kind"].as_str().unwrap_or(""),
+            r["artifacts"][0].as_str().unwrap_or("-"),
+            r["actor_name"].as_str().unwrap_or(r["actor"].as_str().unwrap_or("")),
+            r["actor_roles"].as_str().unwrap_or("not enrolled"),
+        )?;
+    }
+    Ok(())
+}
+
+fn collect(global: &Global, filter: &EntryFilter) -> anyhow::Result<Vec<Value>> {
+    let ledger = util::open_ledger(global)?;
+    let registry = ledger.registry().clone();
+    let mut rows = Vec::new();
+    ledger.query(filter, |e| {
+        rows.push(tidemark_export::audit_row(&e, &registry));
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+#[derive(Args)]
+pub struct CustodyArgs {
+    /// The artifact, e.g. pg:main/wal/000000010000000000000003 or s3:uploads/v/KEY@VERSION.
+    artifact: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn custody(global: &Global, a: CustodyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = global.url() {
+        let body = crate::remote::get(global, url, &format!("/v1/custody?artifact={}", urlencode(&a.artifact)))?;
+        let v: Value = serde_json::from_str(&body)?;
+        print_rows(v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]), a.json)?;
+        return Ok(exit::ok());
+    }
+    let rows = collect(global, &EntryFilter { artifact: Some(a.artifact.clone()), ..EntryFilter::default() })?;
+    if rows.is_empty() && !a.json {
+        eprintln!("no events touch {} (artifact references are listed in docs/formats.md)", a.artifact);
+    }
+    print_rows(&rows, a.json)?;
+    Ok(exit::ok())
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    #[arg(long)]
+    actor: Option<String>,
+    /// Repeatable.
+    #[arg(long)]
+    kind: Vec<String>,
+    #[arg(long, value_parser = util::parse_time)]
+    since: Option<Timestamp>,
+    #[arg(long, value_parser = util::parse_time)]
+    until: Option<Timestamp>,
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn audit(global: &Global, a: AuditArgs) -> anyhow::Result<ExitCode> {
+    let kinds = a
+        .kind
+        .iter()
+        .map(|k| Kind::from_name(k).ok_or_else(|| coded(exit::USAGE, format!("unknown kind {k:?}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let actor = a.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| coded(exit::USAGE, e.to_string()))?;
+    if let Some(url) = global.url() {
+        let mut q = vec![];
+        if let Some(x) = actor {
+            q.push(format!("actor={x}"));
+        }
+        if !kinds.is_empty() {
+            q.push(format!("kind={}", kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")));
+        }
+        if let Some(t) = a.since {
+            q.push(format!("since={}", urlencode(&t.to_string())));
+        }
+        if let Some(t) = a.until {
+            q.push(format!("until={}", urlencode(&t.to_string())));
+        }
+        if let Some(l) = a.limit {
+            q.push(format!("limit={l}"));
+        }
+        let body = crate::remote::get(global, url, &format!("/v1/audit?{}", q.join("&")))?;
+        let v: Value = serde_json::from_str(&body)?;
+        print_rows(v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]), a.json)?;
+        return Ok(exit::ok());
+    }
+    let filter = EntryFilter { kinds, actor, since: a.since, until: a.until, limit: a.limit, ..EntryFilter::default() };
+    print_rows(&collect(global, &filter)?, a.json)?;
+    Ok(exit::ok())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
