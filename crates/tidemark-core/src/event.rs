@@ -1163,6 +1163,64 @@ impl Entry {
     }
 }
 
+/// What an event is about: the artifacts and components it touches. The
+/// store indexes these so custody and export queries never scan the log.
+/// Artifact references follow one convention per kind (see docs/formats.md).
+impl EventBody {
+    pub fn artifacts(&self) -> Vec<String> {
+        match self {
+            EventBody::PgWalArchived(b) => vec![format!("{}/wal/{}", b.component, b.segment)],
+            EventBody::PgTimelineHistory(b) => vec![format!("{}/history/{:08X}.history", b.component, b.timeline)],
+            EventBody::PgBaseBackup(b) => vec![format!("{}/base/{}", b.component, b.backup_id)],
+            EventBody::S3ObjectVersion(b) => vec![format!("{}/v/{}@{}", b.component, b.key, b.version_id)],
+            EventBody::S3VersionMissing(b) => vec![format!("{}/v/{}@{}", b.component, b.key, b.version_id)],
+            EventBody::SnapshotTaken(b) => vec![format!("{}/snapshot/{}", b.component, b.snapshot_id)],
+            EventBody::MarkerQuiesced(MarkerQuiesced { components, .. })
+            | EventBody::MarkerPoint(MarkerPoint { components, .. }) => components
+                .iter()
+                .filter_map(|p| p.snapshot_id.as_ref().map(|s| format!("{}/snapshot/{s}", p.component)))
+                .collect(),
+            EventBody::ArtifactVerified(b) => vec![b.artifact.to_string()],
+            EventBody::ArtifactCopied(b) => vec![b.artifact.to_string()],
+            EventBody::ArtifactRetention(b) => vec![b.artifact.to_string()],
+            EventBody::ArtifactLegalHold(b) => vec![b.artifact.to_string()],
+            EventBody::ArtifactDeleted(b) => vec![b.artifact.to_string()],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn components(&self) -> Vec<String> {
+        let one = |c: &ComponentId| vec![c.to_string()];
+        match self {
+            EventBody::ComponentRegistered(b) => one(&b.component),
+            EventBody::GroupDefined(b) => b.components.iter().map(ToString::to_string).collect(),
+            EventBody::PgBaseBackup(b) => one(&b.component),
+            EventBody::PgWalArchived(b) => one(&b.component),
+            EventBody::PgTimelineHistory(b) => one(&b.component),
+            EventBody::PgPosition(b) => one(&b.component),
+            EventBody::PgRestorePoint(b) => one(&b.component),
+            EventBody::S3Versioning(b) => one(&b.component),
+            EventBody::S3ObjectVersion(b) => one(&b.component),
+            EventBody::S3ScanComplete(b) => one(&b.component),
+            EventBody::S3VersionMissing(b) => one(&b.component),
+            EventBody::SnapshotTaken(b) => one(&b.component),
+            EventBody::MarkerQuiesced(MarkerQuiesced { components, .. })
+            | EventBody::MarkerPoint(MarkerPoint { components, .. }) => {
+                components.iter().map(|p| p.component.to_string()).collect()
+            }
+            EventBody::RestorePerformed(b) => b.components.iter().map(|c| c.component.to_string()).collect(),
+            EventBody::ArtifactVerified(_)
+            | EventBody::ArtifactCopied(_)
+            | EventBody::ArtifactRetention(_)
+            | EventBody::ArtifactLegalHold(_)
+            | EventBody::ArtifactDeleted(_) => {
+                self.artifacts().iter().map(|a| a.split('/').next().unwrap_or("").to_owned()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1291,63 +1349,5 @@ mod tests {
                 && leaf.contains(r#""recorded_at":"1970-01-01T00:00:00.000009Z","seq":7,"sig":""#)
         );
         assert_eq!(Entry::from_value(serde_json::from_str(&leaf).unwrap()).unwrap(), entry);
-    }
-}
-
-/// What an event is about: the artifacts and components it touches. The
-/// store indexes these so custody and export queries never scan the log.
-/// Artifact references follow one convention per kind (see docs/formats.md).
-impl EventBody {
-    pub fn artifacts(&self) -> Vec<String> {
-        match self {
-            EventBody::PgWalArchived(b) => vec![format!("{}/wal/{}", b.component, b.segment)],
-            EventBody::PgTimelineHistory(b) => vec![format!("{}/history/{:08X}.history", b.component, b.timeline)],
-            EventBody::PgBaseBackup(b) => vec![format!("{}/base/{}", b.component, b.backup_id)],
-            EventBody::S3ObjectVersion(b) => vec![format!("{}/v/{}@{}", b.component, b.key, b.version_id)],
-            EventBody::S3VersionMissing(b) => vec![format!("{}/v/{}@{}", b.component, b.key, b.version_id)],
-            EventBody::SnapshotTaken(b) => vec![format!("{}/snapshot/{}", b.component, b.snapshot_id)],
-            EventBody::MarkerQuiesced(MarkerQuiesced { components, .. })
-            | EventBody::MarkerPoint(MarkerPoint { components, .. }) => components
-                .iter()
-                .filter_map(|p| p.snapshot_id.as_ref().map(|s| format!("{}/snapshot/{s}", p.component)))
-                .collect(),
-            EventBody::ArtifactVerified(b) => vec![b.artifact.to_string()],
-            EventBody::ArtifactCopied(b) => vec![b.artifact.to_string()],
-            EventBody::ArtifactRetention(b) => vec![b.artifact.to_string()],
-            EventBody::ArtifactLegalHold(b) => vec![b.artifact.to_string()],
-            EventBody::ArtifactDeleted(b) => vec![b.artifact.to_string()],
-            _ => Vec::new(),
-        }
-    }
-
-    pub fn components(&self) -> Vec<String> {
-        let one = |c: &ComponentId| vec![c.to_string()];
-        match self {
-            EventBody::ComponentRegistered(b) => one(&b.component),
-            EventBody::GroupDefined(b) => b.components.iter().map(ToString::to_string).collect(),
-            EventBody::PgBaseBackup(b) => one(&b.component),
-            EventBody::PgWalArchived(b) => one(&b.component),
-            EventBody::PgTimelineHistory(b) => one(&b.component),
-            EventBody::PgPosition(b) => one(&b.component),
-            EventBody::PgRestorePoint(b) => one(&b.component),
-            EventBody::S3Versioning(b) => one(&b.component),
-            EventBody::S3ObjectVersion(b) => one(&b.component),
-            EventBody::S3ScanComplete(b) => one(&b.component),
-            EventBody::S3VersionMissing(b) => one(&b.component),
-            EventBody::SnapshotTaken(b) => one(&b.component),
-            EventBody::MarkerQuiesced(MarkerQuiesced { components, .. })
-            | EventBody::MarkerPoint(MarkerPoint { components, .. }) => {
-                components.iter().map(|p| p.component.to_string()).collect()
-            }
-            EventBody::RestorePerformed(b) => b.components.iter().map(|c| c.component.to_string()).collect(),
-            EventBody::ArtifactVerified(_)
-            | EventBody::ArtifactCopied(_)
-            | EventBody::ArtifactRetention(_)
-            | EventBody::ArtifactLegalHold(_)
-            | EventBody::ArtifactDeleted(_) => {
-                self.artifacts().iter().map(|a| a.split('/').next().unwrap_or("").to_owned()).collect()
-            }
-            _ => Vec::new(),
-        }
     }
 }

@@ -177,7 +177,7 @@ pub fn write_export(
                 }
                 w.entry(&e, true)?;
                 selected += 1;
-                if selected % 10_000 == 0 {
+                if selected.is_multiple_of(10_000) {
                     progress(selected);
                 }
                 Ok::<(), ExportError>(())
@@ -273,7 +273,6 @@ pub fn write_export(
         }
         std::fs::remove_file(&p).map_err(io_err(&p))?;
     }
-    drop(emit);
     manifest.flush().map_err(io_err(dir))?;
     let digest = *hasher.finalize().as_bytes();
     let sig = ledger.sign_export_manifest(&digest);
