@@ -477,3 +477,36 @@ mod property {
         }
     }
 }
+
+/// A second implementation, in Python from docs/formats.md (hashlib and
+/// `cryptography` only), accepts our exports and rejects a broken proof.
+#[test]
+fn an_independent_python_verifier_agrees() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/verify_export.py");
+    let w = populated();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("e");
+    w.export(Selector::All, &dir, &[]);
+    let vkey = w.verifier().to_vkey();
+    let run = |d: &Path| {
+        std::process::Command::new("python3")
+            .arg(&script)
+            .arg(d)
+            .arg(&vkey)
+            .output()
+            .expect("python3 runs (scripts/test.sh installs `cryptography`)")
+    };
+    let ok = run(&dir);
+    assert!(ok.status.success(), "{}{}", String::from_utf8_lossy(&ok.stdout), String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("OK: 12 entries"));
+    let proof = dir.join("proofs/000000000006.tlog-proof");
+    edit(&proof, |s| {
+        let line = s.lines().nth(3).unwrap().to_owned();
+        let mut h = B64.decode(&line).unwrap();
+        h[5] ^= 0x40;
+        s.replacen(&line, &B64.encode(h), 1)
+    });
+    let bad = run(&dir);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("000000000006.json: not included"), "{}", String::from_utf8_lossy(&bad.stdout));
+}
