@@ -206,3 +206,34 @@ fn usage_errors_and_missing_ledgers_have_their_own_exit_codes() {
     let r = cli.run(&["proof", "inclusion", "--seq", "99"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+#[test]
+fn custody_and_audit_name_actors_and_roles() {
+    let cli = Cli::with_keys();
+    let seg = "000000010000000000000007";
+    let wal = json!({"kind": "pg.wal_archived", "body": {"component": "pg:main", "timeline": 1, "segment": seg, "size_bytes": 16,
+        "blake3": "aa".repeat(32), "sha256": "bb".repeat(32), "location": format!("/archive/{seg}")}});
+    cli.run_with_input(&["append", "--signer", "agent.key"], &format!("{wal}\n"));
+    let hold = json!({"kind": "artifact.legal_hold", "body": {"artifact": format!("pg:main/wal/{seg}"), "status": "set", "reason": "case 1"}});
+    cli.run_with_input(&["append", "--signer", "operator.key"], &format!("{hold}\n"));
+    let rows: Value = serde_json::from_str(&cli.ok(&["custody", "--json", &format!("pg:main/wal/{seg}")])).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0]["action"].as_str(), rows[0]["actor_name"].as_str(), rows[0]["actor_roles"].as_str()),
+        (Some("created"), Some("agent"), Some("agent"))
+    );
+    assert_eq!((rows[1]["action"].as_str(), rows[1]["actor_name"].as_str()), (Some("legal hold"), Some("operator")));
+    let text = cli.ok(&["audit", "--kind", "artifact.legal_hold"]);
+    assert!(text.contains("operator (operator)") && text.contains("legal hold"), "{text}");
+    let out = cli.ok(&["export", "--artifact", &format!("pg:main/wal/{seg}"), "--out", "custody.tar"]);
+    assert!(out.contains("exported 2 entries"), "{out}");
+    let vkey = cli.ok(&["key", "show", "--ledger-key"]);
+    let verified = cli.run(&["verify-export", "custody.tar", "--ledger-key", vkey.trim()]);
+    assert_eq!(verified.code, 0, "{}", verified.stdout);
+    assert!(verified.stdout.ends_with("VERIFIED\n"));
+    let wrong = SecretKey::from_seed("x", [8; 32]);
+    let wrong_vkey = NoteVerifier::new("tidemark.test/cli", wrong.public_key()).unwrap().to_vkey();
+    let refused = cli.run(&["verify-export", "custody.tar", "--ledger-key", &wrong_vkey]);
+    assert_eq!(refused.code, 4, "{}", refused.stdout);
+}

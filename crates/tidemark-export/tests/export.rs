@@ -508,5 +508,9 @@ fn an_independent_python_verifier_agrees() {
     });
     let bad = run(&dir);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stdout).contains("000000000006.json: not included"), "{}", String::from_utf8_lossy(&bad.stdout));
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("000000000006.json: not included"),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
 }

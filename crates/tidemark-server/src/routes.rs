@@ -83,6 +83,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(post_events))
         .merge(reads)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Refuses a declared Content-Length over the limit before reading any of it.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .with_state(state)
 }
