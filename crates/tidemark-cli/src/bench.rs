@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// writers, batches of 1000) with library ingest, --entries events each.
     #[arg(long)]
     http: bool,
+    /// Also export the whole large ledger and verify the export (one file per
+    /// entry and per proof: needs about 5 KiB of disk per entry).
+    #[arg(long)]
+    export: bool,
     /// Concurrent HTTP writers for --http.
     #[arg(long, default_value_t = 4)]
     writers: usize,
@@ -231,6 +235,45 @@ fn run_in(a: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<String> {
     rows.push((format!("reopen at {size} entries"), format!("{reopen_ms:.1} ms"), None));
     let disk: u64 = walk_size(&big_dir);
     rows.push(("ledger size on disk".into(), format!("{:.0} MiB", disk as f64 / 1048576.0), None));
+
+    // 7. Export everything, then verify the export offline.
+    if a.export {
+        let out = scratch.join("export");
+        let started = Instant::now();
+        let summary = tidemark_export::write_export(
+            &l,
+            &tidemark_export::Selector::All,
+            &out,
+            &[],
+            crate::util::now(),
+            &mut |_| {},
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let secs = started.elapsed().as_secs_f64();
+        let rate = summary.selected as f64 / secs;
+        rows.push((
+            format!("export --all ({} entries)", summary.selected),
+            format!("{secs:.1} s = {rate:.0} entries/s"),
+            Some(rate / raw_all),
+        ));
+        let verifier = l.note_verifier();
+        drop(l);
+        let started = Instant::now();
+        let report = tidemark_export::verify_export(
+            &out,
+            &tidemark_export::VerifyOptions { verifier: &verifier, previous_checkpoint: None },
+            &mut |_| {},
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let secs = started.elapsed().as_secs_f64();
+        anyhow::ensure!(report.ok(), "the benchmark export does not verify: {:?}", report.checks);
+        let rate = report.entries as f64 / secs;
+        rows.push((
+            format!("verify-export ({} entries)", report.entries),
+            format!("{secs:.1} s = {rate:.0} entries/s"),
+            Some(rate / raw_all),
+        ));
+    }
 
     let mut table = String::from("| measurement | result | ratio to raw batch verify (all cores) |\n|---|---|---|\n");
     for (what, result, ratio) in rows {

@@ -112,21 +112,50 @@ fn check_manifest_signature(dir: &Path, o: &VerifyOptions<'_>) -> Result<String,
 }
 
 /// B: every file is listed with its digest, nothing is missing or added.
+fn check_file(dir: &Path, line: &ManifestLine) -> Result<(), Fail> {
+    let bytes =
+        read(dir, &line.path).map_err(|Fail(m)| Fail(format!("{m} (listed in MANIFEST, missing from the export)")))?;
+    if bytes.len() as u64 != line.size || blake3::hash(&bytes).to_hex().as_str() != line.digest {
+        return fail(format!("{}: contents differ from the MANIFEST digest", line.path));
+    }
+    Ok(())
+}
+
+/// Lines read and checked together (bounded memory, all cores).
+const LINE_CHUNK: usize = 4096;
+
+fn chunks_of<T, E>(iter: impl Iterator<Item = Result<T, E>>, n: usize) -> impl Iterator<Item = Result<Vec<T>, E>> {
+    let mut iter = iter.peekable();
+    std::iter::from_fn(move || {
+        iter.peek()?;
+        let mut chunk = Vec::with_capacity(n);
+        for item in iter.by_ref().take(n) {
+            match item {
+                Ok(x) => chunk.push(x),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(chunk))
+    })
+}
+
+/// B: every file is listed with its digest, nothing is missing or added.
 fn check_files(dir: &Path) -> Result<String, Fail> {
     let mut previous: Option<String> = None;
     let mut listed = 0u64;
-    for line in manifest_lines(dir)? {
-        let line = line?;
-        if previous.as_ref().is_some_and(|p| *p >= line.path) {
-            return fail(format!("MANIFEST: {} is out of order or listed twice", line.path));
+    for chunk in chunks_of(manifest_lines(dir)?, LINE_CHUNK) {
+        let chunk = chunk?;
+        for line in &chunk {
+            if previous.as_ref().is_some_and(|p| *p >= line.path) {
+                return fail(format!("MANIFEST: {} is out of order or listed twice", line.path));
+            }
+            previous = Some(line.path.clone());
         }
-        let bytes = read(dir, &line.path)
-            .map_err(|Fail(m)| Fail(format!("{m} (listed in MANIFEST, missing from the export)")))?;
-        if bytes.len() as u64 != line.size || blake3::hash(&bytes).to_hex().as_str() != line.digest {
-            return fail(format!("{}: contents differ from the MANIFEST digest", line.path));
+        let results: Vec<Result<(), Fail>> = chunk.par_iter().map(|line| check_file(dir, line)).collect();
+        if let Some(Err(f)) = results.into_iter().find(Result::is_err) {
+            return Err(f);
         }
-        listed += 1;
-        previous = Some(line.path);
+        listed += chunk.len() as u64;
     }
     let present = count_files(dir).map_err(|e| Fail(e.to_string()))?;
     if present != listed + 2 {
@@ -167,8 +196,48 @@ fn flush_signatures(pending: &mut Vec<Pending>) -> Result<(), Fail> {
     }
 }
 
+/// One entry read and checked on its own (any core): canonical form, file
+/// name, proof file, inclusion in the checkpoint.
+fn check_one_entry(dir: &Path, rel: &str, cp: &Checkpoint, note: &str) -> Result<(Entry, Vec<u8>), Fail> {
+    let seq: u64 = rel
+        .strip_prefix("entries/")
+        .and_then(|n| n.strip_suffix(".json"))
+        .filter(|s| s.len() == 12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Fail(format!("{rel}: not an entry file name")))?;
+    let bytes = read(dir, rel)?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| Fail(format!("{rel}: not JSON: {e}")))?;
+    let entry = Entry::from_value(value).map_err(|e| Fail(format!("{rel}: {e}")))?;
+    if entry.seq != seq {
+        return fail(format!("{rel}: holds entry {}, not {seq}", entry.seq));
+    }
+    let canonical_event = entry.event.canonical_bytes();
+    let leaf = Entry::leaf_bytes_from_parts(&canonical_event, entry.seq, entry.recorded_at, &entry.sig);
+    if leaf != bytes {
+        return fail(format!("{rel}: entry {seq} is not in canonical form"));
+    }
+    if seq >= cp.size {
+        return fail(format!("{rel}: entry {seq} is beyond the checkpoint's {} entries", cp.size));
+    }
+    let proof_rel = proof_file(seq);
+    let proof_text = String::from_utf8(read(dir, &proof_rel)?).map_err(|_| Fail(format!("{proof_rel}: not UTF-8")))?;
+    let proof = TlogProof::parse(&proof_text).map_err(|e| Fail(format!("{proof_rel}: {e}")))?;
+    if proof.index != seq {
+        return fail(format!("{proof_rel}: proves index {}, not {seq}", proof.index));
+    }
+    if proof.checkpoint != note {
+        return fail(format!("{proof_rel}: proves into another checkpoint than checkpoint.txt"));
+    }
+    let leaf_hash: Hash = merkle::leaf_hash(&leaf);
+    verify_inclusion(seq, cp.size, &leaf_hash, &proof.hashes, &cp.root)
+        .map_err(|e| Fail(format!("{proof_rel}: entry {seq} is not included in the checkpoint: {e}")))?;
+    Ok((entry, event_signing_message(&canonical_event)))
+}
+
 /// D: each entry is canonical, signed by an enrolled key with the role for
 /// its kind and not revoked before it, and proven into the checkpoint.
+/// Chunks of entries are read and checked on all cores; the registry is
+/// replayed in order; signatures are batch-verified on all cores.
 fn check_entries(
     dir: &Path,
     cp: &Checkpoint,
@@ -178,60 +247,27 @@ fn check_entries(
     let mut registry = Registry::default();
     let mut pending: Vec<Pending> = Vec::with_capacity(SIGNATURE_CHUNK);
     let mut seqs = Vec::new();
-    let mut count = 0u64;
-    for line in manifest_lines(dir)? {
-        let line = line?;
-        let Some(name) = line.path.strip_prefix("entries/") else { continue };
-        let file = line.path.clone();
-        let seq: u64 = name
-            .strip_suffix(".json")
-            .filter(|s| s.len() == 12)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Fail(format!("{file}: not an entry file name")))?;
-        let bytes = read(dir, &file)?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| Fail(format!("{file}: not JSON: {e}")))?;
-        let entry = Entry::from_value(value).map_err(|e| Fail(format!("{file}: {e}")))?;
-        if entry.seq != seq {
-            return fail(format!("{file}: holds entry {}, not {seq}", entry.seq));
+    let entry_lines = manifest_lines(dir)?.filter(|l| !matches!(l, Ok(l) if !l.path.starts_with("entries/")));
+    for chunk in chunks_of(entry_lines, LINE_CHUNK) {
+        let chunk = chunk?;
+        let checked: Vec<Result<(Entry, Vec<u8>), Fail>> =
+            chunk.par_iter().map(|line| check_one_entry(dir, &line.path, cp, note)).collect();
+        for (line, result) in chunk.iter().zip(checked) {
+            let (entry, message) = result?;
+            let seq = entry.seq;
+            let key = registry.admit(seq, &entry.event).map_err(|e| {
+                Fail(format!("{}: entry {seq} ({}): not authorised: {e}", line.path, entry.event.kind().name()))
+            })?;
+            pending.push(Pending { seq, file: line.path.clone(), message, sig: entry.sig, key });
+            seqs.push(seq);
         }
-        let leaf = entry.leaf_bytes();
-        if leaf != bytes {
-            return fail(format!("{file}: entry {seq} is not in canonical form"));
-        }
-        if seq >= cp.size {
-            return fail(format!("{file}: entry {seq} is beyond the checkpoint's {} entries", cp.size));
-        }
-        let proof_rel = proof_file(seq);
-        let proof_text =
-            String::from_utf8(read(dir, &proof_rel)?).map_err(|_| Fail(format!("{proof_rel}: not UTF-8")))?;
-        let proof = TlogProof::parse(&proof_text).map_err(|e| Fail(format!("{proof_rel}: {e}")))?;
-        if proof.index != seq {
-            return fail(format!("{proof_rel}: proves index {}, not {seq}", proof.index));
-        }
-        if proof.checkpoint != note {
-            return fail(format!("{proof_rel}: proves into another checkpoint than checkpoint.txt"));
-        }
-        let leaf_hash: Hash = merkle::leaf_hash(&leaf);
-        verify_inclusion(seq, cp.size, &leaf_hash, &proof.hashes, &cp.root)
-            .map_err(|e| Fail(format!("{proof_rel}: entry {seq} is not included in the checkpoint: {e}")))?;
-        let key = registry
-            .admit(seq, &entry.event)
-            .map_err(|e| Fail(format!("{file}: entry {seq} ({}): not authorised: {e}", entry.event.kind().name())))?;
-        pending.push(Pending {
-            seq,
-            file,
-            message: event_signing_message(&entry.event.canonical_bytes()),
-            sig: entry.sig,
-            key,
-        });
         if pending.len() >= SIGNATURE_CHUNK {
             flush_signatures(&mut pending)?;
-            progress(count);
         }
-        seqs.push(seq);
-        count += 1;
+        progress(seqs.len() as u64);
     }
     flush_signatures(&mut pending)?;
+    let count = seqs.len() as u64;
     progress(count);
     if seqs.first() != Some(&0) {
         return fail(

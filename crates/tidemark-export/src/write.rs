@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use rayon::prelude::*;
 use serde_json::json;
 use tidemark_core::proof_file::TlogProof;
 use tidemark_core::{ActorId, Entry, Kind, Timestamp};
@@ -75,39 +76,66 @@ struct Writer<'a> {
     proofs_manifest: std::io::BufWriter<std::fs::File>,
     summary: std::io::BufWriter<std::fs::File>,
     files: u64,
+    buffer: Vec<(Entry, bool)>,
+}
+
+/// Entries rendered together on all cores.
+const RENDER_CHUNK: usize = 2048;
+
+fn put(dir: &Path, rel: &str, bytes: &[u8]) -> Result<String, ExportError> {
+    let path = dir.join(rel);
+    std::fs::write(&path, bytes).map_err(io_err(&path))?;
+    Ok(format!("{}  {}  {rel}\n", blake3::hash(bytes).to_hex(), bytes.len()))
 }
 
 impl Writer<'_> {
-    fn put(&self, rel: &str, bytes: &[u8]) -> Result<String, ExportError> {
-        let path = self.dir.join(rel);
-        std::fs::write(&path, bytes).map_err(io_err(&path))?;
-        Ok(format!("{}  {}  {rel}\n", blake3::hash(bytes).to_hex(), bytes.len()))
+    fn entry(&mut self, e: Entry, selected: bool) -> Result<(), ExportError> {
+        self.buffer.push((e, selected));
+        if self.buffer.len() >= RENDER_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
     }
 
-    fn entry(&mut self, e: &Entry, selected: bool) -> Result<(), ExportError> {
-        let leaf = e.leaf_bytes();
-        let line = self.put(&entry_file(e.seq), &leaf)?;
-        self.entries_manifest.write_all(line.as_bytes()).map_err(io_err(self.dir))?;
-        let (_, hashes, _) = self.ledger.inclusion_proof(e.seq, Some(self.tree_size))?;
-        let proof = TlogProof { extra: None, index: e.seq, hashes, checkpoint: self.note.clone() };
-        let line = self.put(&proof_file(e.seq), proof.to_text().as_bytes())?;
-        self.proofs_manifest.write_all(line.as_bytes()).map_err(io_err(self.dir))?;
-        self.files += 2;
-        let registry = self.ledger.registry();
-        let who = registry
-            .get(&e.event.actor)
-            .map_or_else(|| e.event.actor.to_string(), |k| format!("{} ({})", k.name, k.roles_text()));
-        let what = e
-            .event
-            .body
-            .artifacts()
-            .first()
-            .cloned()
-            .or_else(|| e.event.body.components().first().cloned())
-            .unwrap_or_default();
-        let note = if selected { "" } else { " *(authorises a signer)*" };
-        writeln!(self.summary, "| {} | {} | {who} | `{}` | {what}{note} |", e.seq, e.recorded_at, e.event.kind().name())
-            .map_err(io_err(self.dir))
+    /// Writes the buffered entries' files in parallel, then their manifest
+    /// and summary lines in order.
+    fn flush(&mut self) -> Result<(), ExportError> {
+        let (ledger, dir, tree_size, note) = (self.ledger, self.dir, self.tree_size, self.note.as_str());
+        let registry = ledger.registry();
+        let rendered: Vec<Result<(String, String, String), ExportError>> = self
+            .buffer
+            .par_iter()
+            .map(|(e, selected)| {
+                let entry_line = put(dir, &entry_file(e.seq), &e.leaf_bytes())?;
+                let (_, hashes, _) = ledger.inclusion_proof(e.seq, Some(tree_size))?;
+                let proof = TlogProof { extra: None, index: e.seq, hashes, checkpoint: note.to_owned() };
+                let proof_line = put(dir, &proof_file(e.seq), proof.to_text().as_bytes())?;
+                let who = registry
+                    .get(&e.event.actor)
+                    .map_or_else(|| e.event.actor.to_string(), |k| format!("{} ({})", k.name, k.roles_text()));
+                let what = e
+                    .event
+                    .body
+                    .artifacts()
+                    .first()
+                    .cloned()
+                    .or_else(|| e.event.body.components().first().cloned())
+                    .unwrap_or_default();
+                let mark = if *selected { "" } else { " *(authorises a signer)*" };
+                let row =
+                    format!("| {} | {} | {who} | `{}` | {what}{mark} |\n", e.seq, e.recorded_at, e.event.kind().name());
+                Ok((entry_line, proof_line, row))
+            })
+            .collect();
+        for r in rendered {
+            let (entry_line, proof_line, row) = r?;
+            self.entries_manifest.write_all(entry_line.as_bytes()).map_err(io_err(self.dir))?;
+            self.proofs_manifest.write_all(proof_line.as_bytes()).map_err(io_err(self.dir))?;
+            self.summary.write_all(row.as_bytes()).map_err(io_err(self.dir))?;
+            self.files += 2;
+        }
+        self.buffer.clear();
+        Ok(())
     }
 }
 
@@ -156,6 +184,7 @@ pub fn write_export(
         proofs_manifest: tmp(".manifest-proofs")?,
         summary: tmp(".summary-rows")?,
         files: 0,
+        buffer: Vec::with_capacity(RENDER_CHUNK),
     };
     let mut selected = 0u64;
     let mut registry_only = Vec::new();
@@ -170,12 +199,12 @@ pub fn write_export(
                     }
                     let (seq, r) = pending.next().expect("peeked");
                     registry_only.push(seq);
-                    w.entry(&r, false)?;
+                    w.entry(r, false)?;
                 }
                 if pending.peek().is_some_and(|(seq, _)| *seq == e.seq) {
                     pending.next();
                 }
-                w.entry(&e, true)?;
+                w.entry(e.clone(), true)?;
                 selected += 1;
                 if selected.is_multiple_of(10_000) {
                     progress(selected);
@@ -191,8 +220,9 @@ pub fn write_export(
         .map_err(|e| failure.take().unwrap_or(ExportError::Store(e)))?;
     for (seq, r) in pending {
         registry_only.push(seq);
-        w.entry(&r, false)?;
+        w.entry(r, false)?;
     }
+    w.flush()?;
     progress(selected);
     let Writer { mut entries_manifest, mut proofs_manifest, mut summary, files, .. } = w;
     for f in [&mut entries_manifest, &mut proofs_manifest, &mut summary] {
