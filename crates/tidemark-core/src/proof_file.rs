@@ -1,10 +1,12 @@
 //! C2SP `tlog-proof` files: an offline-verifiable inclusion proof.
 //!
-//!     c2sp.org/tlog-proof@v1
-//!     index <decimal>
-//!     <base64 hash>            (one line per proof hash, leaf to root)
-//!     <empty line>
-//!     <signed checkpoint note>
+//! ```text
+//! c2sp.org/tlog-proof@v1
+//! index <decimal>
+//! <base64 hash>            (one line per proof hash, leaf to root)
+//! <empty line>
+//! <signed checkpoint note>
+//! ```
 //!
 //! tidemark writes no `extra` line; a reader accepts one (as opaque bytes).
 

@@ -231,11 +231,7 @@ pub fn write_export(
     drop((entries_manifest, proofs_manifest, summary));
 
     let mut head = String::new();
-    let put = |rel: &str, bytes: &[u8]| -> Result<String, ExportError> {
-        let path = dir.join(rel);
-        std::fs::write(&path, bytes).map_err(io_err(&path))?;
-        Ok(format!("{}  {}  {rel}\n", blake3::hash(bytes).to_hex(), bytes.len()))
-    };
+    let put = |rel: &str, bytes: &[u8]| put(dir, rel, bytes);
     let export_json = json!({
         "format": EXPORT_FORMAT,
         "origin": ledger.origin(),

@@ -12,8 +12,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tidemark_core::{ActorId, Kind, SignedEvent, Timestamp};
@@ -282,21 +280,12 @@ async fn entries(State(s): State<AppState>, Query(q): Query<EntriesQuery>) -> Re
     Ok(Json(json!({"entries": entries, "next_from_seq": next_from_seq})).into_response())
 }
 
-fn b64_list(hashes: &[[u8; 32]]) -> Vec<String> {
-    hashes.iter().map(|h| B64.encode(h)).collect()
-}
-
 async fn entry(State(s): State<AppState>, Path(seq): Path<u64>) -> Result<Response, Problem> {
     let ledger = s.ledger.read().expect("ledger lock");
     let e = ledger.entry(seq).map_err(store_problem)?;
-    let (size, proof, root) = ledger.inclusion_proof(seq, None).map_err(store_problem)?;
-    let (_, note) = ledger.latest_checkpoint().map_err(store_problem)?;
-    Ok(Json(json!({
-        "entry": leaf_value(&e),
-        "inclusion": {"leafIdx": seq, "treeSize": size, "leafHash": B64.encode(e.leaf_hash()), "proof": b64_list(&proof), "root": B64.encode(root)},
-        "checkpoint": note,
-    }))
-    .into_response())
+    let mut inclusion = ledger.inclusion_proof_document(seq, None).map_err(store_problem)?;
+    let checkpoint = inclusion.as_object_mut().and_then(|o| o.remove("checkpoint"));
+    Ok(Json(json!({"entry": leaf_value(&e), "inclusion": inclusion, "checkpoint": checkpoint})).into_response())
 }
 
 #[derive(Deserialize)]
@@ -327,13 +316,7 @@ struct InclusionQuery {
 
 async fn inclusion(State(s): State<AppState>, Query(q): Query<InclusionQuery>) -> Result<Response, Problem> {
     let ledger = s.ledger.read().expect("ledger lock");
-    let (size, proof, root) = ledger.inclusion_proof(q.seq, q.size).map_err(store_problem)?;
-    let checkpoint = ledger.checkpoint_at(size).map_err(store_problem)?.map(|(_, n)| n);
-    Ok(Json(json!({
-        "leafIdx": q.seq, "treeSize": size, "leafHash": B64.encode(ledger.leaf_hash(q.seq).map_err(store_problem)?),
-        "proof": b64_list(&proof), "root": B64.encode(root), "checkpoint": checkpoint,
-    }))
-    .into_response())
+    Ok(Json(ledger.inclusion_proof_document(q.seq, q.size).map_err(store_problem)?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -344,13 +327,7 @@ struct ConsistencyQuery {
 
 async fn consistency(State(s): State<AppState>, Query(q): Query<ConsistencyQuery>) -> Result<Response, Problem> {
     let ledger = s.ledger.read().expect("ledger lock");
-    let (to, proof, root1, root2) = ledger.consistency_proof(q.from, q.to).map_err(store_problem)?;
-    Ok(Json(json!({
-        "size1": q.from, "size2": to, "root1": B64.encode(root1), "root2": B64.encode(root2), "proof": b64_list(&proof),
-        "checkpoint1": ledger.checkpoint_at(q.from).map_err(store_problem)?.map(|(_, n)| n),
-        "checkpoint2": ledger.checkpoint_at(to).map_err(store_problem)?.map(|(_, n)| n),
-    }))
-    .into_response())
+    Ok(Json(ledger.consistency_proof_document(q.from, q.to).map_err(store_problem)?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -358,32 +335,30 @@ struct CustodyQuery {
     artifact: String,
 }
 
-async fn custody(State(s): State<AppState>, Query(q): Query<CustodyQuery>) -> Result<Response, Problem> {
+/// Custody and audit rows for the entries `filter` selects.
+fn audit_rows(s: &AppState, filter: &EntryFilter) -> Result<Vec<Value>, Problem> {
     let ledger = s.ledger.read().expect("ledger lock");
     let registry = ledger.registry().clone();
-    let mut events = Vec::new();
-    let filter =
-        EntryFilter { artifact: Some(q.artifact.clone()), limit: Some(MAX_PAGE_ENTRIES), ..EntryFilter::default() };
+    let mut rows = Vec::new();
     ledger
-        .query(&filter, |e| {
-            events.push(tidemark_export::audit_row(&e, &registry));
+        .query(filter, |e| {
+            rows.push(tidemark_export::audit_row(&e, &registry));
             Ok(())
         })
         .map_err(store_problem)?;
+    Ok(rows)
+}
+
+async fn custody(State(s): State<AppState>, Query(q): Query<CustodyQuery>) -> Result<Response, Problem> {
+    let filter =
+        EntryFilter { artifact: Some(q.artifact.clone()), limit: Some(MAX_PAGE_ENTRIES), ..EntryFilter::default() };
+    let events = audit_rows(&s, &filter)?;
     Ok(Json(json!({"artifact": q.artifact, "events": events})).into_response())
 }
 
 async fn audit(State(s): State<AppState>, Query(q): Query<EntriesQuery>) -> Result<Response, Problem> {
     let filter = entry_filter(q)?;
-    let ledger = s.ledger.read().expect("ledger lock");
-    let registry = ledger.registry().clone();
-    let mut events = Vec::new();
-    ledger
-        .query(&filter, |e| {
-            events.push(tidemark_export::audit_row(&e, &registry));
-            Ok(())
-        })
-        .map_err(store_problem)?;
+    let mut events = audit_rows(&s, &filter)?;
     events.truncate(filter.limit.unwrap_or(1) - 1);
     Ok(Json(json!({"events": events})).into_response())
 }

@@ -268,18 +268,33 @@ pub struct Ledger {
     poisoned: bool,
 }
 
+/// How long opening waits for a lock that a just-closed handle may still hold.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn open_db(paths: &LedgerPaths) -> Result<sled::Db, StoreError> {
-    sled::Config::new()
-        .path(&paths.db)
-        .cache_capacity(SLED_CACHE_BYTES)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                StoreError::Locked { dir: paths.dir.clone(), detail: io.to_string() }
+    let started = std::time::Instant::now();
+    loop {
+        let result = sled::Config::new()
+            .path(&paths.db)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match result {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io))
+                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+            {
+                // sled releases its file lock when its background flusher ends, which
+                // can trail the drop of the last handle in this process by a moment.
+                if started.elapsed() < LOCK_WAIT {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
+                return Err(StoreError::Locked { dir: paths.dir.clone(), detail: io.to_string() });
             }
-            other => StoreError::Storage(other.to_string()),
-        })
+            Err(other) => return Err(StoreError::Storage(other.to_string())),
+        }
+    }
 }
 
 impl Ledger {
@@ -866,6 +881,36 @@ impl Ledger {
         Ok((to, proof, merkle::root_at(self, from)?, merkle::root_at(self, to)?))
     }
 
+    /// The inclusion proof as JSON, in the field names of the transparency-dev
+    /// proof vectors (hashes in base64), with the checkpoint signed at that
+    /// size when there is one. The CLI and the HTTP API print exactly this.
+    pub fn inclusion_proof_document(&self, seq: u64, size: Option<u64>) -> Result<serde_json::Value, StoreError> {
+        let (size, proof, root) = self.inclusion_proof(seq, size)?;
+        Ok(serde_json::json!({
+            "leafIdx": seq,
+            "treeSize": size,
+            "leafHash": b64(&self.leaf_hash(seq)?),
+            "proof": proof.iter().map(b64).collect::<Vec<_>>(),
+            "root": b64(&root),
+            "checkpoint": self.checkpoint_at(size)?.map(|(_, n)| n),
+        }))
+    }
+
+    /// The consistency proof as JSON (`size1`, `size2`, `root1`, `root2`,
+    /// `proof`, and the checkpoints signed at both sizes when there are).
+    pub fn consistency_proof_document(&self, from: u64, to: Option<u64>) -> Result<serde_json::Value, StoreError> {
+        let (to, proof, root1, root2) = self.consistency_proof(from, to)?;
+        Ok(serde_json::json!({
+            "size1": from,
+            "size2": to,
+            "root1": b64(&root1),
+            "root2": b64(&root2),
+            "proof": proof.iter().map(b64).collect::<Vec<_>>(),
+            "checkpoint1": self.checkpoint_at(from)?.map(|(_, n)| n),
+            "checkpoint2": self.checkpoint_at(to)?.map(|(_, n)| n),
+        }))
+    }
+
     /// Leaf hash of entry `seq`, from the stored tree.
     pub fn leaf_hash(&self, seq: u64) -> Result<Hash, StoreError> {
         if seq >= self.size() {
@@ -885,6 +930,11 @@ impl Ledger {
         }
         Ok(self.tree.get(layout::node_key(level, bundle))?.and_then(|b| read(&b)))
     }
+}
+
+fn b64(h: &Hash) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(h)
 }
 
 fn hex_digest(d: &[u8; 32]) -> String {

@@ -1,0 +1,8 @@
+//! tidemark-lineage: the recovery rules of DESIGN §6 as small pure functions
+//! over incremental state.
+//!
+//! Architecture invariant: no I/O, no clock. State is advanced one event at a
+//! time ([`pg::Cluster::apply`]) and every answer takes the state and the
+//! question, so the same log and request give the same answer.
+
+pub mod pg;
