@@ -151,7 +151,12 @@ fn check_files(dir: &Path) -> Result<String, Fail> {
             }
             previous = Some(line.path.clone());
         }
-        let results: Vec<Result<(), Fail>> = chunk.par_iter().map(|line| check_file(dir, line)).collect();
+        // Entry and proof files are hashed by the entries check, which reads them anyway.
+        let results: Vec<Result<(), Fail>> = chunk
+            .par_iter()
+            .filter(|line| !line.path.starts_with("entries/") && !line.path.starts_with("proofs/"))
+            .map(|line| check_file(dir, line))
+            .collect();
         if let Some(Err(f)) = results.into_iter().find(Result::is_err) {
             return Err(f);
         }
@@ -163,7 +168,7 @@ fn check_files(dir: &Path) -> Result<String, Fail> {
             "the export holds {present} files but MANIFEST lists {listed} (+ MANIFEST and MANIFEST.sig): a file was added"
         ));
     }
-    Ok(format!("{listed} files match their blake3 digests; no file added or missing"))
+    Ok(format!("{listed} files listed, none added; digests of all but entries/ and proofs/ checked here"))
 }
 
 struct Pending {
@@ -198,14 +203,30 @@ fn flush_signatures(pending: &mut Vec<Pending>) -> Result<(), Fail> {
 
 /// One entry read and checked on its own (any core): canonical form, file
 /// name, proof file, inclusion in the checkpoint.
-fn check_one_entry(dir: &Path, rel: &str, cp: &Checkpoint, note: &str) -> Result<(Entry, Vec<u8>), Fail> {
+fn read_listed(dir: &Path, line: &ManifestLine) -> Result<Vec<u8>, Fail> {
+    let bytes =
+        read(dir, &line.path).map_err(|Fail(m)| Fail(format!("{m} (listed in MANIFEST, missing from the export)")))?;
+    if bytes.len() as u64 != line.size || blake3::hash(&bytes).to_hex().as_str() != line.digest {
+        return fail(format!("{}: contents differ from the MANIFEST digest", line.path));
+    }
+    Ok(bytes)
+}
+
+fn check_one_entry(
+    dir: &Path,
+    line: &ManifestLine,
+    proof_line: &ManifestLine,
+    cp: &Checkpoint,
+    note: &str,
+) -> Result<(Entry, Vec<u8>), Fail> {
+    let rel = line.path.as_str();
     let seq: u64 = rel
         .strip_prefix("entries/")
         .and_then(|n| n.strip_suffix(".json"))
         .filter(|s| s.len() == 12)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| Fail(format!("{rel}: not an entry file name")))?;
-    let bytes = read(dir, rel)?;
+    let bytes = read_listed(dir, line)?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| Fail(format!("{rel}: not JSON: {e}")))?;
     let entry = Entry::from_value(value).map_err(|e| Fail(format!("{rel}: {e}")))?;
     if entry.seq != seq {
@@ -220,7 +241,11 @@ fn check_one_entry(dir: &Path, rel: &str, cp: &Checkpoint, note: &str) -> Result
         return fail(format!("{rel}: entry {seq} is beyond the checkpoint's {} entries", cp.size));
     }
     let proof_rel = proof_file(seq);
-    let proof_text = String::from_utf8(read(dir, &proof_rel)?).map_err(|_| Fail(format!("{proof_rel}: not UTF-8")))?;
+    if proof_line.path != proof_rel {
+        return fail(format!("{rel}: MANIFEST lists {} where {proof_rel} belongs", proof_line.path));
+    }
+    let proof_text =
+        String::from_utf8(read_listed(dir, proof_line)?).map_err(|_| Fail(format!("{proof_rel}: not UTF-8")))?;
     let proof = TlogProof::parse(&proof_text).map_err(|e| Fail(format!("{proof_rel}: {e}")))?;
     if proof.index != seq {
         return fail(format!("{proof_rel}: proves index {}, not {seq}", proof.index));
@@ -248,10 +273,16 @@ fn check_entries(
     let mut pending: Vec<Pending> = Vec::with_capacity(SIGNATURE_CHUNK);
     let mut seqs = Vec::new();
     let entry_lines = manifest_lines(dir)?.filter(|l| !matches!(l, Ok(l) if !l.path.starts_with("entries/")));
+    // The proofs/ lines follow in the same order: walk them in step.
+    let mut proof_lines = manifest_lines(dir)?.filter(|l| !matches!(l, Ok(l) if !l.path.starts_with("proofs/")));
     for chunk in chunks_of(entry_lines, LINE_CHUNK) {
         let chunk = chunk?;
+        let proofs = proof_lines.by_ref().take(chunk.len()).collect::<Result<Vec<_>, _>>()?;
+        if proofs.len() != chunk.len() {
+            return fail(format!("{}: its tlog-proof is not listed in MANIFEST", chunk[proofs.len()].path));
+        }
         let checked: Vec<Result<(Entry, Vec<u8>), Fail>> =
-            chunk.par_iter().map(|line| check_one_entry(dir, &line.path, cp, note)).collect();
+            chunk.par_iter().zip(&proofs).map(|(line, proof)| check_one_entry(dir, line, proof, cp, note)).collect();
         for (line, result) in chunk.iter().zip(checked) {
             let (entry, message) = result?;
             let seq = entry.seq;
@@ -267,6 +298,9 @@ fn check_entries(
         progress(seqs.len() as u64);
     }
     flush_signatures(&mut pending)?;
+    if let Some(extra) = proof_lines.next() {
+        return fail(format!("{}: listed without its entry", extra?.path));
+    }
     let count = seqs.len() as u64;
     progress(count);
     if seqs.first() != Some(&0) {
