@@ -17,8 +17,13 @@ pub const IDS: u8 = b'I';
 pub const BY_KIND: u8 = b'K';
 /// `A ‖ actor ‖ first_seq` → bincode `Vec<u64>`: seqs signed by that actor in one batch.
 pub const BY_ACTOR: u8 = b'A';
-/// `R ‖ blake3(artifact)[..16] ‖ first_seq` → bincode `Vec<u64>`: seqs touching that artifact in one batch.
+/// `R ‖ bucket ‖ first_seq` → bincode `Vec<([u8; 16], u64)>`: (blake3(artifact)[..16], seq)
+/// for every artifact one batch touched whose hash falls in that bucket. Nearly every
+/// event names its own artifact, so a key per artifact would cost sled's per-key
+/// price per event; [`ARTIFACT_BUCKETS`] keys per batch at most keep ingest batched.
 pub const BY_ARTIFACT: u8 = b'R';
+/// Buckets of the artifact index (a power of two ≤ 256).
+pub const ARTIFACT_BUCKETS: u8 = 16;
 /// `P ‖ blake3(component)[..16] ‖ first_seq` → bincode `Vec<u64>`: seqs about that component in one batch.
 pub const BY_COMPONENT: u8 = b'P';
 /// `T ‖ recorded_at ‖ first_seq` → empty: where each batch starts in time.
@@ -83,6 +88,21 @@ pub fn name_key(prefix: u8, name: &str, first_seq: u64) -> [u8; 25] {
     let mut k = [0u8; 25];
     k[..17].copy_from_slice(&name_prefix(prefix, name));
     k[17..].copy_from_slice(&first_seq.to_be_bytes());
+    k
+}
+
+/// The artifact's index hash and bucket.
+pub fn artifact_hash(artifact: &str) -> ([u8; 16], u8) {
+    let mut h = [0u8; 16];
+    h.copy_from_slice(&blake3::hash(artifact.as_bytes()).as_bytes()[..16]);
+    (h, h[0] % ARTIFACT_BUCKETS)
+}
+
+pub fn artifact_key(bucket: u8, first_seq: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = BY_ARTIFACT;
+    k[1] = bucket;
+    k[2..].copy_from_slice(&first_seq.to_be_bytes());
     k
 }
 

@@ -723,9 +723,11 @@ impl Ledger {
             by_actor.entry(e.event.actor).or_default().push(e.seq);
         }
         let mut by_name: BTreeMap<(u8, String), Vec<u64>> = BTreeMap::new();
+        let mut by_artifact: BTreeMap<u8, Vec<([u8; 16], u64)>> = BTreeMap::new();
         for e in &entries {
             for a in e.event.body.artifacts() {
-                by_name.entry((layout::BY_ARTIFACT, a)).or_default().push(e.seq);
+                let (hash, bucket) = layout::artifact_hash(&a);
+                by_artifact.entry(bucket).or_default().push((hash, e.seq));
             }
             for c in e.event.body.components() {
                 let list = by_name.entry((layout::BY_COMPONENT, c)).or_default();
@@ -736,6 +738,9 @@ impl Ledger {
         }
         for ((prefix, name), seqs) in &by_name {
             batch.insert(&layout::name_key(*prefix, name, first_seq)[..], encode(seqs));
+        }
+        for (bucket, pairs) in &by_artifact {
+            batch.insert(&layout::artifact_key(*bucket, first_seq)[..], encode(pairs));
         }
         for (kind, seqs) in &by_kind {
             batch.insert(&layout::kind_key(*kind, first_seq)[..], encode(seqs));

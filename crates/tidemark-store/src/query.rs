@@ -69,6 +69,19 @@ impl Ledger {
         Ok(())
     }
 
+    fn artifact_postings(&self, artifact: &str, lo: u64, hi: u64, out: &mut BTreeSet<u64>) -> Result<(), StoreError> {
+        let (hash, bucket) = layout::artifact_hash(artifact);
+        for r in self.tree.scan_prefix([layout::BY_ARTIFACT, bucket]) {
+            let (k, v) = r?;
+            if layout::seq_from_key_suffix(&k) > hi {
+                break;
+            }
+            let pairs: Vec<([u8; 16], u64)> = decode(&v, "artifact index")?;
+            out.extend(pairs.into_iter().filter(|(h, s)| *h == hash && (lo..=hi).contains(s)).map(|(_, s)| s));
+        }
+        Ok(())
+    }
+
     /// Calls `visit` with every matching entry in sequence order.
     pub fn query(
         &self,
@@ -100,7 +113,7 @@ impl Ledger {
         }
         let mut seqs = BTreeSet::new();
         if let Some(artifact) = &f.artifact {
-            self.postings(&layout::name_prefix(layout::BY_ARTIFACT, artifact), lo, hi, &mut seqs)?;
+            self.artifact_postings(artifact, lo, hi, &mut seqs)?;
         } else if let Some(component) = &f.component {
             self.postings(&layout::name_prefix(layout::BY_COMPONENT, component), lo, hi, &mut seqs)?;
         } else if !f.kinds.is_empty() {
