@@ -503,7 +503,10 @@ pub struct S3VersionMissing {
 
 impl Validate for S3VersionMissing {
     fn validate(&self) -> Result<(), String> {
-        non_empty("key", &self.key)?;
+        // An S3 key may hold any UTF-8, control characters included.
+        if self.key.is_empty() || self.key.len() > 1024 {
+            return Err("key must be 1 to 1024 bytes".into());
+        }
         non_empty("version_id", &self.version_id)
     }
 }
@@ -832,6 +835,12 @@ macro_rules! event_kinds {
                     .expect("event bodies serialise to JSON")
             }
 
+            /// The body's canonical JSON, written directly.
+            fn canonical_body(&self) -> Vec<u8> {
+                match self { $( EventBody::$variant(b) => crate::canonical_writer::to_canonical(b), )* }
+                    .expect("typed bodies have a canonical form")
+            }
+
             fn from_value(kind: Kind, value: Value) -> Result<EventBody, serde_json::Error> {
                 match kind { $( Kind::$variant => serde_json::from_value::<$body>(value).map(EventBody::$variant), )* }
             }
@@ -959,9 +968,27 @@ impl Event {
         Value::Object(map)
     }
 
-    /// The canonical JSON bytes of the event.
+    /// The canonical JSON bytes of the event. The header's values (hex, a
+    /// UUID, a kind name, a timestamp) never need escaping, so they are
+    /// written in place around the body's canonical bytes; keys sort as
+    /// `actor < body < id < kind < occurred_at < v`.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        value_to_canonical_vec(&self.to_value()).expect("typed events hold no floats")
+        let body = self.body.canonical_body();
+        let mut out = Vec::with_capacity(body.len() + 192);
+        out.extend_from_slice(b"{\"actor\":\"");
+        out.extend_from_slice(self.actor.to_string().as_bytes());
+        out.extend_from_slice(b"\",\"body\":");
+        out.extend_from_slice(&body);
+        out.extend_from_slice(b",\"id\":\"");
+        out.extend_from_slice(self.id.to_string().as_bytes());
+        out.extend_from_slice(b"\",\"kind\":\"");
+        out.extend_from_slice(self.kind().name().as_bytes());
+        out.extend_from_slice(b"\",\"occurred_at\":\"");
+        out.extend_from_slice(self.occurred_at.to_string().as_bytes());
+        out.extend_from_slice(b"\",\"v\":");
+        out.extend_from_slice(SCHEMA_VERSION.to_string().as_bytes());
+        out.push(b'}');
+        out
     }
 
     /// The bytes a signature covers: `tidemark-event-v1\n` ‖ canonical event.
@@ -1314,6 +1341,73 @@ mod tests {
         assert!(matches!(SignedEvent::from_value(v), Err(EventError::NonCanonical(_))));
         draft["body"]["outcome"] = json!("maybe");
         assert!(Event::from_draft(draft, key().actor_id(), EventId::new_v7(1, [1; 10]), Timestamp::EPOCH).is_err());
+    }
+
+    /// One valid event body per kind (also the examples for other implementers).
+    pub(crate) fn sample_bodies() -> Vec<Value> {
+        let d = "ab".repeat(32);
+        let t = "2026-11-23T02:00:00.000000Z";
+        let pk = SecretKey::from_seed("k", [9; 32]).public_key().to_base64();
+        let pk2 = SecretKey::from_seed("k2", [10; 32]).public_key().to_base64();
+        vec![
+            json!({"kind": "ledger.genesis", "body": {"origin": "o/x", "ledger_public_key": pk, "admin_public_key": pk2, "admin_name": "admin"}}),
+            json!({"kind": "key.enrolled", "body": {"public_key": pk, "name": "agent-1", "roles": ["agent", "operator"]}}),
+            json!({"kind": "key.revoked", "body": {"key": "0".repeat(32), "reason": "lost \"laptop\"\n\t/é✓"}}),
+            json!({"kind": "component.registered", "body": {"component": "pg:main", "postgresql": {"system_identifier": "7312", "wal_segment_size_bytes": 16777216}}}),
+            json!({"kind": "component.registered", "body": {"component": "s3:uploads", "s3": {"endpoint": "http://127.0.0.1:5000", "bucket": "b", "region": ""}}}),
+            json!({"kind": "group.defined", "body": {"group": "app", "components": ["pg:main", "s3:uploads"], "max_skew_ms": 2000}}),
+            json!({"kind": "pg.base_backup", "body": {"component": "pg:main", "backup_id": "20261123T020000F", "label": "l", "timeline": 1, "start_lsn": "0/2000028", "stop_lsn": "0/2000138", "start_time": t, "stop_time": t, "size_bytes": 1, "manifest_checksum": "sha256:x", "blake3": d, "location": "/b", "tool": "pg_basebackup"}}),
+            json!({"kind": "pg.wal_archived", "body": {"component": "pg:main", "timeline": 1, "segment": "000000010000000000000003", "size_bytes": 16777216, "blake3": d, "sha256": d, "location": "/a"}}),
+            json!({"kind": "pg.timeline_history", "body": {"component": "pg:main", "timeline": 2, "parent_timeline": 1, "switch_lsn": "0/3000000", "blake3": d, "location": "/a/00000002.history"}}),
+            json!({"kind": "pg.position", "body": {"component": "pg:main", "lsn": "16/B374D848", "timeline": 1, "observed_at": t}}),
+            json!({"kind": "pg.restore_point", "body": {"component": "pg:main", "name": "before-migration", "lsn": "0/3000100", "timeline": 1, "created_at": t}}),
+            json!({"kind": "s3.versioning", "body": {"component": "s3:uploads", "status": "suspended", "observed_at": t}}),
+            json!({"kind": "s3.object_version", "body": {"component": "s3:uploads", "key": "a/ключ ✓ \u{7f}", "version_id": "null", "etag": "\"abc\"", "size_bytes": 3, "last_modified": t, "is_delete_marker": false, "listing_position": 0, "first_seen_at": t}}),
+            json!({"kind": "s3.scan_complete", "body": {"component": "s3:uploads", "complete_through": t, "started_at": t, "finished_at": t, "versions_listed": 12}}),
+            json!({"kind": "s3.version_missing", "body": {"component": "s3:uploads", "key": "k", "version_id": "v1", "observed_at": t}}),
+            json!({"kind": "snapshot.taken", "body": {"component": "snap:defs", "snapshot_id": "s1", "taken_at": t, "method": "export", "size_bytes": 9, "location": "/s"}}),
+            json!({"kind": "marker.quiesced", "body": {"group": "app", "marker_id": "m1", "writers_stopped_at": t, "writers_resumed_at": t, "components": [{"component": "pg:main", "pg_lsn": "0/3000000", "pg_timeline": 1, "pg_restore_point": "m1"}, {"component": "s3:uploads", "s3_watermark": t}]}}),
+            json!({"kind": "marker.point", "body": {"group": "app", "marker_id": "m2", "taken_at": t, "components": [{"component": "snap:defs", "snapshot_id": "s1"}]}}),
+            json!({"kind": "artifact.verified", "body": {"artifact": "pg:main/wal/000000010000000000000003", "method": "reread", "outcome": "corrupt", "blake3": d, "detail": "byte 7"}}),
+            json!({"kind": "artifact.copied", "body": {"artifact": "pg:main/base/b1", "to_location": "s3://offsite/b1"}}),
+            json!({"kind": "artifact.retention", "body": {"artifact": "pg:main/base/b1", "until": t, "mode": "compliance"}}),
+            json!({"kind": "artifact.legal_hold", "body": {"artifact": "pg:main/base/b1", "status": "released", "reason": "case closed"}}),
+            json!({"kind": "artifact.deleted", "body": {"artifact": "pg:main/base/b1", "reason": "retention"}}),
+            json!({"kind": "restore.performed", "body": {"target": "app", "recovery_point": "m1", "plan_digest": d, "target_environment": "scratch", "outcome": "partial", "components": [{"component": "pg:main", "outcome": "succeeded"}, {"component": "s3:uploads", "outcome": "failed", "detail": "copy failed"}], "duration_ms": 12}}),
+            json!({"kind": "drill.completed", "body": {"group": "app", "recovery_point": "m1", "plan_digest": d, "checks": [{"command": "psql -c 'select 1'", "exit_code": 0, "passed": true}], "result": "passed", "duration_ms": 5}}),
+        ]
+    }
+
+    #[test]
+    fn the_direct_canonical_writer_agrees_with_the_reference_for_every_kind() {
+        let mut kinds = std::collections::BTreeSet::new();
+        for draft in sample_bodies() {
+            let e = Event::from_draft(
+                draft.clone(),
+                key().actor_id(),
+                EventId::new_v7(9, [3; 10]),
+                Timestamp::from_micros(77),
+            )
+            .unwrap_or_else(|err| panic!("{draft}: {err}"));
+            kinds.insert(e.kind());
+            let reference = value_to_canonical_vec(&e.to_value()).unwrap();
+            assert_eq!(String::from_utf8(e.canonical_bytes()).unwrap(), String::from_utf8(reference).unwrap());
+        }
+        assert_eq!(kinds.len(), Kind::ALL.len(), "a sample for every kind");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_direct_canonical_writer_escapes_any_string_like_the_reference(reason in "\\PC*", control in 0u32..0x20) {
+            // S3 keys may hold any character, control characters included.
+            let text = format!("{reason}{}", char::from_u32(control).unwrap());
+            let draft = json!({"kind": "s3.version_missing", "body": {"component": "s3:b", "key": text, "version_id": "v", "observed_at": "2026-11-23T02:00:00.000000Z"}});
+            if text.len() <= 1024 {
+                let e = Event::from_draft(draft, key().actor_id(), EventId::new_v7(1, [1; 10]), Timestamp::EPOCH).unwrap();
+                let reference = value_to_canonical_vec(&e.to_value()).unwrap();
+                proptest::prop_assert_eq!(e.canonical_bytes(), reference);
+            }
+        }
     }
 
     #[test]

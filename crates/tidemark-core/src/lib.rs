@@ -10,6 +10,7 @@
 //! always give byte-identical outputs.
 
 pub mod canonical;
+pub mod canonical_writer;
 pub mod event;
 pub mod keys;
 pub mod merkle;
