@@ -241,7 +241,7 @@ pub fn audit(global: &Global, a: AuditArgs) -> anyhow::Result<ExitCode> {
     Ok(exit::ok())
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -268,7 +268,6 @@ pub fn log(global: &Global, a: LogArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let actor = a.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| coded(exit::USAGE, e.to_string()))?;
-    let ledger = util::open_ledger(global)?;
     let filter = EntryFilter {
         artifact: a.artifact,
         component: a.component,
@@ -284,35 +283,56 @@ pub fn log(global: &Global, a: LogArgs) -> anyhow::Result<ExitCode> {
     if !a.json {
         writeln!(out, "{:>8}  {:<27}  {:<20}  {:<14}  BODY", "SEQ", "RECORDED_AT", "KIND", "ACTOR")?;
     }
-    let registry = ledger.registry().clone();
-    let mut io_error = None;
+    let render = |e: &Entry, names: &std::collections::HashMap<ActorId, String>| {
+        if a.json {
+            return String::from_utf8(e.leaf_bytes()).expect("JSON is UTF-8");
+        }
+        let actor = names.get(&e.event.actor).cloned().unwrap_or_else(|| e.event.actor.to_string()[..12].to_owned());
+        format!(
+            "{:>8}  {:<27}  {:<20}  {:<14}  {}",
+            e.seq,
+            e.recorded_at.to_string(),
+            e.event.kind().name(),
+            actor,
+            summary(e)
+        )
+    };
+    let write = |out: &mut std::io::StdoutLock<'_>, line: String| -> anyhow::Result<bool> {
+        match writeln!(out, "{line}") {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    };
+    if let Some(url) = global.url() {
+        let (entries, names) = crate::remote::entries(global, url, &filter)?;
+        for e in entries {
+            if !write(&mut out, render(&e, &names))? {
+                break;
+            }
+        }
+        return Ok(exit::ok());
+    }
+    let ledger = util::open_ledger(global)?;
+    let names = ledger.registry().keys().map(|k| (k.actor, k.name.to_string())).collect();
+    let mut failure: Option<anyhow::Error> = None;
+    let mut open = true;
     ledger.query(&filter, |e| {
-        let line = if a.json {
-            String::from_utf8(e.leaf_bytes()).expect("JSON is UTF-8")
-        } else {
-            let actor = registry
-                .get(&e.event.actor)
-                .map_or_else(|| e.event.actor.to_string()[..12].to_owned(), |k| k.name.to_string());
-            format!(
-                "{:>8}  {:<27}  {:<20}  {:<14}  {}",
-                e.seq,
-                e.recorded_at.to_string(),
-                e.event.kind().name(),
-                actor,
-                summary(&e)
-            )
-        };
-        if let Err(err) = writeln!(out, "{line}") {
-            io_error.get_or_insert(err);
+        if open {
+            match write(&mut out, render(&e, &names)) {
+                Ok(go_on) => open = go_on,
+                Err(err) => {
+                    failure.get_or_insert(err);
+                    open = false;
+                }
+            }
         }
         Ok(())
     })?;
-    if let Some(e) = io_error
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        return Err(e.into());
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(exit::ok()),
     }
-    Ok(exit::ok())
 }
 
 #[derive(Args)]

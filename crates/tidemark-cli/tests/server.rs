@@ -242,6 +242,11 @@ fn reads_need_a_token_of_an_enrolled_unrevoked_key() {
     let custody =
         cli.ok(&["custody", "--ledger", &url, "--token", &auditor, "--json", "pg:main/wal/000000010000000000000001"]);
     assert_eq!(serde_json::from_str::<Value>(&custody).unwrap(), json!([]));
+    // `log` over the URL pages through /v1/entries and prints what a local log prints.
+    let remote_log = cli.ok(&["log", "--ledger", &url, "--token", &auditor, "--json", "--kind", "key.enrolled"]);
+    assert_eq!(remote_log.lines().count(), 3, "{remote_log}");
+    let table = cli.ok(&["log", "--ledger", &url, "--token", &auditor, "--limit", "2"]);
+    assert!(table.lines().nth(1).unwrap().contains("ledger.genesis") && table.lines().count() == 3, "{table}");
     let (_, vkey) = get(&url, "/v1/ledger-key", Some(&auditor));
     assert_eq!(vkey.trim(), cli.ok(&["key", "show", "--ledger-key", "--ledger", &url, "--token", &auditor]).trim());
     assert_eq!(get(&url, "/v1/keys", Some("tmk1.garbage.x")).0, 401);
