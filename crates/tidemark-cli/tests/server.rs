@@ -472,3 +472,21 @@ fn a_slow_client_is_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(5), "the connection was closed by the header timeout");
     server.stop();
 }
+
+#[test]
+fn an_oversized_request_head_is_refused() {
+    let cli = Cli::with_keys();
+    let server = Server::start(&cli, "127.0.0.1:0", &[]);
+    let mut stream = std::net::TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
+    let big = "x".repeat(tidemark_server::MAX_HEADER_BYTES + 6 * 1024);
+    // The server may close before the whole head is written: only its answer matters.
+    let _ = write!(stream, "GET /v1/keys HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {big}\r\n\r\n");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "an oversized head gets 431: {answer}");
+    // The server is unharmed.
+    assert_eq!(get(&server.url, "/healthz", None).0, 200);
+    server.stop();
+}

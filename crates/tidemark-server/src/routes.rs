@@ -80,11 +80,28 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/events", post(post_events))
         .merge(reads)
+        .layer(middleware::from_fn(limit_header_bytes))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Refuses a declared Content-Length over the limit before reading any of it.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .with_state(state)
+}
+
+/// Refuses requests whose headers add up to more than [`crate::MAX_HEADER_BYTES`]
+/// (hyper's buffer limit alone lets somewhat larger heads through).
+async fn limit_header_bytes(request: Request, next: Next) -> Response {
+    let bytes: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if bytes > crate::MAX_HEADER_BYTES {
+        return Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            "The request headers are too large",
+            format!("{bytes} bytes of headers; the limit is {}", crate::MAX_HEADER_BYTES),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
