@@ -422,23 +422,6 @@ impl Ledger {
             .expect("origin validated at genesis")
     }
 
-    /// Checks events without writing anything: the checks `append` makes, in
-    /// order, as if all were one batch (no size limit: callers check large
-    /// inputs whole, then append them in batches).
-    pub fn check(&self, events: Vec<SignedEvent>) -> Result<Vec<Appended>, StoreError> {
-        let known = self.known_keys();
-        let prepared = self.prepare(Self::digest(events, &|a| known.get(a).copied()))?;
-        let size = self.size();
-        Ok(prepared
-            .placement
-            .iter()
-            .map(|p| match p {
-                Ok(pos) => Appended { seq: size + *pos as u64, duplicate: false },
-                Err(seq) => Appended { seq: *seq, duplicate: true },
-            })
-            .collect())
-    }
-
     /// Appends a batch atomically: all events or none. Returns each event's
     /// sequence number (the earlier one for an event already in the log).
     /// Acknowledged only after the batch is flushed to disk.
