@@ -44,7 +44,7 @@ impl Server {
     }
 
     fn stop(mut self) -> String {
-        unsafe_free_sigterm(self.child.id());
+        sigterm(self.child.id());
         let status = self.child.wait().unwrap();
         assert!(status.success(), "serve exited with {status}");
         std::fs::read_to_string(&self.log).unwrap()
@@ -52,7 +52,7 @@ impl Server {
 }
 
 /// SIGTERM through the `kill` command (the workspace forbids unsafe code, so no libc::kill).
-fn unsafe_free_sigterm(pid: u32) {
+fn sigterm(pid: u32) {
     let ok = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(ok.success());
 }
