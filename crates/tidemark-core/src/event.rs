@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::canonical::{CanonicalError, check_integers_only, value_to_canonical_vec};
+use crate::canonical::{CanonicalError, check_integers_only};
 use crate::keys::{ActorId, PublicKey, SecretKey, Signature, event_signing_message};
 use crate::merkle::{Hash, leaf_hash};
 use crate::time::Timestamp;
@@ -23,6 +23,8 @@ pub const SCHEMA_VERSION: u64 = 1;
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Longest free-text field (reasons, locations, commands), in bytes.
 pub const MAX_TEXT_BYTES: usize = 4096;
+/// Bytes a signed event adds around its event: `{"event":` … `,"sig":"` + 88 base64 + `"}`.
+pub const SIGNED_EVENT_OVERHEAD_BYTES: usize = 9 + 8 + 88 + 2;
 /// Most items in any list inside an event body.
 pub const MAX_LIST_ITEMS: usize = 256;
 
@@ -1096,8 +1098,21 @@ impl SignedEvent {
         Value::Object(map)
     }
 
+    /// Canonical `{"event":E,"sig":"…"}` around an event's canonical bytes
+    /// (keys sort as `event < sig`; base64 never needs escaping).
+    pub fn bytes_from_parts(canonical_event: &[u8], sig: &Signature) -> Vec<u8> {
+        let mut out = Vec::with_capacity(canonical_event.len() + SIGNED_EVENT_OVERHEAD_BYTES);
+        out.extend_from_slice(b"{\"event\":");
+        out.extend_from_slice(canonical_event);
+        out.extend_from_slice(b",\"sig\":\"");
+        out.extend_from_slice(sig.to_base64().as_bytes());
+        out.extend_from_slice(b"\"}");
+        out
+    }
+
     pub fn to_json_line(&self) -> String {
-        String::from_utf8(value_to_canonical_vec(&self.to_value()).expect("no floats")).expect("JSON is UTF-8")
+        String::from_utf8(SignedEvent::bytes_from_parts(&self.event.canonical_bytes(), &self.sig))
+            .expect("JSON is UTF-8")
     }
 
     /// Parses `{"event":{...},"sig":"..."}` strictly and enforces [`MAX_EVENT_BYTES`].
@@ -1113,7 +1128,7 @@ impl SignedEvent {
     }
 
     pub fn check_size(&self) -> Result<(), EventError> {
-        let bytes = self.to_json_line().len();
+        let bytes = self.event.canonical_bytes().len() + SIGNED_EVENT_OVERHEAD_BYTES;
         if bytes > MAX_EVENT_BYTES {
             return Err(EventError::TooLarge { bytes, max: MAX_EVENT_BYTES });
         }
@@ -1150,7 +1165,7 @@ impl Entry {
 
     /// The leaf bytes: canonical JSON of the entry.
     pub fn leaf_bytes(&self) -> Vec<u8> {
-        value_to_canonical_vec(&self.to_value()).expect("typed entries hold no floats")
+        Entry::leaf_bytes_from_parts(&self.event.canonical_bytes(), self.seq, self.recorded_at, &self.sig)
     }
 
     pub fn leaf_hash(&self) -> Hash {
@@ -1251,6 +1266,7 @@ impl EventBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::value_to_canonical_vec;
     use serde_json::json;
 
     fn key() -> SecretKey {

@@ -545,8 +545,7 @@ impl Ledger {
     fn prepare(&self, d: Digested) -> Result<Prepared, StoreError> {
         let Digested { events, canonical, digests, mut verified_with } = d;
         for (i, c) in canonical.iter().enumerate() {
-            // {"event":E,"sig":"<88 base64>"} is E plus 28 bytes.
-            let bytes = c.len() + 28;
+            let bytes = c.len() + tidemark_core::event::SIGNED_EVENT_OVERHEAD_BYTES;
             if bytes > tidemark_core::event::MAX_EVENT_BYTES {
                 let max = tidemark_core::event::MAX_EVENT_BYTES;
                 return Err(Self::refuse(i, Some(events[i].event.id), EventError::TooLarge { bytes, max }));
