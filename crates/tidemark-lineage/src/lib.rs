@@ -6,3 +6,4 @@
 //! question, so the same log and request give the same answer.
 
 pub mod pg;
+pub mod pg_plan;

@@ -362,9 +362,8 @@ impl Cluster {
 
     /// Whether an event changes this cluster's state.
     pub fn concerns(component: &str, body: &EventBody) -> bool {
-        let wal_or_base = |a: &str| {
-            a.strip_prefix(component).is_some_and(|r| r.starts_with("/wal/") || r.starts_with("/base/"))
-        };
+        let wal_or_base =
+            |a: &str| a.strip_prefix(component).is_some_and(|r| r.starts_with("/wal/") || r.starts_with("/base/"));
         match body {
             EventBody::ComponentRegistered(r) => r.component.as_str() == component && r.postgresql.is_some(),
             EventBody::PgWalArchived(_)
@@ -676,7 +675,8 @@ impl Cluster {
         name: &str,
         positions: &dyn RestorePoints,
     ) -> Result<(Position, Restorable), NotRestorable> {
-        let p = positions.restore_point(name).ok_or_else(|| NotRestorable::UnknownRestorePoint { name: name.into() })?;
+        let p =
+            positions.restore_point(name).ok_or_else(|| NotRestorable::UnknownRestorePoint { name: name.into() })?;
         let r = self.lsn_restorable(p.timeline, p.lsn)?;
         Ok((p, r))
     }
@@ -721,8 +721,7 @@ impl Cluster {
                         Some(next) => self.missing_between(tl, end + 1, next - 1),
                         None => (Vec::new(), 0),
                     };
-                    let to_time =
-                        self.observed_time_for(tl, to_lsn, positions).unwrap_or(b.stop_time).max(b.stop_time);
+                    let to_time = self.observed_time_for(tl, to_lsn, positions).unwrap_or(b.stop_time).max(b.stop_time);
                     windows.push(Window {
                         timeline: tl,
                         from_lsn: b.stop_lsn,
@@ -910,7 +909,8 @@ mod tests {
     fn rule_missing_segment_lists_are_bounded_and_counted() {
         let mut c = cluster([2, 3, 500]);
         backup(&mut c, "b1", 1, "0/200028", "0/300100");
-        let Err(NotRestorable::MissingSegments { segments, missing_count, .. }) = c.lsn_restorable(1, lsn("0/1F400000"))
+        let Err(NotRestorable::MissingSegments { segments, missing_count, .. }) =
+            c.lsn_restorable(1, lsn("0/1F400000"))
         else {
             panic!("expected missing segments")
         };
@@ -1012,7 +1012,10 @@ mod tests {
         assert_eq!(a.restorable.last_segment, 5);
         // After 01:20 the next observation is at 0/A00000, whose segment is not archived.
         let err = c.time_restorable(t("01:25:00"), None, &positions).unwrap_err();
-        assert!(matches!(&err, NotRestorable::MissingSegments { segments, .. } if segments == &vec!["00000001000000000000000A"]), "{err}");
+        assert!(
+            matches!(&err, NotRestorable::MissingSegments { segments, .. } if segments == &vec!["00000001000000000000000A"]),
+            "{err}"
+        );
         // After the newest observation nothing proves WAL is archived.
         assert!(matches!(
             c.time_restorable(t("01:31:00"), None, &positions),
@@ -1020,14 +1023,8 @@ mod tests {
         ));
         // Before the backup finished there is nothing to restore from.
         let early = vec![pos(1, "0/250000", "01:00:00"), pos(1, "0/500000", "01:10:00")];
-        assert!(matches!(
-            c.time_restorable(t("01:01:00"), None, &early),
-            Err(NotRestorable::NoBackupBefore { .. })
-        ));
-        assert!(matches!(
-            c.time_restorable(t("00:01:00"), None, &early),
-            Err(NotRestorable::NoPositionBefore { .. })
-        ));
+        assert!(matches!(c.time_restorable(t("01:01:00"), None, &early), Err(NotRestorable::NoBackupBefore { .. })));
+        assert!(matches!(c.time_restorable(t("00:01:00"), None, &early), Err(NotRestorable::NoPositionBefore { .. })));
     }
 
     #[test]

@@ -32,6 +32,25 @@ pub const BY_TIME: u8 = b'T';
 pub const CHECKPOINTS: u8 = b'C';
 /// `S` → bincode [`crate::State`].
 pub const STATE: &[u8] = b"S";
+/// `V` → the projection layout version the persisted projections were built with.
+pub const PROJECTION_VERSION_KEY: &[u8] = b"V";
+/// Bumped whenever a projection's stored shape changes: opening an older
+/// ledger rebuilds the projections once from the log.
+pub const PROJECTION_VERSION: u32 = 1;
+/// `G ‖ blake3(component)[..16]` → bincode `tidemark_lineage::pg::Cluster`.
+pub const PG_CLUSTER: u8 = b'G';
+/// `W ‖ blake3(component)[..16] ‖ file name` → bincode [`crate::pg::ArchivedFile`]
+/// (WAL segments by segment name, history files as `TTTTTTTT.history`).
+pub const PG_FILES: u8 = b'W';
+/// `Q ‖ blake3(component)[..16] ‖ timeline ‖ time ‖ seq` → bincode `Position`.
+pub const PG_POSITIONS_BY_TIME: u8 = b'Q';
+/// `L ‖ blake3(component)[..16] ‖ timeline ‖ lsn ‖ seq` → bincode `Position`.
+pub const PG_POSITIONS_BY_LSN: u8 = b'L';
+/// `X ‖ blake3(component)[..16] ‖ name` → bincode `Position` of the newest restore point of that name.
+pub const PG_RESTORE_POINTS: u8 = b'X';
+/// Every projection prefix (cleared and rebuilt together).
+pub const PROJECTION_PREFIXES: [u8; 5] =
+    [PG_CLUSTER, PG_FILES, PG_POSITIONS_BY_TIME, PG_POSITIONS_BY_LSN, PG_RESTORE_POINTS];
 
 /// Most entries in one stored bundle: bounds the work of reading one entry.
 pub const ENTRY_BUNDLE_MAX: usize = 256;

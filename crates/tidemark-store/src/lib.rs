@@ -13,6 +13,7 @@
 //! (the frontier only ever grows by pushing leaves).
 
 mod layout;
+pub mod pg;
 mod query;
 mod verify;
 
@@ -379,7 +380,11 @@ impl Ledger {
             }
             level += 1;
         }
-        let ledger = Ledger { paths, _db: db, tree, state, ledger_key, open_bundles, poisoned: false };
+        let mut ledger = Ledger { paths, _db: db, tree, state, ledger_key, open_bundles, poisoned: false };
+        let version = ledger.tree.get(layout::PROJECTION_VERSION_KEY)?;
+        if version.as_deref() != Some(&layout::PROJECTION_VERSION.to_be_bytes()[..]) {
+            ledger.rebuild_projections()?;
+        }
         let (latest, _) = ledger.latest_checkpoint()?;
         if latest.size != ledger.size() || latest.root != ledger.root() {
             return Err(StoreError::Corrupt("the latest checkpoint does not match the ledger state".into()));
@@ -731,6 +736,13 @@ impl Ledger {
             batch.insert(&layout::actor_key(actor, first_seq)[..], encode(seqs));
         }
         batch.insert(&layout::time_key(recorded_at, first_seq)[..], Vec::new());
+        // Projections, in the same batch: a crash leaves both or neither.
+        let mut projection = pg::ProjectionBatch::default();
+        for e in &entries {
+            projection.apply(&self.tree, e)?;
+        }
+        projection.write(&mut batch);
+        batch.insert(layout::PROJECTION_VERSION_KEY, &layout::PROJECTION_VERSION.to_be_bytes());
         // State and the checkpoint that commits to it.
         let new_state = State {
             frontier,
