@@ -8,6 +8,7 @@
 //! | 3 | input refused: malformed, unsigned, wrongly signed, unauthorised or conflicting events; nothing was written |
 //! | 4 | verification failed: the ledger (or a proof) does not hold |
 //! | 5 | the ledger is missing, already exists, or is held by another process |
+//! | 6 | not restorable: the asked recovery target cannot be restored (the reason is printed) |
 
 use std::process::ExitCode;
 
@@ -19,6 +20,7 @@ pub const USAGE: u8 = 2;
 pub const REFUSED: u8 = 3;
 pub const VERIFY_FAILED: u8 = 4;
 pub const LEDGER_STATE: u8 = 5;
+pub const NOT_RESTORABLE: u8 = 6;
 
 /// An error the CLI itself raises with a chosen exit code.
 #[derive(Debug)]

@@ -98,8 +98,14 @@ fn parse_line(line: &str, signer: Option<&tidemark_core::SecretKey>) -> Result<S
         return SignedEvent::from_value(value).map_err(|e| e.to_string());
     }
     let key = signer.ok_or("the event is unsigned (no \"sig\"): pass --signer KEY to sign drafts")?;
+    sign_draft(value, key)
+}
+
+/// Completes a draft (`kind`, `body`, and `id` / `occurred_at` when the
+/// writer chose them) and signs it.
+pub fn sign_draft(draft: Value, key: &tidemark_core::SecretKey) -> Result<SignedEvent, String> {
     let event =
-        Event::from_draft(value, key.actor_id(), util::new_event_id(), util::now()).map_err(|e| e.to_string())?;
+        Event::from_draft(draft, key.actor_id(), util::new_event_id(), util::now()).map_err(|e| e.to_string())?;
     let signed = event.sign(key);
     signed.check_size().map_err(|e| e.to_string())?;
     Ok(signed)

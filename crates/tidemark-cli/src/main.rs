@@ -10,6 +10,8 @@ mod bench;
 mod exit;
 mod keys;
 mod ledger_cmds;
+mod pg_cmds;
+mod recovery_cmds;
 mod remote;
 mod util;
 
@@ -97,6 +99,13 @@ enum Command {
     Custody(audit_cmds::CustodyArgs),
     /// Who did what: entries by actor, kind and time, with names and roles.
     Audit(audit_cmds::AuditArgs),
+    /// PostgreSQL agents: archive hook, base backups, positions, restore points, archive audit, verified WAL restore.
+    #[command(subcommand)]
+    Pg(pg_cmds::PgCommand),
+    /// Restorable windows of a component, or whether one target (--at, --lsn, --restore-point) is restorable and why not.
+    RecoveryPoints(recovery_cmds::RecoveryPointsArgs),
+    /// A deterministic restore plan: base backup, WAL segments, recovery settings.
+    Plan(recovery_cmds::PlanArgs),
     /// Serve the ledger over HTTP (initialises it on first start).
     Serve(remote::ServeArgs),
     /// Issue read credentials (bearer tokens signed by an enrolled key).
@@ -120,6 +129,9 @@ fn main() -> ExitCode {
         Command::Schemas(a) => ledger_cmds::schemas(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => remote::serve(&cli.global, a),
+        Command::Pg(c) => pg_cmds::run(&cli.global, c),
+        Command::RecoveryPoints(a) => recovery_cmds::recovery_points(&cli.global, a),
+        Command::Plan(a) => recovery_cmds::plan(&cli.global, a),
         Command::Export(a) => audit_cmds::export(&cli.global, a),
         Command::VerifyExport(a) => audit_cmds::verify_export(a),
         Command::Custody(a) => audit_cmds::custody(&cli.global, a),

@@ -34,6 +34,39 @@ pub enum Target {
     },
 }
 
+impl Target {
+    /// Builds a target from at most one of a time, an LSN or a restore-point
+    /// name (as the CLI flags and the HTTP query give them); `None` when none is given.
+    pub fn from_parts(
+        at: Option<&str>,
+        lsn: Option<&str>,
+        restore_point: Option<&str>,
+        timeline: Option<u32>,
+    ) -> Result<Option<Target>, String> {
+        let given = [at.is_some(), lsn.is_some(), restore_point.is_some()].iter().filter(|x| **x).count();
+        if given > 1 {
+            return Err("give at most one of at, lsn and restore_point".into());
+        }
+        if let Some(at) = at {
+            let at = Timestamp::parse_rfc3339(at).map_err(|e| format!("at: {e}"))?;
+            return Ok(Some(Target::Time { at, timeline }));
+        }
+        if let Some(lsn) = lsn {
+            return Ok(Some(Target::Lsn { lsn: Lsn::parse(lsn)?, timeline }));
+        }
+        if let Some(name) = restore_point {
+            if timeline.is_some() {
+                return Err("a restore point names its own timeline; drop timeline".into());
+            }
+            return Ok(Some(Target::RestorePoint { name: name.to_owned() }));
+        }
+        if timeline.is_some() {
+            return Err("timeline goes with at or lsn".into());
+        }
+        Ok(None)
+    }
+}
+
 /// A resolved target: what to restore from and to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Resolved {

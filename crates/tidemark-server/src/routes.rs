@@ -35,6 +35,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/ledger-key"),
     ("get", "/v1/custody"),
     ("get", "/v1/audit"),
+    ("get", "/v1/recovery-points"),
+    ("get", "/v1/plan"),
+    ("get", "/v1/pg/files"),
     ("get", "/metrics"),
 ];
 
@@ -74,6 +77,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ledger-key", get(ledger_key))
         .route("/v1/custody", get(custody))
         .route("/v1/audit", get(audit))
+        .route("/v1/recovery-points", get(recovery_points))
+        .route("/v1/plan", get(plan))
+        .route("/v1/pg/files", get(pg_files))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_reader));
     Router::new()
@@ -378,6 +384,102 @@ async fn audit(State(s): State<AppState>, Query(q): Query<EntriesQuery>) -> Resu
     let mut events = audit_rows(&s, &filter)?;
     events.truncate(filter.limit.unwrap_or(1) - 1);
     Ok(Json(json!({"events": events})).into_response())
+}
+
+#[derive(Deserialize)]
+struct TargetQuery {
+    component: String,
+    at: Option<String>,
+    lsn: Option<String>,
+    restore_point: Option<String>,
+    timeline: Option<u32>,
+    /// Plans: the `restore_command` PostgreSQL is to run.
+    restore_command: Option<String>,
+    /// Plans: offer `recovery_target_time` instead of the LSN target.
+    #[serde(default)]
+    recovery_target_time: bool,
+}
+
+impl TargetQuery {
+    fn target(&self) -> Result<Option<tidemark_lineage::pg_plan::Target>, Problem> {
+        tidemark_lineage::pg_plan::Target::from_parts(
+            self.at.as_deref(),
+            self.lsn.as_deref(),
+            self.restore_point.as_deref(),
+            self.timeline,
+        )
+        .map_err(Problem::bad_request)
+    }
+}
+
+/// The recovery report of a component, or the answer for one target.
+async fn recovery_points(State(s): State<AppState>, Query(q): Query<TargetQuery>) -> Result<Response, Problem> {
+    let target = q.target()?;
+    let ledger = s.ledger.read().expect("ledger lock");
+    Ok(match target {
+        Some(t) => Json(ledger.pg_answer(&q.component, &t).map_err(store_problem)?).into_response(),
+        None => Json(ledger.pg_report(&q.component).map_err(store_problem)?).into_response(),
+    })
+}
+
+/// A restore plan; 422 with the reason when the target is not restorable.
+async fn plan(State(s): State<AppState>, Query(q): Query<TargetQuery>) -> Result<Response, Problem> {
+    let target = q.target()?.ok_or_else(|| Problem::bad_request("give one of at, lsn or restore_point"))?;
+    let cluster = q.component.strip_prefix("pg:").unwrap_or(&q.component);
+    let options = tidemark_lineage::pg_plan::PlanOptions {
+        restore_command: q
+            .restore_command
+            .clone()
+            .unwrap_or_else(|| format!("tidemark pg restore-wal --cluster {cluster} %f %p")),
+        use_recovery_target_time: q.recovery_target_time,
+    };
+    let ledger = s.ledger.read().expect("ledger lock");
+    match ledger.pg_plan(&q.component, &target, &options).map_err(store_problem)? {
+        Ok(plan) => Ok(Json(plan).into_response()),
+        Err(reason) => {
+            let mut p = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_restorable",
+                "The target is not restorable",
+                reason.to_string(),
+            );
+            p.extra = json!({"reason": reason});
+            Err(p)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct FilesQuery {
+    component: String,
+    /// One file by name (a segment name or `TTTTTTTT.history`).
+    name: Option<String>,
+    /// Listing: names after this one.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Archived files as recorded: one by name, or a page of them in name order.
+async fn pg_files(State(s): State<AppState>, Query(q): Query<FilesQuery>) -> Result<Response, Problem> {
+    let ledger = s.ledger.read().expect("ledger lock");
+    if let Some(name) = &q.name {
+        let file = ledger
+            .pg_file(&q.component, name)
+            .map_err(store_problem)?
+            .ok_or_else(|| Problem::not_found(format!("{name} of {} is not in the ledger", q.component)))?;
+        return Ok(Json(file).into_response());
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE_ENTRIES).min(MAX_PAGE_ENTRIES);
+    let mut files = Vec::new();
+    for f in ledger.pg_files(&q.component, q.after.as_deref()) {
+        let f = f.map_err(store_problem)?;
+        if files.len() == limit {
+            let next = files.last().map(|l: &tidemark_store::pg::ArchivedFile| l.file_name.clone());
+            return Ok(Json(json!({"files": files, "next_after": next})).into_response());
+        }
+        files.push(f);
+    }
+    Ok(Json(json!({"files": files, "next_after": null})).into_response())
 }
 
 async fn keys(State(s): State<AppState>) -> Response {

@@ -233,9 +233,21 @@ impl crate::Ledger {
         self.tree.get(file_key(component, file_name))?.map(|v| decode(&v, "archived file")).transpose()
     }
 
-    /// Every archived file of a component, in name order.
-    pub fn pg_files(&self, component: &str) -> impl Iterator<Item = Result<ArchivedFile, StoreError>> + '_ {
-        self.tree.scan_prefix(name_prefix(layout::PG_FILES, component)).map(|r| {
+    /// The archived files of a component in name order, from just after `after` when given.
+    pub fn pg_files(
+        &self,
+        component: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<ArchivedFile, StoreError>> + '_ {
+        let prefix = name_prefix(layout::PG_FILES, component);
+        let mut start = prefix.to_vec();
+        if let Some(a) = after {
+            start.extend_from_slice(a.as_bytes());
+            start.push(0);
+        }
+        let mut end = prefix.to_vec();
+        end.push(0xff);
+        self.tree.range(start..end).map(|r| {
             let (_, v) = r?;
             decode(&v, "archived file")
         })

@@ -1,0 +1,607 @@
+//! The PostgreSQL agents (`tidemark pg …`) and the recovery questions
+//! (`tidemark recovery-points`, `tidemark plan`), over a local ledger or a server.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use tidemark_agents::pg_files::{self, ArchivedKind};
+use tidemark_agents::{pg_db, pgbackrest, restore};
+use tidemark_client::{Client, ClientError};
+use tidemark_core::{Digest32, SecretKey, SignedEvent};
+use tidemark_lineage::pg_plan::{PlanOptions, Target};
+use tidemark_store::Ledger;
+
+use crate::audit_cmds::urlencode;
+use crate::exit::{self, coded};
+use crate::{Global, ledger_cmds, util};
+
+#[derive(Args, Clone)]
+pub struct Cluster {
+    /// Cluster name: the component is pg:NAME.
+    #[arg(long)]
+    cluster: String,
+}
+
+impl Cluster {
+    fn component(&self) -> String {
+        format!("pg:{}", self.cluster)
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct Signer {
+    /// Key that signs what this command records (an agent key; `register` needs an admin key).
+    #[arg(long, env = "TIDEMARK_SIGNER")]
+    signer: PathBuf,
+}
+
+impl Signer {
+    fn key(&self) -> anyhow::Result<SecretKey> {
+        util::read_key(&self.signer)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum PgCommand {
+    /// Record the cluster's identity (system identifier, WAL segment size) read from the database. Admin key.
+    Register {
+        #[command(flatten)]
+        cluster: Cluster,
+        #[command(flatten)]
+        signer: Signer,
+        #[arg(long, env = "TIDEMARK_PG_DSN")]
+        dsn: String,
+    },
+    /// For archive_command, after the file is archived: record it (segment, history file).
+    ArchiveHook(ArchiveHookArgs),
+    /// After pg_basebackup: read backup_label and backup_manifest, digest the files, record the backup.
+    RecordBackup(RecordBackupArgs),
+    /// Record every backup of an existing pgBackRest catalog (`pgbackrest info --output=json`).
+    ImportPgbackrest(ImportArgs),
+    /// Record the position (LSN, timeline, database clock) every interval until stopped.
+    Watch(WatchArgs),
+    /// Create a restore point with pg_create_restore_point and record it.
+    RestorePoint {
+        #[command(flatten)]
+        cluster: Cluster,
+        #[command(flatten)]
+        signer: Signer,
+        #[arg(long, env = "TIDEMARK_PG_DSN")]
+        dsn: String,
+        name: String,
+    },
+    /// Re-read every archived file at its recorded location and record what was found.
+    CheckArchive(CheckArchiveArgs),
+    /// For restore_command: fetch %f from its recorded location to %p, only if its blake3 matches the ledger.
+    RestoreWal {
+        #[command(flatten)]
+        cluster: Cluster,
+        /// %f: the file PostgreSQL asks for.
+        file: String,
+        /// %p: where PostgreSQL wants it.
+        dest: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct ArchiveHookArgs {
+    #[command(flatten)]
+    cluster: Cluster,
+    #[command(flatten)]
+    signer: Signer,
+    /// Where the file was archived (/archive/%f); its name is the archived file's name.
+    #[arg(long)]
+    location: PathBuf,
+    /// %p: the file in pg_wal. When given, the archived copy must be byte-identical to it.
+    source: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RecordBackupArgs {
+    #[command(flatten)]
+    cluster: Cluster,
+    #[command(flatten)]
+    signer: Signer,
+    /// The pg_basebackup output directory (plain or tar format).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Where the backup is kept, as recorded (default: DIR, absolute).
+    #[arg(long)]
+    location: Option<String>,
+    /// The WAL archive directory holding the backup history file (default: beside the archived start segment).
+    #[arg(long)]
+    archive: Option<PathBuf>,
+    /// How long to wait for the backup history file to be archived.
+    #[arg(long, default_value_t = 15)]
+    wait_secs: u64,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    cluster: Cluster,
+    #[command(flatten)]
+    signer: Signer,
+    #[arg(long)]
+    stanza: Option<String>,
+    /// Read the catalog from this file (- for stdin) instead of running `pgbackrest info --output=json`.
+    #[arg(long)]
+    info_json: Option<String>,
+    /// pgBackRest configuration file for `pgbackrest info`.
+    #[arg(long)]
+    pgbackrest_config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    cluster: Cluster,
+    #[command(flatten)]
+    signer: Signer,
+    #[arg(long, env = "TIDEMARK_PG_DSN")]
+    dsn: String,
+    /// Seconds between positions.
+    #[arg(long, default_value_t = 10.0)]
+    interval_secs: f64,
+    /// Stop after this many positions (default: until SIGTERM or SIGINT).
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct CheckArchiveArgs {
+    #[command(flatten)]
+    cluster: Cluster,
+    #[command(flatten)]
+    signer: Signer,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(global: &Global, c: PgCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        PgCommand::Register { cluster, signer, dsn } => {
+            let db = pg_db::Db::connect(&dsn)?;
+            let (sysid, size) = db.identity()?;
+            let seq = record(global, &signer.key()?, vec![pg_db::register_draft(&cluster.component(), &sysid, size)])?;
+            println!("registered {} (system identifier {sysid}, {size}-byte segments) as entry {}", cluster.component(), seq[0]);
+            Ok(exit::ok())
+        }
+        PgCommand::ArchiveHook(a) => archive_hook(global, a),
+        PgCommand::RecordBackup(a) => record_backup(global, a),
+        PgCommand::ImportPgbackrest(a) => import_pgbackrest(global, a),
+        PgCommand::Watch(a) => watch(global, a),
+        PgCommand::RestorePoint { cluster, signer, dsn, name } => {
+            let key = signer.key()?;
+            let db = pg_db::Db::connect(&dsn)?;
+            let o = db.create_restore_point(&name)?;
+            let seq = record(global, &key, vec![pg_db::restore_point_draft(&cluster.component(), &name, &o)])?;
+            println!("restore point {name:?} at {} on timeline {} ({}), entry {}", o.lsn, o.timeline, o.at, seq[0]);
+            Ok(exit::ok())
+        }
+        PgCommand::CheckArchive(a) => check_archive(global, a),
+        PgCommand::RestoreWal { cluster, file, dest } => restore_wal(global, &cluster.component(), &file, &dest),
+    }
+}
+
+/// Signs drafts and appends them (through the server and spool when `--ledger` is a URL).
+fn record(global: &Global, key: &SecretKey, drafts: Vec<Value>) -> anyhow::Result<Vec<u64>> {
+    let events: Vec<SignedEvent> = drafts
+        .into_iter()
+        .map(|d| ledger_cmds::sign_draft(d, key).map_err(|e| coded(exit::REFUSED, e)))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ledger_cmds::append_signed(global, events)?.iter().map(|a| a.seq).collect())
+}
+
+fn archive_hook(global: &Global, a: ArchiveHookArgs) -> anyhow::Result<ExitCode> {
+    let component = a.cluster.component();
+    let file_name = a
+        .location
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| coded(exit::USAGE, "--location must end in the archived file's name (/archive/%f)"))?
+        .to_owned();
+    let kind = pg_files::classify(&file_name).ok_or_else(|| {
+        coded(exit::USAGE, format!("{file_name:?} is not a file PostgreSQL archives (segment, .history, .backup, .partial)"))
+    })?;
+    let digests = pg_files::digest_file(&a.location)?;
+    if let Some(src) = &a.source {
+        let original = pg_files::digest_file(src)?;
+        if original.blake3 != digests.blake3 {
+            return Err(coded(
+                exit::FAILURE,
+                format!(
+                    "the archived copy {} differs from {} (blake3 {} vs {}): archiving failed; PostgreSQL will retry",
+                    a.location.display(),
+                    src.display(),
+                    digests.blake3,
+                    original.blake3
+                ),
+            ));
+        }
+    }
+    let modified = pg_files::modified_micros(a.source.as_deref().unwrap_or(&a.location))?;
+    let history_text = match kind {
+        ArchivedKind::History { .. } => Some(std::fs::read_to_string(&a.location).context("reading the history file")?),
+        ArchivedKind::BackupHistory => {
+            // Read by `pg record-backup` for the backup's stop time; nothing to record on its own.
+            let text = std::fs::read_to_string(&a.location).context("reading the backup history file")?;
+            if pg_files::parse_backup_label(&text).stop_lsn.is_none() {
+                eprintln!("tidemark: {file_name}: no STOP WAL LOCATION; `pg record-backup` will not use it");
+            }
+            None
+        }
+        _ => None,
+    };
+    let location = std::path::absolute(&a.location).unwrap_or(a.location.clone());
+    let draft = pg_files::archived_file_draft(
+        &component,
+        &file_name,
+        &location.to_string_lossy(),
+        &digests,
+        modified,
+        history_text.as_deref(),
+    )?;
+    if let Some(draft) = draft {
+        record(global, &a.signer.key()?, vec![draft])?;
+    }
+    Ok(exit::ok())
+}
+
+fn find_backup_history(dir: &Path, start_segment: &str, start_lsn: tidemark_core::Lsn) -> Option<pg_files::BackupLabel> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(start_segment) && name.ends_with(".backup") {
+            let label = pg_files::parse_backup_label(&std::fs::read_to_string(e.path()).ok()?);
+            if label.start_lsn == Some(start_lsn) && label.stop_lsn.is_some() {
+                return Some(label);
+            }
+        }
+    }
+    None
+}
+
+fn record_backup(global: &Global, a: RecordBackupArgs) -> anyhow::Result<ExitCode> {
+    let component = a.cluster.component();
+    let key = a.signer.key()?;
+    let backup = pg_files::read_backup_dir(&a.dir)?;
+    let start_lsn = backup.label.start_lsn.ok_or_else(|| coded(exit::USAGE, "backup_label has no START WAL LOCATION"))?;
+    let start_segment = backup.label.start_segment.clone().unwrap_or_default();
+    let archive_dir = match &a.archive {
+        Some(d) => Some(d.clone()),
+        None => Source::open(global)?
+            .file(&component, &start_segment)?
+            .and_then(|f| f["location"].as_str().map(PathBuf::from))
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+    };
+    let deadline = Instant::now() + Duration::from_secs(a.wait_secs);
+    let history = loop {
+        let found = archive_dir.as_deref().and_then(|d| find_backup_history(d, &start_segment, start_lsn));
+        if found.is_some() || Instant::now() >= deadline || archive_dir.is_none() {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if history.is_none() {
+        eprintln!(
+            "tidemark: no archived backup history file for {start_segment} found{}; stop LSN from backup_manifest, stop time from its modification time",
+            archive_dir.map(|d| format!(" in {}", d.display())).unwrap_or_default()
+        );
+    }
+    let manifest_modified =
+        tidemark_core::Timestamp::from_micros(pg_files::modified_micros(&a.dir.join("backup_manifest"))?);
+    let location = a.location.clone().unwrap_or_else(|| {
+        std::path::absolute(&a.dir).unwrap_or(a.dir.clone()).to_string_lossy().to_string()
+    });
+    let draft = pg_files::base_backup_draft(&component, &backup, &location, history.as_ref(), manifest_modified)?;
+    let body = draft["body"].clone();
+    let seq = record(global, &key, vec![draft])?;
+    println!(
+        "recorded base backup {} (timeline {}, {} → {}, {} bytes, blake3 {}) as entry {}",
+        body["backup_id"].as_str().unwrap_or(""),
+        body["timeline"],
+        body["start_lsn"].as_str().unwrap_or(""),
+        body["stop_lsn"].as_str().unwrap_or(""),
+        body["size_bytes"],
+        body["blake3"].as_str().unwrap_or(""),
+        seq[0]
+    );
+    Ok(exit::ok())
+}
+
+fn import_pgbackrest(global: &Global, a: ImportArgs) -> anyhow::Result<ExitCode> {
+    let text = match a.info_json.as_deref() {
+        Some("-") => std::io::read_to_string(std::io::stdin()).context("reading stdin")?,
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+        None => {
+            let mut cmd = std::process::Command::new("pgbackrest");
+            if let Some(c) = &a.pgbackrest_config {
+                cmd.arg(format!("--config={}", c.display()));
+            }
+            if let Some(s) = &a.stanza {
+                cmd.arg(format!("--stanza={s}"));
+            }
+            let out = cmd.args(["info", "--output=json"]).output().context("running `pgbackrest info` (is pgBackRest installed?)")?;
+            if !out.status.success() {
+                return Err(coded(
+                    exit::FAILURE,
+                    format!("pgbackrest info failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+                ));
+            }
+            String::from_utf8(out.stdout).context("pgbackrest info printed non-UTF-8")?
+        }
+    };
+    let import = pgbackrest::import_info(&a.cluster.component(), a.stanza.as_deref(), &text)?;
+    for (label, reason) in &import.skipped {
+        eprintln!("tidemark: skipped pgBackRest backup {label}: {reason}");
+    }
+    let n = import.drafts.len();
+    let appended = if n > 0 { record(global, &a.signer.key()?, import.drafts)? } else { Vec::new() };
+    println!("imported {n} backups ({} entries; re-imports are acknowledged as duplicates)", appended.len());
+    Ok(exit::ok())
+}
+
+/// Set by SIGTERM or SIGINT.
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        });
+        flag.store(true, Ordering::SeqCst);
+    });
+    stop
+}
+
+fn watch(global: &Global, a: WatchArgs) -> anyhow::Result<ExitCode> {
+    if !(a.interval_secs > 0.0 && a.interval_secs.is_finite()) {
+        return Err(coded(exit::USAGE, "--interval-secs must be positive"));
+    }
+    let key = a.signer.key()?;
+    let component = a.cluster.component();
+    let db = pg_db::Db::connect(&a.dsn)?;
+    let stop = stop_flag();
+    let interval = Duration::from_secs_f64(a.interval_secs);
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) && a.count.is_none_or(|c| n < c) {
+        let started = Instant::now();
+        let o = db.position()?;
+        record(global, &key, vec![pg_db::position_draft(&component, &o)])?;
+        n += 1;
+        eprintln!("tidemark: {component} at {} on timeline {} ({})", o.lsn, o.timeline, o.at);
+        if a.count.is_some_and(|c| n >= c) {
+            break;
+        }
+        while started.elapsed() < interval && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50).min(interval));
+        }
+    }
+    eprintln!("tidemark: recorded {n} positions; stopped");
+    Ok(exit::ok())
+}
+
+fn check_archive(global: &Global, a: CheckArchiveArgs) -> anyhow::Result<ExitCode> {
+    let component = a.cluster.component();
+    let key = a.signer.key()?;
+    let source = Source::open(global)?;
+    let mut findings = Vec::new();
+    let mut drafts = Vec::new();
+    let (mut ok, mut bad) = (0u64, 0u64);
+    source.files(&component, &mut |f| {
+        let name = f["file_name"].as_str().unwrap_or("").to_owned();
+        let location = f["location"].as_str().unwrap_or("").to_owned();
+        let expected = f["blake3"].as_str().and_then(|s| Digest32::parse(s).ok());
+        let artifact = if name.ends_with(".history") {
+            format!("{component}/history/{name}")
+        } else {
+            format!("{component}/wal/{name}")
+        };
+        let (outcome, found, detail) = match pg_files::blake3_file(Path::new(&location)) {
+            Err(e) => ("missing", None, format!("cannot read {location}: {e}")),
+            Ok(d) if Some(d) == expected => ("ok", Some(d), String::new()),
+            Ok(d) => ("corrupt", Some(d), format!("blake3 {d} at {location}, recorded {}", f["blake3"].as_str().unwrap_or(""))),
+        };
+        if outcome == "ok" {
+            ok += 1;
+        } else {
+            bad += 1;
+            findings.push(json!({"file": name, "outcome": outcome, "detail": detail}));
+        }
+        let mut body = json!({"artifact": artifact, "method": "re-read blake3 at recorded location", "outcome": outcome});
+        if let Some(d) = found {
+            body["blake3"] = json!(d);
+        }
+        if !detail.is_empty() {
+            body["detail"] = json!(detail);
+        }
+        drafts.push(json!({"kind": "artifact.verified", "body": body}));
+        Ok(())
+    })?;
+    drop(source);
+    if !drafts.is_empty() {
+        record(global, &key, drafts)?;
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&json!({"component": component, "ok": ok, "problems": findings}))?)?;
+    } else {
+        for f in &findings {
+            writeln!(out, "{:<8} {}  {}", f["outcome"].as_str().unwrap_or(""), f["file"].as_str().unwrap_or(""), f["detail"].as_str().unwrap_or(""))?;
+        }
+        writeln!(out, "{component}: {ok} files sound, {bad} missing or corrupt (recorded as artifact.verified)")?;
+    }
+    Ok(ExitCode::from(if bad == 0 { exit::OK } else { exit::VERIFY_FAILED }))
+}
+
+fn restore_wal(global: &Global, component: &str, file: &str, dest: &Path) -> anyhow::Result<ExitCode> {
+    // PostgreSQL treats any exit below 126 as "not available" and stops
+    // recovery at that point: exactly what a refusal must do.
+    let refuse = |msg: String| -> anyhow::Result<ExitCode> {
+        eprintln!("tidemark restore-wal: {msg}");
+        Ok(ExitCode::from(exit::FAILURE))
+    };
+    let Some(record) = Source::open(global)?.file(component, file)? else {
+        return refuse(format!("{file} is not in the ledger for {component}"));
+    };
+    let location = record["location"].as_str().unwrap_or("");
+    let Some(expected) = record["blake3"].as_str().and_then(|s| Digest32::parse(s).ok()) else {
+        return refuse(format!("{file}: the ledger's record has no blake3"));
+    };
+    match restore::fetch_verified(file, location, expected, dest)? {
+        Ok(()) => Ok(exit::ok()),
+        Err(refused) => refuse(refused.to_string()),
+    }
+}
+
+/// Where questions are answered: a local ledger, or a server.
+pub enum Source {
+    Local(Box<Ledger>),
+    Remote(Client),
+}
+
+fn client_err(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Refused { status: 401, detail, .. } => {
+            coded(exit::USAGE, format!("{detail} (pass --token or set TIDEMARK_TOKEN)"))
+        }
+        ClientError::Refused { status: 400, detail, .. } => coded(exit::USAGE, detail),
+        other => other.into(),
+    }
+}
+
+fn target_query(component: &str, target: Option<&Target>) -> String {
+    let mut q = format!("component={}", urlencode(component));
+    match target {
+        Some(Target::Time { at, timeline }) => {
+            q += &format!("&at={}", urlencode(&at.to_string()));
+            if let Some(tl) = timeline {
+                q += &format!("&timeline={tl}");
+            }
+        }
+        Some(Target::Lsn { lsn, timeline }) => {
+            q += &format!("&lsn={}", urlencode(&lsn.to_string()));
+            if let Some(tl) = timeline {
+                q += &format!("&timeline={tl}");
+            }
+        }
+        Some(Target::RestorePoint { name }) => q += &format!("&restore_point={}", urlencode(name)),
+        None => {}
+    }
+    q
+}
+
+fn local_err(e: tidemark_store::StoreError) -> anyhow::Error {
+    match e {
+        tidemark_store::StoreError::BadRequest(d) => coded(exit::USAGE, d),
+        other => other.into(),
+    }
+}
+
+impl Source {
+    pub fn open(global: &Global) -> anyhow::Result<Source> {
+        Ok(match global.url() {
+            Some(url) => Source::Remote(Client::new(url, global.token.clone())),
+            None => Source::Local(Box::new(util::open_ledger(global)?)),
+        })
+    }
+
+    fn get(c: &Client, path: &str) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(&c.get(path).map_err(client_err)?)?)
+    }
+
+    pub fn report(&self, component: &str) -> anyhow::Result<Value> {
+        match self {
+            Source::Local(l) => Ok(serde_json::to_value(l.pg_report(component).map_err(local_err)?)?),
+            Source::Remote(c) => Self::get(c, &format!("/v1/recovery-points?{}", target_query(component, None))),
+        }
+    }
+
+    pub fn answer(&self, component: &str, target: &Target) -> anyhow::Result<Value> {
+        match self {
+            Source::Local(l) => Ok(serde_json::to_value(l.pg_answer(component, target).map_err(local_err)?)?),
+            Source::Remote(c) => Self::get(c, &format!("/v1/recovery-points?{}", target_query(component, Some(target)))),
+        }
+    }
+
+    /// The plan, or the reason (text, data) it cannot be made.
+    pub fn plan(&self, component: &str, target: &Target, options: &PlanOptions) -> anyhow::Result<Result<Value, (String, Value)>> {
+        match self {
+            Source::Local(l) => Ok(match l.pg_plan(component, target, options).map_err(local_err)? {
+                Ok(p) => Ok(serde_json::to_value(p)?),
+                Err(reason) => Err((reason.to_string(), serde_json::to_value(&reason)?)),
+            }),
+            Source::Remote(c) => {
+                let mut path = format!(
+                    "/v1/plan?{}&restore_command={}",
+                    target_query(component, Some(target)),
+                    urlencode(&options.restore_command)
+                );
+                if options.use_recovery_target_time {
+                    path += "&recovery_target_time=true";
+                }
+                match c.get(&path) {
+                    Ok(body) => Ok(Ok(serde_json::from_str(&body)?)),
+                    Err(ClientError::Refused { status: 422, detail, problem }) => Ok(Err((detail, problem["reason"].clone()))),
+                    Err(e) => Err(client_err(e)),
+                }
+            }
+        }
+    }
+
+    pub fn file(&self, component: &str, name: &str) -> anyhow::Result<Option<Value>> {
+        match self {
+            Source::Local(l) => Ok(l.pg_file(component, name)?.map(|f| serde_json::to_value(f).expect("serialises"))),
+            Source::Remote(c) => {
+                match c.get(&format!("/v1/pg/files?component={}&name={}", urlencode(component), urlencode(name))) {
+                    Ok(body) => Ok(Some(serde_json::from_str(&body)?)),
+                    Err(ClientError::Refused { status: 404, .. }) => Ok(None),
+                    Err(e) => Err(client_err(e)),
+                }
+            }
+        }
+    }
+
+    pub fn files(&self, component: &str, each: &mut dyn FnMut(Value) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        match self {
+            Source::Local(l) => {
+                for f in l.pg_files(component, None) {
+                    each(serde_json::to_value(f?)?)?;
+                }
+            }
+            Source::Remote(c) => {
+                let mut after: Option<String> = None;
+                loop {
+                    let mut path = format!("/v1/pg/files?component={}&limit=10000", urlencode(component));
+                    if let Some(a) = &after {
+                        path += &format!("&after={}", urlencode(a));
+                    }
+                    let page = Self::get(c, &path)?;
+                    for f in page["files"].as_array().into_iter().flatten() {
+                        each(f.clone())?;
+                    }
+                    match page["next_after"].as_str() {
+                        Some(n) => after = Some(n.to_owned()),
+                        None => break,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,186 @@
+//! `tidemark recovery-points` and `tidemark plan`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::Value;
+use tidemark_lineage::pg_plan::{PlanOptions, Target};
+
+use crate::exit::{self, coded};
+use crate::pg_cmds::Source;
+use crate::{Global, util};
+
+#[derive(Args)]
+pub struct TargetArgs {
+    /// A time (RFC 3339): restorable as of then? The target is the newest observed position at or before it.
+    #[arg(long)]
+    at: Option<String>,
+    /// An LSN, e.g. 0/3000028.
+    #[arg(long)]
+    lsn: Option<String>,
+    /// A restore point name.
+    #[arg(long)]
+    restore_point: Option<String>,
+    /// Timeline for --at or --lsn (default: the one live at that time, or the newest).
+    #[arg(long)]
+    timeline: Option<u32>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> anyhow::Result<Option<Target>> {
+        Target::from_parts(self.at.as_deref(), self.lsn.as_deref(), self.restore_point.as_deref(), self.timeline)
+            .map_err(|e| coded(exit::USAGE, e))
+    }
+}
+
+#[derive(Args)]
+pub struct RecoveryPointsArgs {
+    /// The component, e.g. pg:main.
+    #[arg(long)]
+    component: String,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+fn check_component(c: &str) -> anyhow::Result<()> {
+    if c.starts_with("pg:") {
+        Ok(())
+    } else {
+        Err(coded(exit::USAGE, format!("{c}: recovery points are answered for PostgreSQL components (pg:NAME)")))
+    }
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+pub fn recovery_points(global: &Global, a: RecoveryPointsArgs) -> anyhow::Result<ExitCode> {
+    check_component(&a.component)?;
+    let source = Source::open(global)?;
+    let mut out = std::io::stdout().lock();
+    if let Some(target) = a.target.target()? {
+        let answer = source.answer(&a.component, &target)?;
+        let restorable = answer["restorable"].as_bool() == Some(true);
+        if a.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+        } else if restorable {
+            let r = &answer["resolved"];
+            writeln!(
+                out,
+                "restorable: base backup {} then WAL {} … {} ({} segments) on timeline {} to LSN {}{}",
+                s(&r["base_backup"]["backup_id"]),
+                s(&r["first_segment"]),
+                s(&r["last_segment"]),
+                r["segment_count"],
+                r["timeline"],
+                s(&r["target_lsn"]),
+                r["target_observation"]["observed_at"]
+                    .as_str()
+                    .map(|t| format!(" (the database as observed at {t})"))
+                    .unwrap_or_default()
+            )?;
+        } else {
+            writeln!(out, "NOT restorable: {}", s(&answer["explanation"]))?;
+        }
+        return Ok(ExitCode::from(if restorable { exit::OK } else { exit::NOT_RESTORABLE }));
+    }
+    let report = source.report(&a.component)?;
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(exit::ok());
+    }
+    writeln!(
+        out,
+        "{}  system {}  {} segments recorded  segment size {} bytes  {} base backups",
+        s(&report["component"]),
+        s(&report["system_identifier"]),
+        report["segments_recorded"],
+        report["wal_segment_size_bytes"],
+        report["base_backups"].as_array().map_or(0, Vec::len)
+    )?;
+    for tl in report["timelines"].as_array().into_iter().flatten() {
+        writeln!(out, "timeline {}", tl["timeline"])?;
+        let windows = tl["windows"].as_array().cloned().unwrap_or_default();
+        if windows.is_empty() {
+            writeln!(out, "  no restorable window (no base backup with all its WAL archived)")?;
+        }
+        for w in windows {
+            writeln!(
+                out,
+                "  restorable {} … {}   LSN {} … {}   backups {}",
+                s(&w["from_time"]),
+                s(&w["to_time"]),
+                s(&w["from_lsn"]),
+                s(&w["to_lsn"]),
+                w["backups"].as_array().map(|b| b.iter().map(|x| s(x).to_owned()).collect::<Vec<_>>().join(",")).unwrap_or_default()
+            )?;
+            let gap: Vec<String> = w["gap_after"].as_array().into_iter().flatten().map(|x| s(x).to_owned()).collect();
+            if !gap.is_empty() {
+                writeln!(out, "  gap: {} missing segment(s): {}", w["gap_after_count"], gap.join(", "))?;
+            }
+        }
+    }
+    for u in report["unsound_segments"].as_array().into_iter().flatten() {
+        writeln!(out, "unsound: {} {}", s(&u["segment"]), s(&u["state"]))?;
+    }
+    Ok(exit::ok())
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// The component, e.g. pg:main.
+    #[arg(long)]
+    component: String,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Use recovery_target_time instead of the LSN target (PostgreSQL then stops at the first commit after it).
+    #[arg(long)]
+    recovery_target_time: bool,
+    /// restore_command for the plan (default: this tidemark with the same --ledger).
+    #[arg(long)]
+    restore_command: Option<String>,
+    /// Write the plan here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn plan(global: &Global, a: PlanArgs) -> anyhow::Result<ExitCode> {
+    check_component(&a.component)?;
+    let target = a.target.target()?.ok_or_else(|| coded(exit::USAGE, "give one of --at, --lsn or --restore-point"))?;
+    let cluster = a.component.trim_start_matches("pg:");
+    let restore_command = match a.restore_command {
+        Some(c) => c,
+        None => {
+            let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tidemark".into());
+            let ledger = match global.url() {
+                Some(url) => url.to_owned(),
+                None => std::path::absolute(&global.ledger)?.display().to_string(),
+            };
+            format!("{exe} pg restore-wal --cluster {cluster} --ledger {ledger} %f %p")
+        }
+    };
+    let options = PlanOptions { restore_command, use_recovery_target_time: a.recovery_target_time };
+    match Source::open(global)?.plan(&a.component, &target, &options)? {
+        Ok(plan) => {
+            let text = serde_json::to_string_pretty(&plan)? + "\n";
+            match &a.out {
+                Some(p) => util::write_file_atomic(p, text.as_bytes())?,
+                None => std::io::stdout().lock().write_all(text.as_bytes())?,
+            }
+            eprintln!(
+                "plan {}: base backup {}, {} WAL segments, recovery_target_lsn {} on timeline {}",
+                s(&plan["digest"]),
+                s(&plan["base_backup"]["backup_id"]),
+                plan["wal_segments"].as_array().map_or(0, Vec::len),
+                s(&plan["target_lsn"]),
+                plan["timeline"]
+            );
+            Ok(exit::ok())
+        }
+        Err((explanation, _)) => Err(coded(exit::NOT_RESTORABLE, format!("not restorable: {explanation}"))),
+    }
+}
