@@ -343,6 +343,7 @@ pub fn base_backup_draft(
     location: &str,
     history: Option<&BackupLabel>,
     manifest_modified: Timestamp,
+    segment_size_bytes: u64,
 ) -> Result<Value, AgentError> {
     let l = &backup.label;
     let start_lsn = l.start_lsn.ok_or_else(|| parse_err(&backup.dir, "backup_label has no START WAL LOCATION"))?;
@@ -352,10 +353,11 @@ pub fn base_backup_draft(
     let stop_lsn = history.and_then(|h| h.stop_lsn).unwrap_or(backup.manifest.end_lsn);
     let stop_time = history.and_then(|h| h.stop_time).unwrap_or(manifest_modified).max(start_time);
     let timeline = l.start_timeline.unwrap_or(backup.manifest.timeline);
+    // PostgreSQL's own name for the backup: its backup history file's stem.
     let backup_id = format!(
         "{}.{:08X}",
         l.start_segment.clone().unwrap_or_else(|| format!("{:016X}", start_lsn.0)),
-        start_lsn.0 & 0xFFFF_FFFF
+        start_lsn.0 % segment_size_bytes
     );
     Ok(json!({
         "id": deterministic_id(stop_time.as_micros(), &[component.as_bytes(), backup_id.as_bytes(), &backup.blake3.0]),

@@ -171,7 +171,11 @@ pub fn run(global: &Global, c: PgCommand) -> anyhow::Result<ExitCode> {
             let db = pg_db::Db::connect(&dsn)?;
             let (sysid, size) = db.identity()?;
             let seq = record(global, &signer.key()?, vec![pg_db::register_draft(&cluster.component(), &sysid, size)])?;
-            println!("registered {} (system identifier {sysid}, {size}-byte segments) as entry {}", cluster.component(), seq[0]);
+            println!(
+                "registered {} (system identifier {sysid}, {size}-byte segments) as entry {}",
+                cluster.component(),
+                seq[0]
+            );
             Ok(exit::ok())
         }
         PgCommand::ArchiveHook(a) => archive_hook(global, a),
@@ -209,7 +213,10 @@ fn archive_hook(global: &Global, a: ArchiveHookArgs) -> anyhow::Result<ExitCode>
         .ok_or_else(|| coded(exit::USAGE, "--location must end in the archived file's name (/archive/%f)"))?
         .to_owned();
     let kind = pg_files::classify(&file_name).ok_or_else(|| {
-        coded(exit::USAGE, format!("{file_name:?} is not a file PostgreSQL archives (segment, .history, .backup, .partial)"))
+        coded(
+            exit::USAGE,
+            format!("{file_name:?} is not a file PostgreSQL archives (segment, .history, .backup, .partial)"),
+        )
     })?;
     let digests = pg_files::digest_file(&a.location)?;
     if let Some(src) = &a.source {
@@ -255,7 +262,11 @@ fn archive_hook(global: &Global, a: ArchiveHookArgs) -> anyhow::Result<ExitCode>
     Ok(exit::ok())
 }
 
-fn find_backup_history(dir: &Path, start_segment: &str, start_lsn: tidemark_core::Lsn) -> Option<pg_files::BackupLabel> {
+fn find_backup_history(
+    dir: &Path,
+    start_segment: &str,
+    start_lsn: tidemark_core::Lsn,
+) -> Option<pg_files::BackupLabel> {
     let entries = std::fs::read_dir(dir).ok()?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
@@ -273,20 +284,23 @@ fn record_backup(global: &Global, a: RecordBackupArgs) -> anyhow::Result<ExitCod
     let component = a.cluster.component();
     let key = a.signer.key()?;
     let backup = pg_files::read_backup_dir(&a.dir)?;
-    let start_lsn = backup.label.start_lsn.ok_or_else(|| coded(exit::USAGE, "backup_label has no START WAL LOCATION"))?;
+    let start_lsn =
+        backup.label.start_lsn.ok_or_else(|| coded(exit::USAGE, "backup_label has no START WAL LOCATION"))?;
     let start_segment = backup.label.start_segment.clone().unwrap_or_default();
-    let archive_dir = match &a.archive {
-        Some(d) => Some(d.clone()),
-        None => Source::open(global)?
-            .file(&component, &start_segment)?
-            .and_then(|f| f["location"].as_str().map(PathBuf::from))
-            .and_then(|p| p.parent().map(Path::to_path_buf)),
-    };
+    // The backup history file is archived once the backup ends, next to its
+    // start segment: wait for both to show up.
     let deadline = Instant::now() + Duration::from_secs(a.wait_secs);
-    let history = loop {
+    let (history, archive_dir) = loop {
+        let archive_dir = match &a.archive {
+            Some(d) => Some(d.clone()),
+            None => Source::open(global)?
+                .file(&component, &start_segment)?
+                .and_then(|f| f["location"].as_str().map(PathBuf::from))
+                .and_then(|p| p.parent().map(Path::to_path_buf)),
+        };
         let found = archive_dir.as_deref().and_then(|d| find_backup_history(d, &start_segment, start_lsn));
-        if found.is_some() || Instant::now() >= deadline || archive_dir.is_none() {
-            break found;
+        if found.is_some() || Instant::now() >= deadline {
+            break (found, archive_dir);
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -298,10 +312,16 @@ fn record_backup(global: &Global, a: RecordBackupArgs) -> anyhow::Result<ExitCod
     }
     let manifest_modified =
         tidemark_core::Timestamp::from_micros(pg_files::modified_micros(&a.dir.join("backup_manifest"))?);
-    let location = a.location.clone().unwrap_or_else(|| {
-        std::path::absolute(&a.dir).unwrap_or(a.dir.clone()).to_string_lossy().to_string()
-    });
-    let draft = pg_files::base_backup_draft(&component, &backup, &location, history.as_ref(), manifest_modified)?;
+    let location = a
+        .location
+        .clone()
+        .unwrap_or_else(|| std::path::absolute(&a.dir).unwrap_or(a.dir.clone()).to_string_lossy().to_string());
+    let segment_size = match Source::open(global)?.report(&component) {
+        Ok(r) => r["wal_segment_size_bytes"].as_u64().unwrap_or(tidemark_lineage::pg::DEFAULT_SEGMENT_SIZE_BYTES),
+        Err(_) => tidemark_lineage::pg::DEFAULT_SEGMENT_SIZE_BYTES,
+    };
+    let draft =
+        pg_files::base_backup_draft(&component, &backup, &location, history.as_ref(), manifest_modified, segment_size)?;
     let body = draft["body"].clone();
     let seq = record(global, &key, vec![draft])?;
     println!(
@@ -329,7 +349,10 @@ fn import_pgbackrest(global: &Global, a: ImportArgs) -> anyhow::Result<ExitCode>
             if let Some(s) = &a.stanza {
                 cmd.arg(format!("--stanza={s}"));
             }
-            let out = cmd.args(["info", "--output=json"]).output().context("running `pgbackrest info` (is pgBackRest installed?)")?;
+            let out = cmd
+                .args(["info", "--output=json"])
+                .output()
+                .context("running `pgbackrest info` (is pgBackRest installed?)")?;
             if !out.status.success() {
                 return Err(coded(
                     exit::FAILURE,
@@ -415,7 +438,11 @@ fn check_archive(global: &Global, a: CheckArchiveArgs) -> anyhow::Result<ExitCod
         let (outcome, found, detail) = match pg_files::blake3_file(Path::new(&location)) {
             Err(e) => ("missing", None, format!("cannot read {location}: {e}")),
             Ok(d) if Some(d) == expected => ("ok", Some(d), String::new()),
-            Ok(d) => ("corrupt", Some(d), format!("blake3 {d} at {location}, recorded {}", f["blake3"].as_str().unwrap_or(""))),
+            Ok(d) => (
+                "corrupt",
+                Some(d),
+                format!("blake3 {d} at {location}, recorded {}", f["blake3"].as_str().unwrap_or("")),
+            ),
         };
         if outcome == "ok" {
             ok += 1;
@@ -423,7 +450,8 @@ fn check_archive(global: &Global, a: CheckArchiveArgs) -> anyhow::Result<ExitCod
             bad += 1;
             findings.push(json!({"file": name, "outcome": outcome, "detail": detail}));
         }
-        let mut body = json!({"artifact": artifact, "method": "re-read blake3 at recorded location", "outcome": outcome});
+        let mut body =
+            json!({"artifact": artifact, "method": "re-read blake3 at recorded location", "outcome": outcome});
         if let Some(d) = found {
             body["blake3"] = json!(d);
         }
@@ -439,10 +467,20 @@ fn check_archive(global: &Global, a: CheckArchiveArgs) -> anyhow::Result<ExitCod
     }
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&json!({"component": component, "ok": ok, "problems": findings}))?)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json!({"component": component, "ok": ok, "problems": findings}))?
+        )?;
     } else {
         for f in &findings {
-            writeln!(out, "{:<8} {}  {}", f["outcome"].as_str().unwrap_or(""), f["file"].as_str().unwrap_or(""), f["detail"].as_str().unwrap_or(""))?;
+            writeln!(
+                out,
+                "{:<8} {}  {}",
+                f["outcome"].as_str().unwrap_or(""),
+                f["file"].as_str().unwrap_or(""),
+                f["detail"].as_str().unwrap_or("")
+            )?;
         }
         writeln!(out, "{component}: {ok} files sound, {bad} missing or corrupt (recorded as artifact.verified)")?;
     }
@@ -535,12 +573,19 @@ impl Source {
     pub fn answer(&self, component: &str, target: &Target) -> anyhow::Result<Value> {
         match self {
             Source::Local(l) => Ok(serde_json::to_value(l.pg_answer(component, target).map_err(local_err)?)?),
-            Source::Remote(c) => Self::get(c, &format!("/v1/recovery-points?{}", target_query(component, Some(target)))),
+            Source::Remote(c) => {
+                Self::get(c, &format!("/v1/recovery-points?{}", target_query(component, Some(target))))
+            }
         }
     }
 
     /// The plan, or the reason (text, data) it cannot be made.
-    pub fn plan(&self, component: &str, target: &Target, options: &PlanOptions) -> anyhow::Result<Result<Value, (String, Value)>> {
+    pub fn plan(
+        &self,
+        component: &str,
+        target: &Target,
+        options: &PlanOptions,
+    ) -> anyhow::Result<Result<Value, (String, Value)>> {
         match self {
             Source::Local(l) => Ok(match l.pg_plan(component, target, options).map_err(local_err)? {
                 Ok(p) => Ok(serde_json::to_value(p)?),
@@ -557,7 +602,9 @@ impl Source {
                 }
                 match c.get(&path) {
                     Ok(body) => Ok(Ok(serde_json::from_str(&body)?)),
-                    Err(ClientError::Refused { status: 422, detail, problem }) => Ok(Err((detail, problem["reason"].clone()))),
+                    Err(ClientError::Refused { status: 422, detail, problem }) => {
+                        Ok(Err((detail, problem["reason"].clone())))
+                    }
                     Err(e) => Err(client_err(e)),
                 }
             }

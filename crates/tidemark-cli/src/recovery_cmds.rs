@@ -116,7 +116,10 @@ pub fn recovery_points(global: &Global, a: RecoveryPointsArgs) -> anyhow::Result
                 s(&w["to_time"]),
                 s(&w["from_lsn"]),
                 s(&w["to_lsn"]),
-                w["backups"].as_array().map(|b| b.iter().map(|x| s(x).to_owned()).collect::<Vec<_>>().join(",")).unwrap_or_default()
+                w["backups"]
+                    .as_array()
+                    .map(|b| b.iter().map(|x| s(x).to_owned()).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default()
             )?;
             let gap: Vec<String> = w["gap_after"].as_array().into_iter().flatten().map(|x| s(x).to_owned()).collect();
             if !gap.is_empty() {

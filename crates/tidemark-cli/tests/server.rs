@@ -5,64 +5,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::process::{Child, Stdio};
+use std::io::{Read as _, Write as _};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cli, admin_key};
+use common::{Cli, Server, admin_key, free_port};
 use serde_json::{Value, json};
 use tidemark_core::event::Event;
 use tidemark_core::{EventId, SecretKey, SignedEvent, Timestamp};
-
-struct Server {
-    child: Child,
-    url: String,
-    log: std::path::PathBuf,
-}
-
-impl Server {
-    fn start(cli: &Cli, listen: &str, extra: &[&str]) -> Server {
-        let log = cli.path(&format!("serve-{}.log", std::process::id() as u128 + Instant::now().elapsed().as_nanos()));
-        let mut child = cli
-            .command()
-            .args(["serve", "--listen", listen])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("serve printed its URL").unwrap();
-            if let Some(rest) = line.strip_prefix("tidemark serving ") {
-                break rest.rsplit(" on ").next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url, log }
-    }
-
-    fn stop(mut self) -> String {
-        sigterm(self.child.id());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "serve exited with {status}");
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-}
-
-/// SIGTERM through the `kill` command (the workspace forbids unsafe code, so no libc::kill).
-fn sigterm(pid: u32) {
-    let ok = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(ok.success());
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn agent(cli: &Cli) -> SecretKey {
     tidemark_store::read_secret_key_file(&cli.path("agent.key")).unwrap()
@@ -284,10 +234,6 @@ fn local_writes_are_pointed_at_the_running_server() {
     let through = cli.run_with_input(&["append", "--ledger", &server.url, "--signer", "agent.key"], &format!("{}\n", json!({"kind": "pg.position", "body": {"component": "pg:main", "lsn": "0/1", "timeline": 1, "observed_at": "2026-11-23T02:00:00.000000Z"}})));
     assert_eq!((through.code, through.stdout.as_str()), (0, "3\n"), "{}", through.stderr);
     server.stop();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

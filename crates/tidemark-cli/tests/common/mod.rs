@@ -1,9 +1,12 @@
 //! Helpers for tests that drive the real `tidemark` binary.
 #![allow(dead_code)]
 
-use std::io::Write as _;
+pub mod pg;
+
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Instant;
 
 pub struct Cli {
     pub dir: tempfile::TempDir,
@@ -88,4 +91,57 @@ pub fn admin_key(cli: &Cli) -> String {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub log: std::path::PathBuf,
+}
+
+impl Server {
+    pub fn start(cli: &Cli, listen: &str, extra: &[&str]) -> Server {
+        let log = cli.path(&format!("serve-{}.log", std::process::id() as u128 + Instant::now().elapsed().as_nanos()));
+        let mut child = cli
+            .command()
+            .args(["serve", "--listen", listen])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("serve printed its URL").unwrap();
+            if let Some(rest) = line.strip_prefix("tidemark serving ") {
+                break rest.rsplit(" on ").next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url, log }
+    }
+
+    pub fn stop(mut self) -> String {
+        sigterm(self.child.id());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "serve exited with {status}");
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+/// SIGTERM through the `kill` command (the workspace forbids unsafe code, so no libc::kill).
+pub fn sigterm(pid: u32) {
+    let ok = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
