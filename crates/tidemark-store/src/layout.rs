@@ -36,11 +36,12 @@ pub const STATE: &[u8] = b"S";
 pub const PROJECTION_VERSION_KEY: &[u8] = b"V";
 /// Bumped whenever a projection's stored shape changes: opening an older
 /// ledger rebuilds the projections once from the log.
-pub const PROJECTION_VERSION: u32 = 1;
+pub const PROJECTION_VERSION: u32 = 2;
 /// `G ‖ blake3(component)[..16]` → bincode `tidemark_lineage::pg::Cluster`.
 pub const PG_CLUSTER: u8 = b'G';
-/// `W ‖ blake3(component)[..16] ‖ file name` → bincode [`crate::pg::ArchivedFile`]
-/// (WAL segments by segment name, history files as `TTTTTTTT.history`).
+/// `W ‖ blake3(component)[..16] ‖ bucket` → bincode `Vec<crate::pg::ArchivedFile>` sorted by name:
+/// a bucket is a segment name without its last two hex digits (up to 256 segments),
+/// or a history file's whole name (`TTTTTTTT.history`).
 pub const PG_FILES: u8 = b'W';
 /// `Q ‖ blake3(component)[..16] ‖ timeline ‖ time ‖ seq` → bincode `Position`.
 pub const PG_POSITIONS_BY_TIME: u8 = b'Q';

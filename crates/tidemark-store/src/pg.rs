@@ -34,9 +34,13 @@ pub struct ArchivedFile {
     pub seq: u64,
 }
 
-fn file_key(component: &str, file_name: &str) -> Vec<u8> {
+/// Archived files are stored in buckets of up to 256 consecutive segments
+/// (the name without its last two hex digits), so that a batch of segments
+/// costs a few keys, not one per segment; history files get their own bucket.
+fn file_bucket_key(component: &str, file_name: &str) -> Vec<u8> {
     let mut k = name_prefix(layout::PG_FILES, component).to_vec();
-    k.extend_from_slice(file_name.as_bytes());
+    let stem = if file_name.len() == 24 && !file_name.contains('.') { &file_name[..22] } else { file_name };
+    k.extend_from_slice(stem.as_bytes());
     k
 }
 
@@ -59,6 +63,8 @@ fn restore_point_key(component: &str, name: &str) -> Vec<u8> {
 #[derive(Default)]
 pub(crate) struct ProjectionBatch {
     clusters: BTreeMap<String, Cluster>,
+    /// File buckets touched by the batch, sorted by file name.
+    files: BTreeMap<Vec<u8>, Vec<ArchivedFile>>,
     puts: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -111,7 +117,20 @@ impl ProjectionBatch {
             _ => None,
         };
         if let Some(f) = file {
-            self.puts.push((file_key(&f.component, &f.file_name), encode(&f)));
+            let key = file_bucket_key(&f.component, &f.file_name);
+            if !self.files.contains_key(&key) {
+                let bucket = match tree.get(&key)? {
+                    Some(bytes) => decode(&bytes, "archived file bucket")?,
+                    None => Vec::new(),
+                };
+                self.files.insert(key.clone(), bucket);
+            }
+            let bucket = self.files.get_mut(&key).expect("inserted above");
+            // The newest record of a name wins (a file archived again).
+            match bucket.binary_search_by(|x| x.file_name.cmp(&f.file_name)) {
+                Ok(i) => bucket[i] = f,
+                Err(i) => bucket.insert(i, f),
+            }
         }
         Ok(())
     }
@@ -119,6 +138,9 @@ impl ProjectionBatch {
     pub(crate) fn write(self, batch: &mut sled::Batch) {
         for (component, cluster) in &self.clusters {
             batch.insert(&name_prefix(layout::PG_CLUSTER, component)[..], encode(cluster));
+        }
+        for (key, bucket) in &self.files {
+            batch.insert(key.as_slice(), encode(bucket));
         }
         for (k, v) in self.puts {
             batch.insert(k, v);
@@ -230,7 +252,9 @@ impl crate::Ledger {
 
     /// One archived file (segment name or `TTTTTTTT.history`) as recorded.
     pub fn pg_file(&self, component: &str, file_name: &str) -> Result<Option<ArchivedFile>, StoreError> {
-        self.tree.get(file_key(component, file_name))?.map(|v| decode(&v, "archived file")).transpose()
+        let Some(bytes) = self.tree.get(file_bucket_key(component, file_name))? else { return Ok(None) };
+        let bucket: Vec<ArchivedFile> = decode(&bytes, "archived file bucket")?;
+        Ok(bucket.into_iter().find(|f| f.file_name == file_name))
     }
 
     /// The archived files of a component in name order, from just after `after` when given.
@@ -240,17 +264,27 @@ impl crate::Ledger {
         after: Option<&str>,
     ) -> impl Iterator<Item = Result<ArchivedFile, StoreError>> + '_ {
         let prefix = name_prefix(layout::PG_FILES, component);
-        let mut start = prefix.to_vec();
-        if let Some(a) = after {
-            start.extend_from_slice(a.as_bytes());
-            start.push(0);
-        }
+        let start = match after {
+            Some(a) => file_bucket_key(component, a),
+            None => prefix.to_vec(),
+        };
         let mut end = prefix.to_vec();
         end.push(0xff);
-        self.tree.range(start..end).map(|r| {
-            let (_, v) = r?;
-            decode(&v, "archived file")
-        })
+        let after = after.map(str::to_owned);
+        self.tree
+            .range(start..end)
+            .map(|r| -> Result<Vec<ArchivedFile>, StoreError> {
+                let (_, v) = r?;
+                decode(&v, "archived file bucket")
+            })
+            .flat_map(|bucket: Result<Vec<ArchivedFile>, StoreError>| match bucket {
+                Ok(files) => files.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+            .filter(move |f| match (f, &after) {
+                (Ok(f), Some(a)) => f.file_name.as_str() > a.as_str(),
+                _ => true,
+            })
     }
 
     /// Rebuilds every projection from the log (only when the stored
@@ -338,5 +372,50 @@ impl crate::Ledger {
         let plan = tidemark_lineage::pg_plan::plan(&cluster, &positions, target, options, checkpoint);
         positions.check()?;
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tidemark_core::event::Event;
+    use tidemark_core::{EventId, SecretKey, Timestamp};
+
+    use crate::{Genesis, Ledger, layout};
+
+    #[test]
+    fn an_older_ledger_gets_its_projections_rebuilt_once_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = SecretKey::from_seed("admin", [1; 32]);
+        let genesis = Genesis {
+            origin: "tidemark.test/ledger",
+            ledger_key: SecretKey::from_seed("ledger", [2; 32]),
+            admin_key: &admin,
+            id: EventId::new_v7(1, [0; 10]),
+            now: Timestamp::from_unix_seconds(1_790_000_000),
+        };
+        let mut ledger = Ledger::create(dir.path(), genesis).unwrap();
+        let draft = json!({"kind": "pg.wal_archived", "body": {"component": "pg:main", "timeline": 1,
+            "segment": "000000010000000000000002", "size_bytes": 1 << 20, "blake3": "aa".repeat(32),
+            "sha256": "bb".repeat(32), "location": "/a/000000010000000000000002"}});
+        let e =
+            Event::from_draft(draft, admin.actor_id(), EventId::new_v7(2, [1; 10]), Timestamp::from_unix_seconds(1))
+                .unwrap()
+                .sign(&admin);
+        ledger.append(vec![e], Timestamp::from_unix_seconds(1_790_000_001)).unwrap();
+        let before = ledger.pg_cluster("pg:main").unwrap().unwrap();
+        // Make it look like a ledger written before projections existed.
+        for prefix in layout::PROJECTION_PREFIXES {
+            for k in ledger.tree.scan_prefix([prefix]).keys() {
+                ledger.tree.remove(k.unwrap()).unwrap();
+            }
+        }
+        ledger.tree.remove(layout::PROJECTION_VERSION_KEY).unwrap();
+        ledger.tree.flush().unwrap();
+        assert!(ledger.pg_cluster("pg:main").unwrap().is_none());
+        drop(ledger);
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!(ledger.pg_cluster("pg:main").unwrap().unwrap(), before);
+        assert!(ledger.pg_file("pg:main", "000000010000000000000002").unwrap().is_some());
     }
 }

@@ -116,7 +116,7 @@ fn windows_and_answers_come_from_the_persisted_projection_and_survive_reopen() {
     let file = ledger.pg_file("pg:main", "000000010000000000000003").unwrap().unwrap();
     assert_eq!(file.location, "/archive/000000010000000000000003");
     assert_eq!(ledger.pg_files("pg:main", None).count(), 6);
-    assert_eq!(ledger.pg_files("pg:main", Some("000000010000000000000005")).count(), 1);
+    assert_eq!(ledger.pg_files("pg:main", Some("000000010000000000000005")).count(), 2);
 
     let dir = f.dir.path().to_path_buf();
     drop(ledger);
