@@ -36,6 +36,12 @@ pub struct BenchArgs {
     /// entry and per proof: needs about 5 KiB of disk per entry).
     #[arg(long)]
     export: bool,
+    /// Instead: the PostgreSQL window projection with --pg-backups base backups
+    /// over --entries WAL segments (a position every 10 segments).
+    #[arg(long)]
+    pg: bool,
+    #[arg(long, default_value_t = 1000)]
+    pg_backups: u64,
     /// Concurrent HTTP writers for --http.
     #[arg(long, default_value_t = 4)]
     writers: usize,
@@ -86,7 +92,7 @@ fn new_ledger(dir: &std::path::Path, s: &Setup) -> anyhow::Result<Ledger> {
 
 /// Appends `events` in batches of `batch` through the pipelined library
 /// path (verification one batch ahead of the writer); returns events per second.
-fn ingest(l: &mut Ledger, events: Vec<SignedEvent>, batch: usize) -> anyhow::Result<f64> {
+pub fn ingest(l: &mut Ledger, events: Vec<SignedEvent>, batch: usize) -> anyhow::Result<f64> {
     let n = events.len();
     let mut batches: Vec<Vec<SignedEvent>> = Vec::with_capacity(n / batch + 1);
     let mut events = events.into_iter().peekable();
@@ -113,7 +119,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let scratch =
         a.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id())));
     std::fs::create_dir_all(&scratch)?;
-    let result = if a.http { run_http(&a, &scratch) } else { run_in(&a, &scratch) };
+    let result = if a.http {
+        run_http(&a, &scratch)
+    } else if a.pg {
+        let s = Setup { admin: SecretKey::from_seed("admin", [1; 32]), agent: SecretKey::from_seed("agent", [3; 32]) };
+        crate::bench_pg::run(a.entries, a.pg_backups, &scratch, &|dir| new_ledger(dir, &s), &s.agent)
+    } else {
+        run_in(&a, &scratch)
+    };
     let _ = std::fs::remove_dir_all(&scratch);
     let table = result?;
     println!("{table}");

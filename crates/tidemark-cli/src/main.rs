@@ -7,6 +7,7 @@
 
 mod audit_cmds;
 mod bench;
+mod bench_pg;
 mod exit;
 mod keys;
 mod ledger_cmds;

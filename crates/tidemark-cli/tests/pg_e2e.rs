@@ -271,3 +271,136 @@ fn postgres_lineage_end_to_end() {
     drop(w);
     let _ = log;
 }
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.exists())
+}
+
+/// Runs pgBackRest as the postgres user; returns stdout and the wall time.
+fn pgbackrest(bin: &Path, conf: &Path, args: &[&str]) -> (String, f64) {
+    let mut c = common::pg::as_postgres(bin, &[]);
+    c.arg(format!("--config={}", conf.display())).args(args);
+    let started = std::time::Instant::now();
+    let out = c.output().unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "pgbackrest {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (String::from_utf8_lossy(&out.stdout).into_owned(), secs)
+}
+
+/// pgBackRest archives the same cluster: its catalog imports into tidemark
+/// (idempotently), and both tools answer "what is restorable, is any WAL
+/// missing" for the same archive; their times are printed side by side.
+#[test]
+fn pgbackrest_catalog_imports_and_both_tools_answer_the_same_questions() {
+    let (Some(bin), Some(pgbr)) = (pg_bin(), which("pgbackrest")) else {
+        eprintln!(
+            "\n\n*** SKIPPED: PostgreSQL 15 or pgbackrest not found (scripts/test.sh installs pgbackrest) ***\n\n"
+        );
+        return;
+    };
+    let w = World::new(bin);
+    let conf = w.path("pgbackrest.conf");
+    let data = w.path("primary");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={}\nlog-path={}\nlock-path={}\nlog-level-console=warn\nlog-level-file=off\nstart-fast=y\ncompress-type=none\n\n[main]\npg1-path={}\npg1-socket-path={}\npg1-user=postgres\n",
+            w.path("pgbr-repo").display(),
+            w.path("pgbr-log").display(),
+            w.path("pgbr-lock").display(),
+            data.display(),
+            w.base.path().display()
+        ),
+    )
+    .unwrap();
+    give_to_postgres(&conf);
+    let script =
+        std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pg-archive.sh")).unwrap();
+    let archive = format!(
+        "archive_mode = on\narchive_command = '{} %p %f && {} --config={} --stanza=main archive-push %p'\narchive_timeout = 1\n",
+        script.display(),
+        pgbr.display(),
+        conf.display()
+    );
+    let pg = Postgres::init(&w.bin, &data, &archive, w.env.clone());
+    // pgBackRest finds the server through pg1-port too.
+    std::fs::write(&conf, std::fs::read_to_string(&conf).unwrap() + &format!("pg1-port={}\n", pg.port)).unwrap();
+    pg.start();
+    w.ok(&["pg", "register", "--cluster", "main", "--dsn", &pg.dsn(), "--signer", &admin_key(&w.cli)]);
+    pgbackrest(&pgbr, &conf, &["--stanza=main", "stanza-create"]);
+    pg.sql("CREATE TABLE t (id int PRIMARY KEY, note text)");
+    insert(&pg, 1, 1000);
+    pgbackrest(&pgbr, &conf, &["--stanza=main", "--type=full", "backup"]);
+    // More WAL for a side-by-side measurement: TIDEMARK_SIDE_BY_SIDE_SEGMENTS=200.
+    let switches: i32 = std::env::var("TIDEMARK_SIDE_BY_SIDE_SEGMENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    for k in 0..switches {
+        insert(&pg, 1001 + k * 100, 1100 + k * 100);
+        pg.switch_and_wait_archived();
+    }
+    w.watch(&pg);
+    let last = pg.switch_and_wait_archived();
+
+    let (info, info_secs) = pgbackrest(&pgbr, &conf, &["--stanza=main", "--output=json", "info"]);
+    let info_path = w.path("info.json");
+    std::fs::write(&info_path, &info).unwrap();
+    let out = w.ok(&[
+        "pg",
+        "import-pgbackrest",
+        "--cluster",
+        "main",
+        "--stanza",
+        "main",
+        "--info-json",
+        info_path.to_str().unwrap(),
+    ]);
+    assert!(out.contains("imported 1 backups"), "{out}");
+    let again = w.ok(&[
+        "pg",
+        "import-pgbackrest",
+        "--cluster",
+        "main",
+        "--stanza",
+        "main",
+        "--info-json",
+        info_path.to_str().unwrap(),
+    ]);
+    assert!(again.contains("imported 1 backups"), "{again}");
+    let label = serde_json::from_str::<Value>(&info).unwrap()[0]["backup"][0]["label"].as_str().unwrap().to_owned();
+    let archive_max =
+        serde_json::from_str::<Value>(&info).unwrap()[0]["archive"][0]["max"].as_str().unwrap().to_owned();
+
+    // The same questions: what is restorable, and is any WAL missing.
+    let started = std::time::Instant::now();
+    let report = w.json(&["recovery-points", "--component", "pg:main", "--json"]);
+    let report_secs = started.elapsed().as_secs_f64();
+    let backups: Vec<&str> =
+        report["base_backups"].as_array().unwrap().iter().map(|b| b["backup_id"].as_str().unwrap()).collect();
+    assert_eq!(backups, vec![label.as_str()], "the imported pgBackRest backup anchors the window");
+    let window = &report["timelines"][0]["windows"][0];
+    let to_segment = tidemark_lineage::pg::segment_of(
+        tidemark_core::Lsn::parse(window["to_lsn"].as_str().unwrap()).unwrap(),
+        1 << 20,
+    );
+    let max_segment = tidemark_lineage::pg::parse_segment_name(&archive_max, 1 << 20).unwrap().1;
+    assert!(
+        to_segment >= max_segment && archive_max.as_str() >= last.as_str(),
+        "{report} vs archive max {archive_max}"
+    );
+    let (_, verify_secs) = pgbackrest(&pgbr, &conf, &["--stanza=main", "verify"]);
+    let started = std::time::Instant::now();
+    let check = w.run(&["pg", "check-archive", "--cluster", "main"]);
+    let check_secs = started.elapsed().as_secs_f64();
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    let segments = report["segments_recorded"].as_u64().unwrap();
+    let line = format!(
+        "{{\"segments\": {segments}, \"pgbackrest_info_s\": {info_secs:.4}, \"tidemark_recovery_points_s\": {report_secs:.4}, \"pgbackrest_verify_s\": {verify_secs:.4}, \"tidemark_check_archive_s\": {check_secs:.4}}}"
+    );
+    eprintln!("SIDE-BY-SIDE {line}");
+    std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg-vs-pgbackrest.json"), line).unwrap();
+    pg.stop();
+}

@@ -267,6 +267,9 @@ pub struct Ledger {
     /// The newest, partly filled node bundle of each level: (bundle index, hashes).
     open_bundles: BTreeMap<u32, (u64, Vec<u8>)>,
     poisoned: bool,
+    /// Decoded cluster states, kept current by every commit (questions and
+    /// appends then never decode the persisted state twice).
+    pg_cache: pg::ClusterCache,
 }
 
 /// How long opening waits for a lock that a just-closed handle may still hold.
@@ -336,6 +339,7 @@ impl Ledger {
             ledger_key: genesis.ledger_key,
             open_bundles: BTreeMap::new(),
             poisoned: false,
+            pg_cache: pg::ClusterCache::default(),
         };
         ledger.append(vec![signed], genesis.now)?;
         Ok(ledger)
@@ -380,7 +384,16 @@ impl Ledger {
             }
             level += 1;
         }
-        let mut ledger = Ledger { paths, _db: db, tree, state, ledger_key, open_bundles, poisoned: false };
+        let mut ledger = Ledger {
+            paths,
+            _db: db,
+            tree,
+            state,
+            ledger_key,
+            open_bundles,
+            poisoned: false,
+            pg_cache: pg::ClusterCache::default(),
+        };
         let version = ledger.tree.get(layout::PROJECTION_VERSION_KEY)?;
         if version.as_deref() != Some(&layout::PROJECTION_VERSION.to_be_bytes()[..]) {
             ledger.rebuild_projections()?;
@@ -739,9 +752,9 @@ impl Ledger {
         // Projections, in the same batch: a crash leaves both or neither.
         let mut projection = pg::ProjectionBatch::default();
         for e in &entries {
-            projection.apply(&self.tree, e)?;
+            projection.apply(&self.tree, &self.pg_cache, e)?;
         }
-        projection.write(&mut batch);
+        let clusters = projection.write(&mut batch);
         batch.insert(layout::PROJECTION_VERSION_KEY, &layout::PROJECTION_VERSION.to_be_bytes());
         // State and the checkpoint that commits to it.
         let new_state = State {
@@ -767,6 +780,7 @@ impl Ledger {
         }
         self.state = new_state;
         self.open_bundles = bundles;
+        self.pg_cache.update(clusters);
         Ok(results)
     }
 

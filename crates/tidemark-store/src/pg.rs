@@ -10,7 +10,8 @@
 //! stored projection version is older than this code's.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use tidemark_core::event::EventBody;
 use tidemark_core::{Digest32, Entry, Lsn, Timestamp};
@@ -59,6 +60,49 @@ fn restore_point_key(component: &str, name: &str) -> Vec<u8> {
     k
 }
 
+/// Decoded cluster states by component, shared by questions and appends.
+#[derive(Default)]
+pub(crate) struct ClusterCache(Mutex<HashMap<String, Arc<Cluster>>>);
+
+impl ClusterCache {
+    /// The cluster's state: from the cache, else decoded from `tree` once.
+    fn get(&self, tree: &sled::Tree, component: &str) -> Result<Option<Arc<Cluster>>, StoreError> {
+        if let Some(c) = self.0.lock().expect("cache lock").get(component) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(bytes) = tree.get(name_prefix(layout::PG_CLUSTER, component))? else { return Ok(None) };
+        let cluster: Arc<Cluster> = Arc::new(decode(&bytes, "cluster projection")?);
+        self.0.lock().expect("cache lock").insert(component.to_owned(), cluster.clone());
+        Ok(Some(cluster))
+    }
+
+    /// Takes the cluster out for a batch to advance (no copy when nobody else
+    /// holds it); if the batch fails, the next `get` decodes the stored state.
+    fn take(&self, tree: &sled::Tree, component: &str) -> Result<Option<Cluster>, StoreError> {
+        let taken = self.0.lock().expect("cache lock").remove(component);
+        let arc = match taken {
+            Some(c) => c,
+            None => match tree.get(name_prefix(layout::PG_CLUSTER, component))? {
+                Some(bytes) => return Ok(Some(decode(&bytes, "cluster projection")?)),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Arc::try_unwrap(arc).unwrap_or_else(|shared| Cluster::clone(&shared))))
+    }
+
+    /// After a commit is durable: its clusters become current.
+    pub(crate) fn update(&self, clusters: BTreeMap<String, Cluster>) {
+        let mut cache = self.0.lock().expect("cache lock");
+        for (component, cluster) in clusters {
+            cache.insert(component, Arc::new(cluster));
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0.lock().expect("cache lock").clear();
+    }
+}
+
 /// The projection writes of one append batch.
 #[derive(Default)]
 pub(crate) struct ProjectionBatch {
@@ -70,14 +114,11 @@ pub(crate) struct ProjectionBatch {
 
 impl ProjectionBatch {
     /// Folds one new entry into the projections.
-    pub(crate) fn apply(&mut self, tree: &sled::Tree, entry: &Entry) -> Result<(), StoreError> {
+    pub(crate) fn apply(&mut self, tree: &sled::Tree, cache: &ClusterCache, entry: &Entry) -> Result<(), StoreError> {
         let body = &entry.event.body;
         if let Some(component) = Cluster::component_of(body) {
             if !self.clusters.contains_key(&component) {
-                let cluster = match tree.get(name_prefix(layout::PG_CLUSTER, &component))? {
-                    Some(bytes) => decode(&bytes, "cluster projection")?,
-                    None => Cluster::new(&component),
-                };
+                let cluster = cache.take(tree, &component)?.unwrap_or_else(|| Cluster::new(&component));
                 self.clusters.insert(component.clone(), cluster);
             }
             self.clusters.get_mut(&component).expect("inserted above").apply(body);
@@ -135,7 +176,9 @@ impl ProjectionBatch {
         Ok(())
     }
 
-    pub(crate) fn write(self, batch: &mut sled::Batch) {
+    /// Adds the writes to `batch`; returns the new cluster states, to be
+    /// made current once the batch is durable.
+    pub(crate) fn write(self, batch: &mut sled::Batch) -> BTreeMap<String, Cluster> {
         for (component, cluster) in &self.clusters {
             batch.insert(&name_prefix(layout::PG_CLUSTER, component)[..], encode(cluster));
         }
@@ -145,6 +188,7 @@ impl ProjectionBatch {
         for (k, v) in self.puts {
             batch.insert(k, v);
         }
+        self.clusters
     }
 }
 
@@ -227,11 +271,13 @@ impl RestorePoints for StorePositions<'_> {
 
 impl crate::Ledger {
     /// The persisted state of a PostgreSQL component, if anything was recorded about it.
-    pub fn pg_cluster(&self, component: &str) -> Result<Option<Cluster>, StoreError> {
-        self.tree
-            .get(name_prefix(layout::PG_CLUSTER, component))?
-            .map(|bytes| decode(&bytes, "cluster projection"))
-            .transpose()
+    pub fn pg_cluster(&self, component: &str) -> Result<Option<Arc<Cluster>>, StoreError> {
+        self.pg_cache.get(&self.tree, component)
+    }
+
+    /// Bytes of a cluster's persisted state (what every question decodes).
+    pub fn pg_cluster_encoded_len(&self, component: &str) -> Result<usize, StoreError> {
+        Ok(self.tree.get(name_prefix(layout::PG_CLUSTER, component))?.map_or(0, |v| v.len()))
     }
 
     /// Every PostgreSQL component with recorded state, by name.
@@ -297,13 +343,14 @@ impl crate::Ledger {
             }
             self.tree.apply_batch(batch)?;
         }
+        self.pg_cache.clear();
         let mut from = 0;
         while from < self.size() {
             let mut projection = ProjectionBatch::default();
             let mut next = from;
             for bundle in self.entries_from(from) {
                 for e in bundle? {
-                    projection.apply(&self.tree, &e)?;
+                    projection.apply(&self.tree, &self.pg_cache, &e)?;
                     next = e.seq + 1;
                 }
                 if next - from >= 10_000 {
@@ -311,8 +358,9 @@ impl crate::Ledger {
                 }
             }
             let mut batch = sled::Batch::default();
-            projection.write(&mut batch);
+            let clusters = projection.write(&mut batch);
             self.tree.apply_batch(batch)?;
+            self.pg_cache.update(clusters);
             from = next;
         }
         self.tree.insert(layout::PROJECTION_VERSION_KEY, &layout::PROJECTION_VERSION.to_be_bytes())?;
@@ -323,7 +371,7 @@ impl crate::Ledger {
 
 /// Questions over the persisted projection (what the CLI and the HTTP API print).
 impl crate::Ledger {
-    fn cluster_or_err(&self, component: &str) -> Result<Cluster, StoreError> {
+    fn cluster_or_err(&self, component: &str) -> Result<Arc<Cluster>, StoreError> {
         self.pg_cluster(component)?.ok_or_else(|| {
             StoreError::BadRequest(format!(
                 "nothing is recorded about PostgreSQL component {component:?}; is the name right (pg:CLUSTER)?"
@@ -412,10 +460,11 @@ mod tests {
         }
         ledger.tree.remove(layout::PROJECTION_VERSION_KEY).unwrap();
         ledger.tree.flush().unwrap();
+        ledger.pg_cache.clear();
         assert!(ledger.pg_cluster("pg:main").unwrap().is_none());
         drop(ledger);
         let ledger = Ledger::open(dir.path()).unwrap();
-        assert_eq!(ledger.pg_cluster("pg:main").unwrap().unwrap(), before);
+        assert_eq!(*ledger.pg_cluster("pg:main").unwrap().unwrap(), *before);
         assert!(ledger.pg_file("pg:main", "000000010000000000000002").unwrap().is_some());
     }
 }
