@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. .ci/run calls exactly this after the lint checks.
 # It installs what the tests need and is not on a fresh machine: the Python
-# `cryptography` package for the independent export verifier (tests/python).
+# `cryptography` package for the independent export verifier (tests/python)
+# and Debian's pgbackrest for the PostgreSQL side-by-side test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! python3 -c 'import cryptography' 2>/dev/null; then
   python3 -m pip install --quiet 'cryptography>=41'
+fi
+# pgBackRest (Debian package) for the side-by-side PostgreSQL test; PostgreSQL 15
+# itself is on the machine. Without root or network the test says SKIPPED loudly.
+if ! command -v pgbackrest >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null 2>&1; } \
+    || echo "scripts/test.sh: could not install pgbackrest; its side-by-side test will be skipped" >&2
 fi
 cargo test --workspace --all-targets
