@@ -185,6 +185,22 @@ fn postgres_lineage_end_to_end() {
     let p3 = w.watch(&pg);
     pg.switch_and_wait_archived();
 
+    // `pg watch` without --count runs until SIGTERM and then stops cleanly.
+    let mut child = w
+        .cli
+        .command()
+        .env("TIDEMARK_LEDGER", &w.server.url)
+        .env("TIDEMARK_SIGNER", w.cli.path("agent.key"))
+        .args(["pg", "watch", "--cluster", "main", "--dsn", &pg.dsn(), "--interval-secs", "0.2"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    common::sigterm(child.id());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("; stopped"), "{stderr}");
+
     // The hook recorded segments, the restore point and positions: windows exist.
     let report = w.json(&["recovery-points", "--component", "pg:main", "--json"]);
     assert_eq!(report["wal_segment_size_bytes"], 1 << 20, "{report}");
@@ -336,6 +352,15 @@ fn pgbackrest_catalog_imports_and_both_tools_answer_the_same_questions() {
     pg.sql("CREATE TABLE t (id int PRIMARY KEY, note text)");
     insert(&pg, 1, 1000);
     pgbackrest(&pgbr, &conf, &["--stanza=main", "--type=full", "backup"]);
+    // A tar-format pg_basebackup is read too (backup_label from base.tar).
+    let tar_dir = w.path("b-tar");
+    let mut c = common::pg::as_postgres(&w.bin.join("pg_basebackup"), &[]);
+    c.arg("-D").arg(&tar_dir).args(["-h", "127.0.0.1", "-U", "postgres", "-Ft", "-X", "stream", "-c", "fast"]);
+    c.arg("-p").arg(pg.port.to_string());
+    assert!(c.status().unwrap().success());
+    let r = w.run(&["pg", "record-backup", "--cluster", "main", "--dir", tar_dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let tar_id = r.stdout.split_whitespace().nth(3).unwrap().to_owned();
     // More WAL for a side-by-side measurement: TIDEMARK_SIDE_BY_SIDE_SEGMENTS=200.
     let switches: i32 = std::env::var("TIDEMARK_SIDE_BY_SIDE_SEGMENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     for k in 0..switches {
@@ -380,7 +405,11 @@ fn pgbackrest_catalog_imports_and_both_tools_answer_the_same_questions() {
     let report_secs = started.elapsed().as_secs_f64();
     let backups: Vec<&str> =
         report["base_backups"].as_array().unwrap().iter().map(|b| b["backup_id"].as_str().unwrap()).collect();
-    assert_eq!(backups, vec![label.as_str()], "the imported pgBackRest backup anchors the window");
+    assert_eq!(backups.len(), 2, "{report}");
+    assert!(backups.contains(&label.as_str()) && backups.contains(&tar_id.as_str()), "{backups:?} {label} {tar_id}");
+    let tools: Vec<&str> =
+        report["base_backups"].as_array().unwrap().iter().map(|b| b["tool"].as_str().unwrap()).collect();
+    assert!(tools.contains(&"pgbackrest full") && tools.contains(&"pg_basebackup -Ft"), "{tools:?}");
     let window = &report["timelines"][0]["windows"][0];
     let to_segment = tidemark_lineage::pg::segment_of(
         tidemark_core::Lsn::parse(window["to_lsn"].as_str().unwrap()).unwrap(),
@@ -403,4 +432,57 @@ fn pgbackrest_catalog_imports_and_both_tools_answer_the_same_questions() {
     eprintln!("SIDE-BY-SIDE {line}");
     std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg-vs-pgbackrest.json"), line).unwrap();
     pg.stop();
+}
+
+/// PostgreSQL retries a failing archive_command forever: with a spool, an
+/// unreachable ledger must not fail the hook, and the next hook (or a flush)
+/// delivers the spooled event first.
+#[test]
+fn the_archive_hook_spools_while_the_ledger_is_down() {
+    let cli = Cli::with_keys();
+    let archive = cli.path("archive");
+    std::fs::create_dir(&archive).unwrap();
+    let segment = |name: &str, byte: u8| {
+        let p = archive.join(name);
+        std::fs::write(&p, vec![byte; 1 << 20]).unwrap();
+        p
+    };
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let spool = cli.path("spool");
+    let hook = |path: &Path| {
+        cli.run(&[
+            "pg",
+            "archive-hook",
+            "--cluster",
+            "main",
+            "--ledger",
+            &url,
+            "--spool",
+            spool.to_str().unwrap(),
+            "--signer",
+            "agent.key",
+            "--location",
+            path.to_str().unwrap(),
+        ])
+    };
+    let first = segment("000000010000000000000002", 1);
+    let r = hook(&first);
+    assert_eq!(r.code, 0, "an unreachable ledger must not fail archiving: {}", r.stderr);
+    assert!(r.stderr.contains("spooled 1 events"), "{}", r.stderr);
+    assert_eq!(hook(&first).code, 0, "a retry spools again, harmlessly");
+    let server = Server::start(&cli, &format!("127.0.0.1:{port}"), &[]);
+    let second = segment("000000010000000000000003", 2);
+    let r = hook(&second);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("delivered 2 spooled events first"), "{}", r.stderr);
+    let token = cli.ok(&["token", "issue", "--key", "agent.key"]).trim().to_owned();
+    let report = cli.ok(&["recovery-points", "--component", "pg:main", "--json", "--ledger", &url, "--token", &token]);
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["segments_recorded"], 2, "the retried event was recorded once: {report}");
+    // A file that is not PostgreSQL's is refused with a clear message.
+    let r = hook(&segment("postgresql.conf", 0));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("not a file PostgreSQL archives"), "{}", r.stderr);
+    server.stop();
 }
