@@ -186,7 +186,7 @@ fn postgres_lineage_end_to_end() {
     pg.switch_and_wait_archived();
 
     // `pg watch` without --count runs until SIGTERM and then stops cleanly.
-    let mut child = w
+    let child = w
         .cli
         .command()
         .env("TIDEMARK_LEDGER", &w.server.url)
