@@ -48,17 +48,22 @@ impl Signer {
     }
 }
 
+/// An agent that talks to the database.
+#[derive(Args, Clone)]
+pub struct DbAgent {
+    #[command(flatten)]
+    cluster: Cluster,
+    #[command(flatten)]
+    signer: Signer,
+    /// libpq-style connection string or URL.
+    #[arg(long, env = "TIDEMARK_PG_DSN")]
+    dsn: String,
+}
+
 #[derive(Subcommand)]
 pub enum PgCommand {
     /// Record the cluster's identity (system identifier, WAL segment size) read from the database. Admin key.
-    Register {
-        #[command(flatten)]
-        cluster: Cluster,
-        #[command(flatten)]
-        signer: Signer,
-        #[arg(long, env = "TIDEMARK_PG_DSN")]
-        dsn: String,
-    },
+    Register(DbAgent),
     /// For archive_command, after the file is archived: record it (segment, history file).
     ArchiveHook(ArchiveHookArgs),
     /// After pg_basebackup: read backup_label and backup_manifest, digest the files, record the backup.
@@ -70,11 +75,7 @@ pub enum PgCommand {
     /// Create a restore point with pg_create_restore_point and record it.
     RestorePoint {
         #[command(flatten)]
-        cluster: Cluster,
-        #[command(flatten)]
-        signer: Signer,
-        #[arg(long, env = "TIDEMARK_PG_DSN")]
-        dsn: String,
+        agent: DbAgent,
         name: String,
     },
     /// Re-read every archived file at its recorded location and record what was found.
@@ -142,11 +143,7 @@ pub struct ImportArgs {
 #[derive(Args)]
 pub struct WatchArgs {
     #[command(flatten)]
-    cluster: Cluster,
-    #[command(flatten)]
-    signer: Signer,
-    #[arg(long, env = "TIDEMARK_PG_DSN")]
-    dsn: String,
+    agent: DbAgent,
     /// Seconds between positions.
     #[arg(long, default_value_t = 10.0)]
     interval_secs: f64,
@@ -167,26 +164,23 @@ pub struct CheckArchiveArgs {
 
 pub fn run(global: &Global, c: PgCommand) -> anyhow::Result<ExitCode> {
     match c {
-        PgCommand::Register { cluster, signer, dsn } => {
-            let db = pg_db::Db::connect(&dsn)?;
+        PgCommand::Register(a) => {
+            let db = pg_db::Db::connect(&a.dsn)?;
             let (sysid, size) = db.identity()?;
-            let seq = record(global, &signer.key()?, vec![pg_db::register_draft(&cluster.component(), &sysid, size)])?;
-            println!(
-                "registered {} (system identifier {sysid}, {size}-byte segments) as entry {}",
-                cluster.component(),
-                seq[0]
-            );
+            let component = a.cluster.component();
+            let seq = record(global, &a.signer.key()?, vec![pg_db::register_draft(&component, &sysid, size)])?;
+            println!("registered {component} (system identifier {sysid}, {size}-byte segments) as entry {}", seq[0]);
             Ok(exit::ok())
         }
         PgCommand::ArchiveHook(a) => archive_hook(global, a),
         PgCommand::RecordBackup(a) => record_backup(global, a),
         PgCommand::ImportPgbackrest(a) => import_pgbackrest(global, a),
         PgCommand::Watch(a) => watch(global, a),
-        PgCommand::RestorePoint { cluster, signer, dsn, name } => {
-            let key = signer.key()?;
-            let db = pg_db::Db::connect(&dsn)?;
+        PgCommand::RestorePoint { agent, name } => {
+            let key = agent.signer.key()?;
+            let db = pg_db::Db::connect(&agent.dsn)?;
             let o = db.create_restore_point(&name)?;
-            let seq = record(global, &key, vec![pg_db::restore_point_draft(&cluster.component(), &name, &o)])?;
+            let seq = record(global, &key, vec![pg_db::restore_point_draft(&agent.cluster.component(), &name, &o)])?;
             println!("restore point {name:?} at {} on timeline {} ({}), entry {}", o.lsn, o.timeline, o.at, seq[0]);
             Ok(exit::ok())
         }
@@ -396,9 +390,9 @@ fn watch(global: &Global, a: WatchArgs) -> anyhow::Result<ExitCode> {
     if !(a.interval_secs > 0.0 && a.interval_secs.is_finite()) {
         return Err(coded(exit::USAGE, "--interval-secs must be positive"));
     }
-    let key = a.signer.key()?;
-    let component = a.cluster.component();
-    let db = pg_db::Db::connect(&a.dsn)?;
+    let key = a.agent.signer.key()?;
+    let component = a.agent.cluster.component();
+    let db = pg_db::Db::connect(&a.agent.dsn)?;
     let stop = stop_flag();
     let interval = Duration::from_secs_f64(a.interval_secs);
     let mut n = 0u64;

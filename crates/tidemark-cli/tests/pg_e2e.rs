@@ -373,28 +373,11 @@ fn pgbackrest_catalog_imports_and_both_tools_answer_the_same_questions() {
     let (info, info_secs) = pgbackrest(&pgbr, &conf, &["--stanza=main", "--output=json", "info"]);
     let info_path = w.path("info.json");
     std::fs::write(&info_path, &info).unwrap();
-    let out = w.ok(&[
-        "pg",
-        "import-pgbackrest",
-        "--cluster",
-        "main",
-        "--stanza",
-        "main",
-        "--info-json",
-        info_path.to_str().unwrap(),
-    ]);
-    assert!(out.contains("imported 1 backups"), "{out}");
-    let again = w.ok(&[
-        "pg",
-        "import-pgbackrest",
-        "--cluster",
-        "main",
-        "--stanza",
-        "main",
-        "--info-json",
-        info_path.to_str().unwrap(),
-    ]);
-    assert!(again.contains("imported 1 backups"), "{again}");
+    for attempt in ["first import", "re-import (duplicates)"] {
+        let args = ["pg", "import-pgbackrest", "--cluster", "main", "--stanza", "main", "--info-json"];
+        let out = w.ok(&[&args[..], &[info_path.to_str().unwrap()]].concat());
+        assert!(out.contains("imported 1 backups"), "{attempt}: {out}");
+    }
     let label = serde_json::from_str::<Value>(&info).unwrap()[0]["backup"][0]["label"].as_str().unwrap().to_owned();
     let archive_max =
         serde_json::from_str::<Value>(&info).unwrap()[0]["archive"][0]["max"].as_str().unwrap().to_owned();
