@@ -451,8 +451,17 @@ pub struct S3ObjectVersion {
     pub last_modified: Timestamp,
     pub is_delete_marker: bool,
     /// Position of this version among the key's versions in the listing, 0 = newest.
+    /// Entries whose relative order the listing does not establish (a version and a
+    /// delete marker in the same second, neither the latest) share a position.
     pub listing_position: u64,
     pub first_seen_at: Timestamp,
+    /// S3 Object Lock retention on this version (HEAD), when the bucket has Object Lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_mode: Option<RetentionMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_retain_until: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_legal_hold: Option<bool>,
 }
 
 impl Validate for S3ObjectVersion {

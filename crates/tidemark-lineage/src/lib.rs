@@ -7,3 +7,4 @@
 
 pub mod pg;
 pub mod pg_plan;
+pub mod s3;

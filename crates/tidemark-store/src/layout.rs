@@ -36,7 +36,7 @@ pub const STATE: &[u8] = b"S";
 pub const PROJECTION_VERSION_KEY: &[u8] = b"V";
 /// Bumped whenever a projection's stored shape changes: opening an older
 /// ledger rebuilds the projections once from the log.
-pub const PROJECTION_VERSION: u32 = 2;
+pub const PROJECTION_VERSION: u32 = 3;
 /// `G ‖ blake3(component)[..16]` → bincode `tidemark_lineage::pg::Cluster`.
 pub const PG_CLUSTER: u8 = b'G';
 /// `W ‖ blake3(component)[..16] ‖ bucket` → bincode `Vec<crate::pg::ArchivedFile>` sorted by name:
@@ -49,9 +49,13 @@ pub const PG_POSITIONS_BY_TIME: u8 = b'Q';
 pub const PG_POSITIONS_BY_LSN: u8 = b'L';
 /// `X ‖ blake3(component)[..16] ‖ name` → bincode `Position` of the newest restore point of that name.
 pub const PG_RESTORE_POINTS: u8 = b'X';
+/// `B ‖ blake3(component)[..16]` → bincode `tidemark_lineage::s3::Bucket` (the bucket's summary).
+pub const S3_BUCKET: u8 = b'B';
+/// `O ‖ blake3(component)[..16] ‖ S3 key` → bincode `tidemark_lineage::s3::KeyHistory` (newest first).
+pub const S3_KEYS: u8 = b'O';
 /// Every projection prefix (cleared and rebuilt together).
-pub const PROJECTION_PREFIXES: [u8; 5] =
-    [PG_CLUSTER, PG_FILES, PG_POSITIONS_BY_TIME, PG_POSITIONS_BY_LSN, PG_RESTORE_POINTS];
+pub const PROJECTION_PREFIXES: [u8; 7] =
+    [PG_CLUSTER, PG_FILES, PG_POSITIONS_BY_TIME, PG_POSITIONS_BY_LSN, PG_RESTORE_POINTS, S3_BUCKET, S3_KEYS];
 
 /// Most entries in one stored bundle: bounds the work of reading one entry.
 pub const ENTRY_BUNDLE_MAX: usize = 256;

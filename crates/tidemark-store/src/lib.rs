@@ -15,6 +15,7 @@
 mod layout;
 pub mod pg;
 mod query;
+pub mod s3;
 mod verify;
 
 use std::collections::{BTreeMap, HashMap};
@@ -751,10 +752,13 @@ impl Ledger {
         batch.insert(&layout::time_key(recorded_at, first_seq)[..], Vec::new());
         // Projections, in the same batch: a crash leaves both or neither.
         let mut projection = pg::ProjectionBatch::default();
+        let mut s3_projection = s3::S3Batch::default();
         for e in &entries {
             projection.apply(&self.tree, &self.pg_cache, e)?;
+            s3_projection.apply(&self.tree, e)?;
         }
         let clusters = projection.write(&mut batch);
+        s3_projection.write(&mut batch);
         batch.insert(layout::PROJECTION_VERSION_KEY, &layout::PROJECTION_VERSION.to_be_bytes());
         // State and the checkpoint that commits to it.
         let new_state = State {

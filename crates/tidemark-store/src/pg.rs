@@ -347,10 +347,12 @@ impl crate::Ledger {
         let mut from = 0;
         while from < self.size() {
             let mut projection = ProjectionBatch::default();
+            let mut s3_projection = crate::s3::S3Batch::default();
             let mut next = from;
             for bundle in self.entries_from(from) {
                 for e in bundle? {
                     projection.apply(&self.tree, &self.pg_cache, &e)?;
+                    s3_projection.apply(&self.tree, &e)?;
                     next = e.seq + 1;
                 }
                 if next - from >= 10_000 {
@@ -359,6 +361,7 @@ impl crate::Ledger {
             }
             let mut batch = sled::Batch::default();
             let clusters = projection.write(&mut batch);
+            s3_projection.write(&mut batch);
             self.tree.apply_batch(batch)?;
             self.pg_cache.update(clusters);
             from = next;

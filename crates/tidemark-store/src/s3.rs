@@ -1,0 +1,183 @@
+//! The persisted S3 projection, maintained in the append batch: per bucket a
+//! small summary (`tidemark_lineage::s3::Bucket`), per key its history in
+//! recency order. The manifest at T streams the histories in key order;
+//! answers read only the summary and the keys whose history has holes.
+
+use std::collections::BTreeMap;
+
+use tidemark_core::event::EventBody;
+use tidemark_core::{Entry, Timestamp};
+use tidemark_lineage::s3::{self, Bucket, KeyHistory, ManifestLine, VersionRecord};
+
+use crate::layout::{self, name_prefix};
+use crate::{StoreError, decode, encode};
+
+fn history_key(component: &str, key: &str) -> Vec<u8> {
+    let mut k = name_prefix(layout::S3_KEYS, component).to_vec();
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// The S3 projection writes of one append batch.
+#[derive(Default)]
+pub(crate) struct S3Batch {
+    buckets: BTreeMap<String, Bucket>,
+    histories: BTreeMap<Vec<u8>, (String, String, KeyHistory, usize)>,
+}
+
+impl S3Batch {
+    fn bucket(&mut self, tree: &sled::Tree, component: &str) -> Result<&mut Bucket, StoreError> {
+        if !self.buckets.contains_key(component) {
+            let b = match tree.get(name_prefix(layout::S3_BUCKET, component))? {
+                Some(v) => decode(&v, "bucket projection")?,
+                None => Bucket::new(component),
+            };
+            self.buckets.insert(component.to_owned(), b);
+        }
+        Ok(self.buckets.get_mut(component).expect("inserted above"))
+    }
+
+    fn history(&mut self, tree: &sled::Tree, component: &str, key: &str) -> Result<&mut KeyHistory, StoreError> {
+        let hk = history_key(component, key);
+        if !self.histories.contains_key(&hk) {
+            let h: KeyHistory = match tree.get(&hk)? {
+                Some(v) => decode(&v, "key history")?,
+                None => KeyHistory::default(),
+            };
+            let len = h.entries.len();
+            self.histories.insert(hk.clone(), (component.to_owned(), key.to_owned(), h, len));
+        }
+        Ok(&mut self.histories.get_mut(&hk).expect("inserted above").2)
+    }
+
+    pub(crate) fn apply(&mut self, tree: &sled::Tree, entry: &Entry) -> Result<(), StoreError> {
+        let body = &entry.event.body;
+        let Some(component) = Bucket::component_of(body) else { return Ok(()) };
+        match body {
+            EventBody::S3ObjectVersion(o) => {
+                let record = VersionRecord {
+                    version_id: o.version_id.clone(),
+                    etag: o.etag.clone(),
+                    size_bytes: o.size_bytes,
+                    last_modified: o.last_modified,
+                    is_delete_marker: o.is_delete_marker,
+                    listing_position: o.listing_position,
+                    first_seen_at: o.first_seen_at,
+                    missing: false,
+                    object_lock_mode: o.object_lock_mode,
+                    object_lock_retain_until: o.object_lock_retain_until,
+                    object_lock_legal_hold: o.object_lock_legal_hold,
+                    seq: entry.seq,
+                };
+                self.bucket(tree, &component)?;
+                self.history(tree, &component, &o.key)?.record(record);
+            }
+            EventBody::S3VersionMissing(m) => {
+                self.bucket(tree, &component)?;
+                self.history(tree, &component, &m.key)?.mark_missing(&m.version_id);
+            }
+            other => self.bucket(tree, &component)?.apply_summary(other),
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write(mut self, batch: &mut sled::Batch) {
+        for (hk, (component, key, h, before)) in &self.histories {
+            if let Some(b) = self.buckets.get_mut(component) {
+                b.key_changed(key, *before, h);
+            }
+            batch.insert(hk.as_slice(), encode(h));
+        }
+        for (component, b) in &self.buckets {
+            batch.insert(&name_prefix(layout::S3_BUCKET, component)[..], encode(b));
+        }
+    }
+}
+
+impl crate::Ledger {
+    /// The summary of an S3 component, if anything was recorded about it.
+    pub fn s3_bucket(&self, component: &str) -> Result<Option<Bucket>, StoreError> {
+        self.tree.get(name_prefix(layout::S3_BUCKET, component))?.map(|v| decode(&v, "bucket projection")).transpose()
+    }
+
+    fn s3_bucket_or_err(&self, component: &str) -> Result<Bucket, StoreError> {
+        self.s3_bucket(component)?.ok_or_else(|| {
+            StoreError::BadRequest(format!(
+                "nothing is recorded about S3 component {component:?}; run `tidemark s3 scan --component {component}` first"
+            ))
+        })
+    }
+
+    /// One key's recorded history, newest first.
+    pub fn s3_history(&self, component: &str, key: &str) -> Result<Option<KeyHistory>, StoreError> {
+        self.tree.get(history_key(component, key))?.map(|v| decode(&v, "key history")).transpose()
+    }
+
+    /// Every key's history in key order.
+    pub fn s3_histories(&self, component: &str) -> impl Iterator<Item = Result<(String, KeyHistory), StoreError>> + '_ {
+        let prefix = name_prefix(layout::S3_KEYS, component);
+        self.tree.scan_prefix(prefix).map(move |r| {
+            let (k, v) = r?;
+            let key = String::from_utf8(k[prefix.len()..].to_vec())
+                .map_err(|_| StoreError::Corrupt("an S3 key in the index is not UTF-8".into()))?;
+            Ok((key, decode(&v, "key history")?))
+        })
+    }
+
+    fn s3_problem_histories(&self, bucket: &Bucket) -> Result<Vec<(String, KeyHistory)>, StoreError> {
+        bucket
+            .problem_keys
+            .iter()
+            .map(|k| Ok((k.clone(), self.s3_history(&bucket.component, k)?.unwrap_or_default())))
+            .collect()
+    }
+
+    /// "Is the bucket restorable at T?" — from the summary and the problem keys only.
+    pub fn s3_answer(&self, component: &str, at: Timestamp) -> Result<s3::S3Answer, StoreError> {
+        let bucket = self.s3_bucket_or_err(component)?;
+        Ok(s3::answer(&bucket, &self.s3_problem_histories(&bucket)?, at))
+    }
+
+    /// Windows, versioning, watermark and problem keys of a bucket.
+    pub fn s3_report(&self, component: &str) -> Result<s3::S3Report, StoreError> {
+        let bucket = self.s3_bucket_or_err(component)?;
+        Ok(s3::report(&bucket, &self.s3_problem_histories(&bucket)?))
+    }
+
+    /// Streams the manifest at T in key order; returns its summary and digest.
+    pub fn s3_manifest(
+        &self,
+        component: &str,
+        at: Timestamp,
+        each: &mut dyn FnMut(&ManifestLine) -> Result<(), StoreError>,
+    ) -> Result<s3::ManifestSummary, StoreError> {
+        let bucket = self.s3_bucket_or_err(component)?;
+        let mut digest = blake3::Hasher::new();
+        let (mut restore, mut remove, mut problems) = (0u64, 0u64, 0u64);
+        for item in self.s3_histories(component) {
+            let (key, h) = item?;
+            let Some(line) = s3::manifest_line(&key, &h, at) else { continue };
+            match &line {
+                ManifestLine::Restore { .. } => restore += 1,
+                ManifestLine::Remove { .. } => remove += 1,
+                ManifestLine::Problem { .. } => problems += 1,
+            }
+            let bytes = tidemark_core::canonical::to_canonical_vec(&line)
+                .map_err(|e| StoreError::Corrupt(format!("manifest line: {e}")))?;
+            digest.update(&bytes);
+            digest.update(b"\n");
+            each(&line)?;
+        }
+        let bound = bucket.bounds_at(at).err();
+        Ok(s3::ManifestSummary {
+            component: component.to_owned(),
+            at,
+            keys_to_restore: restore,
+            keys_to_remove: remove,
+            keys_with_problems: problems,
+            restorable: bound.is_none() && problems == 0,
+            bound,
+            digest: tidemark_core::Digest32(*digest.finalize().as_bytes()),
+        })
+    }
+}
