@@ -181,8 +181,11 @@ pub fn version_at(h: &KeyHistory, t: Timestamp) -> KeyAt {
     KeyAt::Present { version: top.clone() }
 }
 
-/// The intervals `[from, to)` of T at which a key is ambiguous or unrecoverable (`to = None`: still now).
-pub fn problem_intervals(h: &KeyHistory) -> Vec<(Timestamp, Option<Timestamp>, KeyAt)> {
+/// `[from, to)` of T at which a key is ambiguous or unrecoverable (`to = None`: still now), and how.
+pub type ProblemInterval = (Timestamp, Option<Timestamp>, KeyAt);
+
+/// The intervals at which a key is ambiguous or unrecoverable.
+pub fn problem_intervals(h: &KeyHistory) -> Vec<ProblemInterval> {
     let mut times: Vec<Timestamp> = h.entries.iter().map(|e| e.last_modified).collect();
     times.sort();
     times.dedup();
@@ -335,7 +338,7 @@ impl Bucket {
                 bad.push((a, b, key.clone()));
             }
         }
-        bad.sort_by(|x, y| x.0.cmp(&y.0));
+        bad.sort_by_key(|x| x.0);
         let mut windows = Vec::new();
         let mut cursor = from;
         let mut i = 0;
@@ -479,7 +482,7 @@ pub struct S3Report {
     pub entries_recorded: u64,
     pub windows: Vec<S3Window>,
     /// Per problem key: the T ranges `[from, to)` at which it is ambiguous or unrecoverable.
-    pub problem_keys: Vec<(String, Vec<(Timestamp, Option<Timestamp>, KeyAt)>)>,
+    pub problem_keys: Vec<(String, Vec<ProblemInterval>)>,
 }
 
 pub fn report(bucket: &Bucket, problems: &[(String, KeyHistory)]) -> S3Report {
