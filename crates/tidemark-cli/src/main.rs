@@ -14,6 +14,7 @@ mod ledger_cmds;
 mod pg_cmds;
 mod recovery_cmds;
 mod remote;
+mod s3_cmds;
 mod util;
 
 use std::path::PathBuf;
@@ -103,6 +104,9 @@ enum Command {
     /// PostgreSQL agents: archive hook, base backups, positions, restore points, archive audit, verified WAL restore.
     #[command(subcommand)]
     Pg(pg_cmds::PgCommand),
+    /// S3 agents: register, scan versions, manifest at T, restore.
+    #[command(subcommand)]
+    S3(s3_cmds::S3Command),
     /// Restorable windows of a component, or whether one target (--at, --lsn, --restore-point) is restorable and why not.
     RecoveryPoints(recovery_cmds::RecoveryPointsArgs),
     /// A deterministic restore plan: base backup, WAL segments, recovery settings.
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => remote::serve(&cli.global, a),
         Command::Pg(c) => pg_cmds::run(&cli.global, c),
+        Command::S3(c) => s3_cmds::run(&cli.global, c),
         Command::RecoveryPoints(a) => recovery_cmds::recovery_points(&cli.global, a),
         Command::Plan(a) => recovery_cmds::plan(&cli.global, a),
         Command::Export(a) => audit_cmds::export(&cli.global, a),

@@ -43,7 +43,7 @@ pub struct Signer {
 }
 
 impl Signer {
-    fn key(&self) -> anyhow::Result<SecretKey> {
+    pub fn key(&self) -> anyhow::Result<SecretKey> {
         util::read_key(&self.signer)
     }
 }
@@ -190,7 +190,7 @@ pub fn run(global: &Global, c: PgCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Signs drafts and appends them (through the server and spool when `--ledger` is a URL).
-fn record(global: &Global, key: &SecretKey, drafts: Vec<Value>) -> anyhow::Result<Vec<u64>> {
+pub fn record(global: &Global, key: &SecretKey, drafts: Vec<Value>) -> anyhow::Result<Vec<u64>> {
     let events: Vec<SignedEvent> = drafts
         .into_iter()
         .map(|d| ledger_cmds::sign_draft(d, key).map_err(|e| coded(exit::REFUSED, e)))
@@ -538,7 +538,7 @@ fn target_query(component: &str, target: Option<&Target>) -> String {
     q
 }
 
-fn local_err(e: tidemark_store::StoreError) -> anyhow::Error {
+pub fn local_err(e: tidemark_store::StoreError) -> anyhow::Error {
     match e {
         tidemark_store::StoreError::BadRequest(d) => coded(exit::USAGE, d),
         other => other.into(),
@@ -553,7 +553,7 @@ impl Source {
         })
     }
 
-    fn get(c: &Client, path: &str) -> anyhow::Result<Value> {
+    pub fn get(c: &Client, path: &str) -> anyhow::Result<Value> {
         Ok(serde_json::from_str(&c.get(path).map_err(client_err)?)?)
     }
 

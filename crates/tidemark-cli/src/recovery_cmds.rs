@@ -50,7 +50,10 @@ fn check_component(c: &str) -> anyhow::Result<()> {
     if c.starts_with("pg:") {
         Ok(())
     } else {
-        Err(coded(exit::USAGE, format!("{c}: recovery points are answered for PostgreSQL components (pg:NAME)")))
+        Err(coded(
+            exit::USAGE,
+            format!("{c}: recovery points are answered for PostgreSQL (pg:NAME) and S3 (s3:NAME) components"),
+        ))
     }
 }
 
@@ -59,6 +62,12 @@ fn s(v: &Value) -> &str {
 }
 
 pub fn recovery_points(global: &Global, a: RecoveryPointsArgs) -> anyhow::Result<ExitCode> {
+    if a.component.starts_with("s3:") {
+        if a.target.lsn.is_some() || a.target.restore_point.is_some() || a.target.timeline.is_some() {
+            return Err(coded(exit::USAGE, "an S3 component takes --at only"));
+        }
+        return crate::s3_cmds::recovery_points(global, &a.component, a.target.at.as_deref(), a.json);
+    }
     check_component(&a.component)?;
     let source = Source::open(global)?;
     let mut out = std::io::stdout().lock();

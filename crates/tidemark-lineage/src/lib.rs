@@ -8,3 +8,4 @@
 pub mod pg;
 pub mod pg_plan;
 pub mod s3;
+pub mod s3_scan;

@@ -27,10 +27,10 @@ use tidemark_core::Timestamp;
 use tidemark_core::event::{EventBody, RetentionMode, VersioningStatus};
 
 /// One recorded entry (version or delete marker) of a key.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 pub struct VersionRecord {
     pub version_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     pub size_bytes: u64,
     pub last_modified: Timestamp,
@@ -39,11 +39,11 @@ pub struct VersionRecord {
     pub first_seen_at: Timestamp,
     /// Reported gone from the bucket (`s3.version_missing`).
     pub missing: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock_mode: Option<RetentionMode>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock_retain_until: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock_legal_hold: Option<bool>,
     /// The entry that recorded it.
     pub seq: u64,

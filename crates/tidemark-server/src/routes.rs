@@ -38,6 +38,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/recovery-points"),
     ("get", "/v1/plan"),
     ("get", "/v1/pg/files"),
+    ("get", "/v1/s3/manifest"),
+    ("get", "/v1/s3/keys"),
     ("get", "/metrics"),
 ];
 
@@ -80,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/recovery-points", get(recovery_points))
         .route("/v1/plan", get(plan))
         .route("/v1/pg/files", get(pg_files))
+        .route("/v1/s3/manifest", get(s3_manifest))
+        .route("/v1/s3/keys", get(s3_keys))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_reader));
     Router::new()
@@ -414,6 +418,14 @@ impl TargetQuery {
 
 /// The recovery report of a component, or the answer for one target.
 async fn recovery_points(State(s): State<AppState>, Query(q): Query<TargetQuery>) -> Result<Response, Problem> {
+    if q.component.starts_with("s3:") {
+        let at = parse_time("at", &q.at)?;
+        let ledger = s.ledger.read().expect("ledger lock");
+        return Ok(match at {
+            Some(at) => Json(ledger.s3_answer(&q.component, at).map_err(store_problem)?).into_response(),
+            None => Json(ledger.s3_report(&q.component).map_err(store_problem)?).into_response(),
+        });
+    }
     let target = q.target()?;
     let ledger = s.ledger.read().expect("ledger lock");
     Ok(match target {
@@ -480,6 +492,49 @@ async fn pg_files(State(s): State<AppState>, Query(q): Query<FilesQuery>) -> Res
         files.push(f);
     }
     Ok(Json(json!({"files": files, "next_after": null})).into_response())
+}
+
+#[derive(Deserialize)]
+struct ManifestQuery {
+    component: String,
+    at: String,
+}
+
+/// The manifest at T: every line, then its summary (counts, digest, bounds).
+async fn s3_manifest(State(s): State<AppState>, Query(q): Query<ManifestQuery>) -> Result<Response, Problem> {
+    let at = Timestamp::parse_rfc3339(&q.at).map_err(|e| Problem::bad_request(format!("at: {e}")))?;
+    let ledger = s.ledger.read().expect("ledger lock");
+    let mut lines = Vec::new();
+    let summary = ledger
+        .s3_manifest(&q.component, at, &mut |l| {
+            lines.push(l.clone());
+            Ok(())
+        })
+        .map_err(store_problem)?;
+    Ok(Json(json!({"summary": summary, "lines": lines})).into_response())
+}
+
+#[derive(Deserialize)]
+struct KeysQuery {
+    component: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Recorded key histories in key order, a page at a time (what a scanner compares a listing with).
+async fn s3_keys(State(s): State<AppState>, Query(q): Query<KeysQuery>) -> Result<Response, Problem> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE_ENTRIES).min(MAX_PAGE_ENTRIES);
+    let ledger = s.ledger.read().expect("ledger lock");
+    let mut keys: Vec<Value> = Vec::new();
+    for item in ledger.s3_histories(&q.component, q.after.as_deref()) {
+        let (key, h) = item.map_err(store_problem)?;
+        if keys.len() == limit {
+            let next = keys.last().and_then(|k| k["key"].as_str().map(str::to_owned));
+            return Ok(Json(json!({"keys": keys, "next_after": next})).into_response());
+        }
+        keys.push(json!({"key": key, "entries": h.entries}));
+    }
+    Ok(Json(json!({"keys": keys, "next_after": null})).into_response())
 }
 
 async fn keys(State(s): State<AppState>) -> Response {

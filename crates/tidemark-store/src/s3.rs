@@ -113,10 +113,21 @@ impl crate::Ledger {
         self.tree.get(history_key(component, key))?.map(|v| decode(&v, "key history")).transpose()
     }
 
-    /// Every key's history in key order.
-    pub fn s3_histories(&self, component: &str) -> impl Iterator<Item = Result<(String, KeyHistory), StoreError>> + '_ {
+    /// Every key's history in key order (after `after`, when given).
+    pub fn s3_histories(
+        &self,
+        component: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(String, KeyHistory), StoreError>> + '_ {
         let prefix = name_prefix(layout::S3_KEYS, component);
-        self.tree.scan_prefix(prefix).map(move |r| {
+        let mut start = prefix.to_vec();
+        if let Some(a) = after {
+            start.extend_from_slice(a.as_bytes());
+            start.push(0);
+        }
+        let mut end = prefix.to_vec();
+        end.push(0xff);
+        self.tree.range(start..end).map(move |r| {
             let (k, v) = r?;
             let key = String::from_utf8(k[prefix.len()..].to_vec())
                 .map_err(|_| StoreError::Corrupt("an S3 key in the index is not UTF-8".into()))?;
@@ -154,7 +165,7 @@ impl crate::Ledger {
         let bucket = self.s3_bucket_or_err(component)?;
         let mut digest = blake3::Hasher::new();
         let (mut restore, mut remove, mut problems) = (0u64, 0u64, 0u64);
-        for item in self.s3_histories(component) {
+        for item in self.s3_histories(component, None) {
             let (key, h) = item?;
             let Some(line) = s3::manifest_line(&key, &h, at) else { continue };
             match &line {

@@ -1,0 +1,525 @@
+//! `tidemark s3 …`: register a bucket, scan its versions, print the
+//! manifest at T, restore it; and the S3 side of `recovery-points`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use tidemark_core::Timestamp;
+use tidemark_core::event::VersioningStatus;
+use tidemark_lineage::s3::{KeyHistory, ManifestLine, VersionRecord};
+use tidemark_lineage::s3_scan::{self, Listed};
+use tidemark_s3::{Endpoint, S3};
+
+use crate::audit_cmds::urlencode;
+use crate::exit::{self, coded};
+use crate::pg_cmds::{Signer, Source, local_err, record};
+use crate::{Global, util};
+
+#[derive(Args, Clone)]
+pub struct Bucket {
+    /// The component, e.g. s3:uploads.
+    #[arg(long)]
+    component: String,
+    /// S3 endpoint URL (default: AWS for --region).
+    #[arg(long)]
+    endpoint: Option<String>,
+    #[arg(long)]
+    bucket: String,
+    #[arg(long, default_value = "us-east-1", env = "AWS_REGION")]
+    region: String,
+    /// Path-style addressing (http://endpoint/bucket/key), for MinIO, moto and other non-AWS endpoints.
+    #[arg(long)]
+    path_style: bool,
+}
+
+impl Bucket {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.component.starts_with("s3:") {
+            Ok(())
+        } else {
+            Err(coded(exit::USAGE, format!("{}: S3 components are named s3:NAME", self.component)))
+        }
+    }
+
+    fn connect(&self) -> anyhow::Result<S3> {
+        Ok(S3::connect(&Endpoint {
+            url: self.endpoint.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+        })?)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum S3Command {
+    /// Record the bucket's identity (endpoint, bucket, region). Admin key.
+    Register {
+        #[command(flatten)]
+        bucket: Bucket,
+        #[command(flatten)]
+        signer: Signer,
+    },
+    /// List every version and delete marker and record what is new, what went missing, and the watermark.
+    Scan(ScanArgs),
+    /// The key → version map current at T, keys to remove, and keys that cannot be reconstructed.
+    Manifest(ManifestArgs),
+    /// Restore the bucket as it was at T into another bucket, or in place (never deleting a version).
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    bucket: Bucket,
+    #[command(flatten)]
+    signer: Signer,
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Allowance for the difference between this clock and S3's, taken off the watermark.
+    #[arg(long, default_value_t = 1000)]
+    clock_skew_ms: u64,
+}
+
+#[derive(Args)]
+pub struct ManifestArgs {
+    #[arg(long)]
+    component: String,
+    /// RFC 3339; inclusive.
+    #[arg(long, value_parser = util::parse_time)]
+    at: Timestamp,
+    /// NDJSON lines, then the summary line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    bucket: Bucket,
+    #[command(flatten)]
+    signer: Signer,
+    #[arg(long, value_parser = util::parse_time)]
+    at: Timestamp,
+    /// Copy into this bucket (it must exist).
+    #[arg(long, conflicts_with = "in_place", required_unless_present = "in_place")]
+    target_bucket: Option<String>,
+    /// Restore the bucket itself: copy old versions on top, delete markers for keys created after T.
+    #[arg(long)]
+    in_place: bool,
+    /// Print what would be done, change nothing, record nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Copies in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Restore the other keys even when some cannot be reconstructed at T (they are listed and left alone).
+    #[arg(long)]
+    skip_problem_keys: bool,
+}
+
+pub fn run(global: &Global, c: S3Command) -> anyhow::Result<ExitCode> {
+    match c {
+        S3Command::Register { bucket, signer } => {
+            bucket.check()?;
+            let draft = json!({"kind": "component.registered", "body": {"component": bucket.component,
+                "s3": {"endpoint": bucket.endpoint.clone().unwrap_or_else(|| "https://s3.amazonaws.com".into()),
+                       "bucket": bucket.bucket, "region": bucket.region}}});
+            let seq = record(global, &signer.key()?, vec![draft])?;
+            println!("registered {} as entry {}", bucket.component, seq[0]);
+            Ok(exit::ok())
+        }
+        S3Command::Scan(a) => scan(global, a),
+        S3Command::Manifest(a) => manifest(global, a),
+        S3Command::Restore(a) => restore(global, a),
+    }
+}
+
+impl Source {
+    pub fn s3_report(&self, component: &str) -> anyhow::Result<Value> {
+        match self {
+            Source::Local(l) => Ok(serde_json::to_value(l.s3_report(component).map_err(local_err)?)?),
+            Source::Remote(c) => Self::get(c, &format!("/v1/recovery-points?component={}", urlencode(component))),
+        }
+    }
+
+    pub fn s3_answer(&self, component: &str, at: Timestamp) -> anyhow::Result<Value> {
+        match self {
+            Source::Local(l) => Ok(serde_json::to_value(l.s3_answer(component, at).map_err(local_err)?)?),
+            Source::Remote(c) => Self::get(
+                c,
+                &format!("/v1/recovery-points?component={}&at={}", urlencode(component), urlencode(&at.to_string())),
+            ),
+        }
+    }
+
+    /// `{summary, lines}`.
+    pub fn s3_manifest(&self, component: &str, at: Timestamp) -> anyhow::Result<Value> {
+        match self {
+            Source::Local(l) => {
+                let mut lines = Vec::new();
+                let summary = l
+                    .s3_manifest(component, at, &mut |line| {
+                        lines.push(line.clone());
+                        Ok(())
+                    })
+                    .map_err(local_err)?;
+                Ok(json!({"summary": summary, "lines": lines}))
+            }
+            Source::Remote(c) => Self::get(
+                c,
+                &format!("/v1/s3/manifest?component={}&at={}", urlencode(component), urlencode(&at.to_string())),
+            ),
+        }
+    }
+
+    /// Every recorded key history.
+    pub fn s3_known(&self, component: &str) -> anyhow::Result<BTreeMap<String, KeyHistory>> {
+        let mut out = BTreeMap::new();
+        match self {
+            Source::Local(l) => {
+                for item in l.s3_histories(component, None) {
+                    let (k, h) = item?;
+                    out.insert(k, h);
+                }
+            }
+            Source::Remote(c) => {
+                let mut after: Option<String> = None;
+                loop {
+                    let mut path = format!("/v1/s3/keys?component={}&limit=10000", urlencode(component));
+                    if let Some(a) = &after {
+                        path += &format!("&after={}", urlencode(a));
+                    }
+                    let page = Self::get(c, &path)?;
+                    for k in page["keys"].as_array().into_iter().flatten() {
+                        let entries: Vec<VersionRecord> = serde_json::from_value(k["entries"].clone())?;
+                        out.insert(k["key"].as_str().unwrap_or("").to_owned(), KeyHistory { entries });
+                    }
+                    match page["next_after"].as_str() {
+                        Some(n) => after = Some(n.to_owned()),
+                        None => break,
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn version_draft(component: &str, l: &Listed, position: u64, first_seen: Timestamp, lock: tidemark_s3::Lock) -> Value {
+    let mut body = json!({"component": component, "key": l.key, "version_id": l.version_id,
+        "size_bytes": l.size_bytes, "last_modified": l.last_modified, "is_delete_marker": l.is_delete_marker,
+        "listing_position": position, "first_seen_at": first_seen});
+    if let Some(e) = &l.etag {
+        body["etag"] = json!(e);
+    }
+    if let Some(m) = lock.mode {
+        body["object_lock_mode"] = json!(m);
+    }
+    if let Some(u) = lock.retain_until {
+        body["object_lock_retain_until"] = json!(u);
+    }
+    if let Some(h) = lock.legal_hold {
+        body["object_lock_legal_hold"] = json!(h);
+    }
+    json!({"kind": "s3.object_version", "body": body})
+}
+
+fn scan(global: &Global, a: ScanArgs) -> anyhow::Result<ExitCode> {
+    a.bucket.check()?;
+    let component = a.bucket.component.clone();
+    let key = a.signer.key()?;
+    let s3 = a.bucket.connect()?;
+    let bucket = &a.bucket.bucket;
+    let started_at = util::now();
+    let clock = Instant::now();
+    let source = Source::open(global)?;
+    let last_status = source
+        .s3_report(&component)
+        .ok()
+        .and_then(|r| r["versioning"].as_array().and_then(|v| v.last().cloned()))
+        .and_then(|v| serde_json::from_value::<VersioningStatus>(v[1].clone()).ok());
+    let mut known = source.s3_known(&component)?;
+    drop(source);
+    let mut drafts = Vec::new();
+    let status = s3.versioning(bucket)?;
+    if last_status != Some(status) {
+        drafts.push(json!({"kind": "s3.versioning", "body": {"component": component, "status": status, "observed_at": started_at}}));
+    }
+    let lock_enabled = s3.object_lock_enabled(bucket);
+    let oldest_upload = s3.oldest_upload_in_progress(bucket, a.prefix.as_deref())?;
+    let show = std::io::stderr().is_terminal();
+    let (mut new, mut missing) = (0u64, 0u64);
+    let mut seen = 0u64;
+    let mut missing_drafts = Vec::new();
+    let listed = s3.list_versions(bucket, a.prefix.as_deref(), &mut |entries| {
+        let k = entries[0].key.clone();
+        let positions = s3_scan::listing_positions(&entries);
+        let history = known.remove(&k);
+        let diff = s3_scan::diff_key(&entries, history.as_ref());
+        for i in diff.new {
+            let l = &entries[i];
+            let lock = if lock_enabled && !l.is_delete_marker {
+                s3.lock_of(bucket, &l.key, &l.version_id)?
+            } else {
+                tidemark_s3::Lock::default()
+            };
+            drafts.push(version_draft(&component, l, positions[i], started_at, lock));
+            new += 1;
+        }
+        for v in diff.missing {
+            missing_drafts.push(json!({"kind": "s3.version_missing", "body": {"component": component, "key": k, "version_id": v, "observed_at": started_at}}));
+            missing += 1;
+        }
+        seen += entries.len() as u64;
+        if show || seen % 10_000 < entries.len() as u64 {
+            eprint!("\rscanned {seen} versions ({} requests)", s3.requests());
+        }
+        Ok(())
+    })?;
+    if show {
+        eprintln!();
+    }
+    // Keys recorded but no longer listed at all.
+    for (k, h) in known {
+        if a.prefix.as_deref().is_some_and(|p| !k.starts_with(p)) {
+            continue;
+        }
+        for v in s3_scan::diff_key(&[], Some(&h)).missing {
+            missing_drafts.push(json!({"kind": "s3.version_missing", "body": {"component": component, "key": k, "version_id": v, "observed_at": started_at}}));
+            missing += 1;
+        }
+    }
+    drafts.extend(missing_drafts);
+    let through = s3_scan::watermark(started_at, a.clock_skew_ms, oldest_upload);
+    let finished_at = util::now().max(started_at);
+    drafts.push(json!({"kind": "s3.scan_complete", "body": {"component": component, "complete_through": through,
+        "started_at": started_at, "finished_at": finished_at, "versions_listed": listed}}));
+    record(global, &key, drafts)?;
+    let secs = clock.elapsed().as_secs_f64();
+    println!(
+        "{component}: listed {listed} versions and delete markers, {new} new, {missing} missing, versioning {}; complete through {through}; {} requests in {secs:.2} s ({:.0} versions/s)",
+        serde_json::to_value(status)?.as_str().unwrap_or(""),
+        s3.requests(),
+        listed as f64 / secs.max(1e-9)
+    );
+    Ok(exit::ok())
+}
+
+fn print_line(out: &mut impl std::io::Write, l: &Value) -> std::io::Result<()> {
+    let s = |k: &str| l[k].as_str().unwrap_or("").to_owned();
+    match l["action"].as_str() {
+        Some("restore") => writeln!(
+            out,
+            "restore  {}  {}  {} bytes  {}",
+            s("key"),
+            s("version_id"),
+            l["size_bytes"],
+            s("last_modified")
+        ),
+        Some("remove") => writeln!(out, "remove   {}", s("key")),
+        _ => writeln!(out, "PROBLEM  {}  {}", s("key"), l["at"]),
+    }
+}
+
+fn manifest(global: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
+    let m = Source::open(global)?.s3_manifest(&a.component, a.at)?;
+    let mut out = std::io::stdout().lock();
+    for l in m["lines"].as_array().into_iter().flatten() {
+        if a.json {
+            writeln!(out, "{l}")?;
+        } else {
+            print_line(&mut out, l)?;
+        }
+    }
+    let summary = &m["summary"];
+    if a.json {
+        writeln!(out, "{}", json!({"summary": summary}))?;
+    } else {
+        writeln!(
+            out,
+            "{} at {}: {} keys to restore, {} to remove, {} that cannot be reconstructed; digest {}{}",
+            a.component,
+            a.at,
+            summary["keys_to_restore"],
+            summary["keys_to_remove"],
+            summary["keys_with_problems"],
+            summary["digest"].as_str().unwrap_or(""),
+            summary["bound"]["reason"].as_str().map(|r| format!("; NOT restorable: {r}")).unwrap_or_default()
+        )?;
+    }
+    Ok(ExitCode::from(if summary["restorable"].as_bool() == Some(true) { exit::OK } else { exit::NOT_RESTORABLE }))
+}
+
+fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
+    a.bucket.check()?;
+    let component = a.bucket.component.clone();
+    let started = Instant::now();
+    let m = Source::open(global)?.s3_manifest(&component, a.at)?;
+    let summary = m["summary"].clone();
+    if let Some(reason) = summary["bound"]["reason"].as_str() {
+        return Err(coded(
+            exit::NOT_RESTORABLE,
+            format!("{component} is not restorable at {}: {reason} ({})", a.at, summary["bound"]),
+        ));
+    }
+    let lines: Vec<ManifestLine> = m["lines"].as_array().into_iter().flatten().filter_map(manifest_line_from).collect();
+    let problems: Vec<&Value> =
+        m["lines"].as_array().into_iter().flatten().filter(|l| l["action"] == "problem").collect();
+    if !problems.is_empty() && !a.skip_problem_keys {
+        for p in &problems {
+            eprintln!("cannot be reconstructed at {}: {} {}", a.at, p["key"].as_str().unwrap_or(""), p["at"]);
+        }
+        return Err(coded(
+            exit::NOT_RESTORABLE,
+            format!(
+                "{} keys cannot be reconstructed at {}; pass --skip-problem-keys to restore the others",
+                problems.len(),
+                a.at
+            ),
+        ));
+    }
+    let target = if a.in_place { a.bucket.bucket.clone() } else { a.target_bucket.clone().expect("clap requires one") };
+    if a.dry_run {
+        let mut out = std::io::stdout().lock();
+        for l in m["lines"].as_array().into_iter().flatten() {
+            print_line(&mut out, l)?;
+        }
+        writeln!(
+            out,
+            "dry run: would restore {} keys and remove {} in s3://{target}; nothing changed",
+            summary["keys_to_restore"], summary["keys_to_remove"]
+        )?;
+        return Ok(exit::ok());
+    }
+    let operator = a.signer.key()?;
+    let s3 = a.bucket.connect()?;
+    let show = std::io::stderr().is_terminal();
+    let report = s3.restore(&a.bucket.bucket, &target, lines, a.concurrency, &|done, total| {
+        if show || done == total {
+            eprint!("\rrestored {done}/{total}");
+        }
+    });
+    eprintln!();
+    for (key, why) in &report.failed {
+        eprintln!("failed: {key}: {why}");
+    }
+    let outcome = if report.failed.is_empty() {
+        "succeeded"
+    } else if report.copied + report.removed + report.skipped > 0 {
+        "partial"
+    } else {
+        "failed"
+    };
+    let detail = format!(
+        "copied and verified {}, already in place {}, removed {}, failed {}{}",
+        report.copied,
+        report.skipped,
+        report.removed,
+        report.failed.len(),
+        if problems.is_empty() {
+            String::new()
+        } else {
+            format!(", left alone (not reconstructible) {}", problems.len())
+        }
+    );
+    let draft = json!({"kind": "restore.performed", "body": {
+        "target": component, "recovery_point": a.at, "plan_digest": summary["digest"],
+        "target_environment": if a.in_place { format!("s3://{target} (in place)") } else { format!("s3://{target}") },
+        "outcome": outcome, "components": [{"component": component, "outcome": outcome, "detail": detail}],
+        "duration_ms": started.elapsed().as_millis() as u64}});
+    let seq = record(global, &operator, vec![draft])?;
+    println!(
+        "{component} at {} → s3://{target}: {detail}; {} requests; recorded as entry {}",
+        a.at,
+        s3.requests(),
+        seq[0]
+    );
+    Ok(ExitCode::from(if report.failed.is_empty() { exit::OK } else { exit::FAILURE }))
+}
+
+fn manifest_line_from(l: &Value) -> Option<ManifestLine> {
+    let key = l["key"].as_str()?.to_owned();
+    match l["action"].as_str()? {
+        "restore" => Some(ManifestLine::Restore {
+            key,
+            version_id: l["version_id"].as_str()?.to_owned(),
+            etag: l["etag"].as_str().map(str::to_owned),
+            size_bytes: l["size_bytes"].as_u64()?,
+            last_modified: Timestamp::parse_rfc3339(l["last_modified"].as_str()?).ok()?,
+        }),
+        "remove" => Some(ManifestLine::Remove { key }),
+        _ => None,
+    }
+}
+
+/// `recovery-points --component s3:…`.
+pub fn recovery_points(global: &Global, component: &str, at: Option<&str>, json_out: bool) -> anyhow::Result<ExitCode> {
+    let source = Source::open(global)?;
+    let mut out = std::io::stdout().lock();
+    if let Some(at) = at {
+        let at = util::parse_time(at).map_err(|e| coded(exit::USAGE, format!("--at: {e}")))?;
+        let answer = source.s3_answer(component, at)?;
+        let ok = answer["restorable"].as_bool() == Some(true);
+        if json_out {
+            writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+        } else if ok {
+            writeln!(
+                out,
+                "restorable: {component} at {at} (every key's version known; `tidemark s3 manifest` lists them)"
+            )?;
+        } else {
+            writeln!(out, "NOT restorable: {}", answer["explanation"].as_str().unwrap_or(""))?;
+        }
+        return Ok(ExitCode::from(if ok { exit::OK } else { exit::NOT_RESTORABLE }));
+    }
+    let r = source.s3_report(component)?;
+    if json_out {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+        return Ok(exit::ok());
+    }
+    writeln!(
+        out,
+        "{component}  {} keys  {} versions and delete markers  {} scans  complete through {}  versioning enabled since {}",
+        r["keys"],
+        r["entries_recorded"],
+        r["scans_completed"],
+        r["complete_through"].as_str().unwrap_or("-"),
+        r["versioning_enabled_since"].as_str().unwrap_or("never observed")
+    )?;
+    for p in r["suspended_periods"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  versioning suspended from {} to {}",
+            p[0].as_str().unwrap_or(""),
+            p[1].as_str().unwrap_or("now")
+        )?;
+    }
+    for w in r["windows"].as_array().into_iter().flatten() {
+        let bounded: Vec<String> =
+            w["bounded_by"].as_array().into_iter().flatten().map(|x| x.as_str().unwrap_or("").to_owned()).collect();
+        writeln!(
+            out,
+            "  restorable {} … {}   bounded by {}",
+            w["from"].as_str().unwrap_or(""),
+            w["to"].as_str().unwrap_or(""),
+            bounded.join(", ")
+        )?;
+    }
+    for (k, intervals) in r["problem_keys"].as_array().into_iter().flatten().map(|p| (p[0].clone(), p[1].clone())) {
+        for i in intervals.as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "  key {} cannot be reconstructed from {} to {}: {}",
+                k,
+                i[0].as_str().unwrap_or(""),
+                i[1].as_str().unwrap_or("now"),
+                i[2]
+            )?;
+        }
+    }
+    Ok(exit::ok())
+}

@@ -1,0 +1,452 @@
+//! tidemark-s3: the only crate that speaks S3 (`aws-sdk-s3`, rustls with
+//! ring, credentials from the standard AWS chain). It lists every object
+//! version and delete marker of a bucket, reads Object Lock details, and
+//! restores a manifest into another bucket or in place — each copy verified,
+//! re-runs idempotent, copies concurrent with a bound. What to record and
+//! what a manifest holds are decided by `tidemark-lineage`; this crate only
+//! moves bytes and reports what it saw.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockLegalHoldStatus, ObjectLockMode};
+use tidemark_core::Timestamp;
+use tidemark_core::event::{RetentionMode, VersioningStatus};
+use tidemark_lineage::s3::ManifestLine;
+use tidemark_lineage::s3_scan::Listed;
+
+/// Errors, each naming the request that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum S3Error {
+    #[error(
+        "S3 {operation} on {bucket}: {detail} (check --endpoint, the bucket name, credentials in the AWS environment, and --path-style for non-AWS endpoints)"
+    )]
+    Request { operation: &'static str, bucket: String, detail: String },
+    #[error("S3 client setup: {0}")]
+    Setup(String),
+}
+
+fn req(operation: &'static str, bucket: &str, e: impl std::fmt::Display) -> S3Error {
+    S3Error::Request { operation, bucket: bucket.to_owned(), detail: e.to_string() }
+}
+
+fn ts(d: &aws_sdk_s3::primitives::DateTime) -> Timestamp {
+    Timestamp::from_micros(d.secs() * 1_000_000 + i64::from(d.subsec_nanos() / 1000))
+}
+
+/// Where the bucket is.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// e.g. `http://127.0.0.1:5000`; `None` = AWS.
+    pub url: Option<String>,
+    pub region: String,
+    pub path_style: bool,
+}
+
+/// A connected S3 client with its own small runtime (callers stay blocking).
+pub struct S3 {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    requests: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for S3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("S3")
+    }
+}
+
+/// Object Lock details of one version (from HEAD).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lock {
+    pub mode: Option<RetentionMode>,
+    pub retain_until: Option<Timestamp>,
+    pub legal_hold: Option<bool>,
+}
+
+impl S3 {
+    pub fn connect(endpoint: &Endpoint) -> Result<S3, S3Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| S3Error::Setup(e.to_string()))?;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let shared = runtime.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .http_client(http)
+                .region(aws_config::Region::new(endpoint.region.clone()))
+                .load(),
+        );
+        let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(endpoint.path_style);
+        if let Some(url) = &endpoint.url {
+            config = config.endpoint_url(url);
+        }
+        Ok(S3 { runtime, client: Client::from_conf(config.build()), requests: Arc::new(AtomicU64::new(0)) })
+    }
+
+    /// Requests made so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn versioning(&self, bucket: &str) -> Result<VersioningStatus, S3Error> {
+        self.count();
+        let out = self
+            .runtime
+            .block_on(self.client.get_bucket_versioning().bucket(bucket).send())
+            .map_err(|e| req("GetBucketVersioning", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(match out.status() {
+            Some(BucketVersioningStatus::Enabled) => VersioningStatus::Enabled,
+            Some(BucketVersioningStatus::Suspended) => VersioningStatus::Suspended,
+            _ => VersioningStatus::Unversioned,
+        })
+    }
+
+    /// Whether the bucket has Object Lock enabled.
+    pub fn object_lock_enabled(&self, bucket: &str) -> bool {
+        self.count();
+        self.runtime
+            .block_on(self.client.get_object_lock_configuration().bucket(bucket).send())
+            .ok()
+            .and_then(|o| o.object_lock_configuration().and_then(|c| c.object_lock_enabled().cloned()))
+            .is_some_and(|e| e.as_str() == "Enabled")
+    }
+
+    /// When the oldest multipart upload still in progress started.
+    pub fn oldest_upload_in_progress(&self, bucket: &str, prefix: Option<&str>) -> Result<Option<Timestamp>, S3Error> {
+        let mut oldest: Option<Timestamp> = None;
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            self.count();
+            let out = self
+                .runtime
+                .block_on(
+                    self.client
+                        .list_multipart_uploads()
+                        .bucket(bucket)
+                        .set_prefix(prefix.map(str::to_owned))
+                        .set_key_marker(key_marker.clone())
+                        .set_upload_id_marker(id_marker.clone())
+                        .send(),
+                )
+                .map_err(|e| req("ListMultipartUploads", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            for u in out.uploads() {
+                if let Some(t) = u.initiated() {
+                    let t = ts(t);
+                    oldest = Some(oldest.map_or(t, |o| o.min(t)));
+                }
+            }
+            if out.is_truncated() != Some(true) {
+                return Ok(oldest);
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            id_marker = out.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                return Ok(oldest);
+            }
+        }
+    }
+
+    /// Lists every version and delete marker (all pages), handing over each
+    /// key's entries once they are all listed, in key order.
+    pub fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: Option<&str>,
+        each_key: &mut dyn FnMut(Vec<Listed>) -> Result<(), S3Error>,
+    ) -> Result<u64, S3Error> {
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        let mut pending: Vec<Listed> = Vec::new();
+        let mut listed = 0u64;
+        // (versions, delete markers) of the pending key listed so far.
+        let mut counts = (0usize, 0usize);
+        loop {
+            self.count();
+            let out = self
+                .runtime
+                .block_on(
+                    self.client
+                        .list_object_versions()
+                        .bucket(bucket)
+                        .set_prefix(prefix.map(str::to_owned))
+                        .set_key_marker(key_marker.clone())
+                        .set_version_id_marker(version_marker.clone())
+                        .send(),
+                )
+                .map_err(|e| req("ListObjectVersions", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            let mut page: Vec<Listed> = Vec::new();
+            for v in out.versions() {
+                page.push(Listed {
+                    key: v.key().unwrap_or_default().to_owned(),
+                    version_id: v.version_id().unwrap_or("null").to_owned(),
+                    etag: v.e_tag().map(str::to_owned),
+                    size_bytes: v.size().unwrap_or(0).max(0) as u64,
+                    last_modified: v.last_modified().map(ts).unwrap_or(Timestamp::EPOCH),
+                    is_delete_marker: false,
+                    is_latest: v.is_latest().unwrap_or(false),
+                    index_in_kind: 0,
+                });
+            }
+            for d in out.delete_markers() {
+                page.push(Listed {
+                    key: d.key().unwrap_or_default().to_owned(),
+                    version_id: d.version_id().unwrap_or("null").to_owned(),
+                    etag: None,
+                    size_bytes: 0,
+                    last_modified: d.last_modified().map(ts).unwrap_or(Timestamp::EPOCH),
+                    is_delete_marker: true,
+                    is_latest: d.is_latest().unwrap_or(false),
+                    index_in_kind: 0,
+                });
+            }
+            listed += page.len() as u64;
+            // Stable: within a kind, the listing's order is kept.
+            page.sort_by(|a, b| a.key.cmp(&b.key).then(a.is_delete_marker.cmp(&b.is_delete_marker)));
+            for mut e in page {
+                if pending.first().is_some_and(|p| p.key != e.key) {
+                    each_key(std::mem::take(&mut pending))?;
+                    counts = (0, 0);
+                }
+                let c = if e.is_delete_marker { &mut counts.1 } else { &mut counts.0 };
+                e.index_in_kind = *c;
+                *c += 1;
+                pending.push(e);
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            version_marker = out.next_version_id_marker().map(str::to_owned);
+        }
+        if !pending.is_empty() {
+            each_key(pending)?;
+        }
+        Ok(listed)
+    }
+
+    /// Object Lock details of one version.
+    pub fn lock_of(&self, bucket: &str, key: &str, version_id: &str) -> Result<Lock, S3Error> {
+        self.count();
+        let out = self
+            .runtime
+            .block_on(self.client.head_object().bucket(bucket).key(key).version_id(version_id).send())
+            .map_err(|e| req("HeadObject", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(Lock {
+            mode: out.object_lock_mode().and_then(|m| match m {
+                ObjectLockMode::Governance => Some(RetentionMode::Governance),
+                ObjectLockMode::Compliance => Some(RetentionMode::Compliance),
+                _ => None,
+            }),
+            retain_until: out.object_lock_retain_until_date().map(ts),
+            legal_hold: out.object_lock_legal_hold_status().map(|s| *s == ObjectLockLegalHoldStatus::On),
+        })
+    }
+
+    /// Carries out a manifest: copies each version (server-side, by version
+    /// id) into `target`, removes keys absent at T (a delete marker, never a
+    /// version deletion), verifies every copy, skips what is already done.
+    pub fn restore(
+        &self,
+        source: &str,
+        target: &str,
+        lines: Vec<ManifestLine>,
+        concurrency: usize,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> RestoreReport {
+        let total = lines.len() as u64;
+        let done = Arc::new(AtomicU64::new(0));
+        let results: Vec<(String, Result<Done, String>)> = self.runtime.block_on(async {
+            let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+            let mut set = tokio::task::JoinSet::new();
+            for (i, line) in lines.into_iter().enumerate() {
+                let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+                let client = self.client.clone();
+                let (source, target) = (source.to_owned(), target.to_owned());
+                let requests = self.requests.clone();
+                let counter = done.clone();
+                set.spawn(async move {
+                    let key = match &line {
+                        ManifestLine::Restore { key, .. }
+                        | ManifestLine::Remove { key }
+                        | ManifestLine::Problem { key, .. } => key.clone(),
+                    };
+                    let r = apply_line(&client, &requests, &source, &target, line).await;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    drop(permit);
+                    (i, key, r)
+                });
+                while set.len() >= concurrency.max(1) * 2 {
+                    if set.join_next().await.is_some() {
+                        progress(done.load(Ordering::Relaxed), total);
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            while let Some(r) = set.join_next().await {
+                if let Ok(x) = r {
+                    out.push(x);
+                }
+                progress(done.load(Ordering::Relaxed), total);
+            }
+            out.sort_by_key(|(i, _, _)| *i);
+            out.into_iter().map(|(_, k, r)| (k, r)).collect()
+        });
+        let mut report = RestoreReport::default();
+        for (key, r) in results {
+            match r {
+                Ok(Done::Copied) => report.copied += 1,
+                Ok(Done::AlreadyThere) => report.skipped += 1,
+                Ok(Done::Removed) => report.removed += 1,
+                Ok(Done::AlreadyAbsent) => report.skipped += 1,
+                Err(e) => report.failed.push((key, e)),
+            }
+        }
+        report
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Versions copied and verified.
+    pub copied: u64,
+    /// Keys already as the manifest wants them (a re-run after an interruption).
+    pub skipped: u64,
+    /// Keys given a delete marker.
+    pub removed: u64,
+    pub failed: Vec<(String, String)>,
+}
+
+enum Done {
+    Copied,
+    AlreadyThere,
+    Removed,
+    AlreadyAbsent,
+}
+
+fn encode_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn blake3_of(client: &Client, bucket: &str, key: &str, version: Option<&str>) -> Result<[u8; 32], String> {
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_version_id(version.map(str::to_owned))
+        .send()
+        .await
+        .map_err(|e| format!("GetObject {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    let bytes = out.body.collect().await.map_err(|e| format!("reading {key}: {e}"))?.into_bytes();
+    Ok(*blake3::hash(&bytes).as_bytes())
+}
+
+/// The current (ETag, size) of a key, or `None` when absent or a delete marker.
+async fn current(client: &Client, bucket: &str, key: &str) -> Result<Option<(Option<String>, u64)>, String> {
+    match client.head_object().bucket(bucket).key(key).send().await {
+        Ok(h) => Ok(Some((h.e_tag().map(str::to_owned), h.content_length().unwrap_or(0).max(0) as u64))),
+        Err(e) => {
+            let not_found = e.as_service_error().is_some_and(|s| s.is_not_found())
+                || e.raw_response().is_some_and(|r| r.status().as_u16() == 404 || r.status().as_u16() == 405);
+            if not_found {
+                Ok(None)
+            } else {
+                Err(format!("HeadObject {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
+            }
+        }
+    }
+}
+
+/// The same bytes: by ETag when it is a plain MD5, else by reading both.
+async fn same_content(
+    client: &Client,
+    requests: &AtomicU64,
+    (source, key, version_id): (&str, &str, &str),
+    target: &str,
+    manifest_etag: Option<&str>,
+    size: u64,
+    now: (Option<String>, u64),
+) -> Result<bool, String> {
+    if now.1 != size {
+        return Ok(false);
+    }
+    match (manifest_etag, now.0.as_deref()) {
+        (Some(m), Some(n)) if !m.contains('-') => Ok(m == n),
+        _ => {
+            requests.fetch_add(2, Ordering::Relaxed);
+            Ok(blake3_of(client, source, key, Some(version_id)).await? == blake3_of(client, target, key, None).await?)
+        }
+    }
+}
+
+async fn apply_line(
+    client: &Client,
+    requests: &AtomicU64,
+    source: &str,
+    target: &str,
+    line: ManifestLine,
+) -> Result<Done, String> {
+    match line {
+        ManifestLine::Restore { key, version_id, etag, size_bytes, .. } => {
+            requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(now) = current(client, target, &key).await?
+                && same_content(client, requests, (source, &key, &version_id), target, etag.as_deref(), size_bytes, now)
+                    .await?
+            {
+                return Ok(Done::AlreadyThere);
+            }
+            requests.fetch_add(1, Ordering::Relaxed);
+            client
+                .copy_object()
+                .bucket(target)
+                .key(&key)
+                .copy_source(format!("{}/{}?versionId={}", source, encode_path(&key), encode_path(&version_id)))
+                .send()
+                .await
+                .map_err(|e| format!("CopyObject {key}@{version_id}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            requests.fetch_add(1, Ordering::Relaxed);
+            let now = current(client, target, &key).await?.ok_or_else(|| format!("{key}: not there after the copy"))?;
+            if !same_content(client, requests, (source, &key, &version_id), target, etag.as_deref(), size_bytes, now)
+                .await?
+            {
+                return Err(format!("{key}: the copy does not match version {version_id} (ETag/size/blake3)"));
+            }
+            Ok(Done::Copied)
+        }
+        ManifestLine::Remove { key } => {
+            requests.fetch_add(1, Ordering::Relaxed);
+            if current(client, target, &key).await?.is_none() {
+                return Ok(Done::AlreadyAbsent);
+            }
+            requests.fetch_add(1, Ordering::Relaxed);
+            client
+                .delete_object()
+                .bucket(target)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| format!("DeleteObject {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            Ok(Done::Removed)
+        }
+        ManifestLine::Problem { key, .. } => Err(format!("{key} cannot be reconstructed at T; not restored")),
+    }
+}
