@@ -2,7 +2,8 @@
 # Runs every test of the workspace. .ci/run calls exactly this after the lint checks.
 # It installs what the tests need and is not on a fresh machine: the Python
 # `cryptography` package for the independent export verifier (tests/python)
-# and Debian's pgbackrest for the PostgreSQL side-by-side test.
+# Debian's pgbackrest for the PostgreSQL side-by-side test, and moto_server in
+# .venv for the S3 tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! python3 -c 'import cryptography' 2>/dev/null; then
@@ -14,5 +15,12 @@ if ! command -v pgbackrest >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v a
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null 2>&1 \
     || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null 2>&1; } \
     || echo "scripts/test.sh: could not install pgbackrest; its side-by-side test will be skipped" >&2
+fi
+# moto_server (PyPI) for the S3 end-to-end tests, in the project's own virtual
+# environment. Pinned: moto 5.2 answers GetBucketVersioning with a root element
+# the AWS SDKs for Rust refuse (boto3 does not check it).
+if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import moto, sys; sys.exit(moto.__version__ != "5.0.28")' 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet 'moto[s3]==5.0.28' flask flask-cors
 fi
 cargo test --workspace --all-targets

@@ -50,6 +50,7 @@ impl Bucket {
             url: self.endpoint.clone(),
             region: self.region.clone(),
             path_style: self.path_style,
+            static_credentials: None,
         })?)
     }
 }

@@ -210,6 +210,8 @@ pub struct Bucket {
     pub scans_completed: u64,
     pub entries_recorded: u64,
     pub keys: u64,
+    /// The oldest LastModified recorded.
+    pub earliest_last_modified: Option<Timestamp>,
     /// Keys whose history can make some T ambiguous or unrecoverable.
     pub problem_keys: BTreeSet<String>,
 }
@@ -243,6 +245,7 @@ impl Bucket {
             scans_completed: 0,
             entries_recorded: 0,
             keys: 0,
+            earliest_last_modified: None,
             problem_keys: BTreeSet::new(),
         }
     }
@@ -280,6 +283,9 @@ impl Bucket {
             self.keys += 1;
         }
         self.entries_recorded += (h.entries.len() - before_len) as u64;
+        if let Some(oldest) = h.entries.iter().map(|e| e.last_modified).min() {
+            self.earliest_last_modified = Some(self.earliest_last_modified.map_or(oldest, |e| e.min(oldest)));
+        }
         if h.has_problems() {
             self.problem_keys.insert(key.to_owned());
         } else {
@@ -287,9 +293,17 @@ impl Bucket {
         }
     }
 
-    /// The first time versioning was observed enabled.
+    /// Rule: since when versioning vouches for the history. A bucket first
+    /// observed with versioning enabled keeps every version S3 still lists,
+    /// so its whole recorded history counts (from the oldest LastModified);
+    /// otherwise, from the first observation of it enabled.
     pub fn enabled_since(&self) -> Option<Timestamp> {
-        self.versioning.iter().find(|(_, s)| *s == VersioningStatus::Enabled).map(|(t, _)| *t)
+        match self.versioning.first() {
+            Some((_, VersioningStatus::Enabled)) => {
+                Some(self.earliest_last_modified.map_or(self.versioning[0].0, |e| e.min(self.versioning[0].0)))
+            }
+            _ => self.versioning.iter().find(|(_, s)| *s == VersioningStatus::Enabled).map(|(t, _)| *t),
+        }
     }
 
     /// Periods in which versioning was observed suspended: `[from, to)`, `to = None` while still suspended.
@@ -612,6 +626,7 @@ mod tests {
     fn rule_a_bucket_needs_versioning_enabled_and_a_scan_through_t() {
         let mut b = Bucket::new("s3:uploads");
         assert!(matches!(b.bounds_at(t(10)), Err(BucketBound::VersioningNotEnabled { .. })));
+        b.versioning.push((t(5), VersioningStatus::Unversioned));
         b.versioning.push((t(5), VersioningStatus::Enabled));
         assert!(matches!(b.bounds_at(t(10)), Err(BucketBound::NotScannedThrough { .. })));
         b.complete_through = Some(t(50));
@@ -619,6 +634,17 @@ mod tests {
         assert!(b.bounds_at(t(50)).is_ok(), "the watermark is inclusive");
         assert!(b.bounds_at(t(51)).is_err());
         assert!(b.bounds_at(t(4)).is_err());
+    }
+
+    #[test]
+    fn rule_a_bucket_first_seen_versioned_vouches_for_its_whole_recorded_history() {
+        let mut b = Bucket::new("s3:uploads");
+        b.versioning.push((t(100), VersioningStatus::Enabled));
+        b.complete_through = Some(t(100));
+        b.key_changed("k", 0, &history(vec![v("a", 10, 100, 0)]));
+        assert_eq!(b.enabled_since(), Some(t(10)));
+        assert!(b.bounds_at(t(10)).is_ok());
+        assert!(b.bounds_at(t(9)).is_err());
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct Endpoint {
     pub url: Option<String>,
     pub region: String,
     pub path_style: bool,
+    /// (access key id, secret): only for tools and tests; normally `None`,
+    /// and credentials come from the standard AWS chain (environment,
+    /// profile, instance metadata).
+    pub static_credentials: Option<(String, String)>,
 }
 
 /// A connected S3 client with its own small runtime (callers stay blocking).
@@ -88,7 +92,21 @@ impl S3 {
         if let Some(url) = &endpoint.url {
             config = config.endpoint_url(url);
         }
+        if let Some((id, secret)) = &endpoint.static_credentials {
+            config =
+                config.credentials_provider(aws_sdk_s3::config::Credentials::new(id, secret, None, None, "static"));
+        }
         Ok(S3 { runtime, client: Client::from_conf(config.build()), requests: Arc::new(AtomicU64::new(0)) })
+    }
+
+    /// The SDK client and a way to run it, for tools and tests that need
+    /// S3 calls this crate does not wrap.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
     }
 
     /// Requests made so far.

@@ -1,0 +1,379 @@
+//! End to end against a real S3 endpoint: `moto_server` (PyPI, in the
+//! project's `.venv`, started here on a loopback port, path-style). Every
+//! scenario keeps its own ground truth and checks tidemark against it:
+//! manifests at several T (same-second ties made on purpose), a restore
+//! into a second bucket byte for byte, a re-run that redoes nothing, a
+//! version deleted permanently, suspended versioning, Object Lock.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockMode, VersioningConfiguration};
+use common::{Cli, Run, Server, admin_key, free_port};
+use serde_json::Value;
+use tidemark_core::Timestamp;
+use tidemark_s3::{Endpoint, S3};
+
+fn moto_bin() -> Option<PathBuf> {
+    let p = std::env::var_os("TIDEMARK_MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server"));
+    p.exists().then_some(p)
+}
+
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    fn start(bin: &PathBuf) -> Moto {
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, url }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct World {
+    cli: Cli,
+    server: Server,
+    token: String,
+    moto: Moto,
+    s3: S3,
+}
+
+const CREDS: [(&str, &str); 3] =
+    [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")];
+
+impl World {
+    fn new(moto_bin: &PathBuf) -> World {
+        let cli = Cli::with_keys();
+        let server = Server::start(&cli, "127.0.0.1:0", &[]);
+        let token = cli.ok(&["token", "issue", "--key", "agent.key"]).trim().to_owned();
+        let moto = Moto::start(moto_bin);
+        let s3 = S3::connect(&Endpoint {
+            url: Some(moto.url.clone()),
+            region: "us-east-1".into(),
+            path_style: true,
+            static_credentials: Some(("test".into(), "test".into())),
+        })
+        .unwrap();
+        World { cli, server, token, moto, s3 }
+    }
+
+    fn run_as(&self, key: &str, args: &[&str]) -> Run {
+        let mut c = self.cli.command();
+        c.env("TIDEMARK_LEDGER", &self.server.url)
+            .env("TIDEMARK_TOKEN", &self.token)
+            .env("TIDEMARK_SIGNER", self.cli.path(key));
+        for (k, v) in CREDS {
+            c.env(k, v);
+        }
+        let out = c.args(args).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.run_as("agent.key", args);
+        assert_eq!(r.code, 0, "tidemark {args:?}: {}{}", r.stdout, r.stderr);
+        r.stdout
+    }
+
+    fn bucket_args<'a>(&'a self, component: &'a str, bucket: &'a str) -> Vec<&'a str> {
+        vec!["--component", component, "--endpoint", &self.moto.url, "--bucket", bucket, "--path-style"]
+    }
+
+    fn scan(&self, component: &str, bucket: &str) -> String {
+        let mut args = vec!["s3", "scan"];
+        args.extend(self.bucket_args(component, bucket));
+        self.ok(&args)
+    }
+
+    fn create_bucket(&self, bucket: &str, lock: bool) {
+        self.s3
+            .block_on(self.s3.client().create_bucket().bucket(bucket).object_lock_enabled_for_bucket(lock).send())
+            .unwrap();
+    }
+
+    fn versioning(&self, bucket: &str, status: BucketVersioningStatus) {
+        let conf = VersioningConfiguration::builder().status(status).build();
+        self.s3
+            .block_on(self.s3.client().put_bucket_versioning().bucket(bucket).versioning_configuration(conf).send())
+            .unwrap();
+    }
+
+    /// PUT; returns the version id.
+    fn put(&self, bucket: &str, key: &str, body: &str) -> String {
+        let out = self
+            .s3
+            .block_on(
+                self.s3
+                    .client()
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(ByteStream::from(body.as_bytes().to_vec()))
+                    .send(),
+            )
+            .unwrap();
+        out.version_id().unwrap_or("null").to_owned()
+    }
+
+    fn delete(&self, bucket: &str, key: &str) {
+        self.s3.block_on(self.s3.client().delete_object().bucket(bucket).key(key).send()).unwrap();
+    }
+
+    fn get(&self, bucket: &str, key: &str) -> String {
+        let out = self.s3.block_on(self.s3.client().get_object().bucket(bucket).key(key).send()).unwrap();
+        let bytes = self.s3.block_on(out.body.collect()).unwrap().into_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = self.s3.block_on(self.s3.client().list_objects_v2().bucket(bucket).send()).unwrap();
+        out.contents().iter().map(|o| o.key().unwrap().to_owned()).collect()
+    }
+
+    fn manifest(&self, component: &str, at: Timestamp) -> (Vec<Value>, Value, i32) {
+        let r =
+            self.run_as("agent.key", &["s3", "manifest", "--component", component, "--at", &at.to_string(), "--json"]);
+        assert!(r.code == 0 || r.code == 6, "{}", r.stderr);
+        let mut lines: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let summary = lines.pop().unwrap()["summary"].clone();
+        (lines, summary, r.code)
+    }
+}
+
+/// Sleeps into the next whole second and returns the end of the one just left
+/// (S3's LastModified has whole seconds: a T there separates the phases exactly).
+fn second_boundary() -> Timestamp {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let next = Duration::from_secs(now.as_secs() + 1);
+    std::thread::sleep(next - now + Duration::from_millis(20));
+    Timestamp::from_micros(next.as_micros() as i64 - 1)
+}
+
+/// key → (version id, body).
+type Truth = BTreeMap<String, (String, String)>;
+
+/// What a manifest says a restore does: key → version, and the keys it removes.
+fn actions(lines: &[Value]) -> (BTreeMap<String, String>, Vec<String>, Vec<String>) {
+    let mut restore = BTreeMap::new();
+    let (mut remove, mut problems) = (Vec::new(), Vec::new());
+    for l in lines {
+        let key = l["key"].as_str().unwrap().to_owned();
+        match l["action"].as_str().unwrap() {
+            "restore" => {
+                restore.insert(key, l["version_id"].as_str().unwrap().to_owned());
+            }
+            "remove" => remove.push(key),
+            _ => problems.push(key),
+        }
+    }
+    (restore, remove, problems)
+}
+
+#[test]
+fn s3_lineage_end_to_end() {
+    let Some(moto) = moto_bin() else {
+        eprintln!("\n\n*** SKIPPED: moto_server not found (scripts/test.sh installs it into .venv) ***\n\n");
+        return;
+    };
+    let w = World::new(&moto);
+    w.create_bucket("uploads", false);
+    w.versioning("uploads", BucketVersioningStatus::Enabled);
+    let mut register = vec!["s3", "register"];
+    register.extend(w.bucket_args("s3:uploads", "uploads"));
+    let admin = admin_key(&w.cli);
+    let r = w.run_as("agent.key", &[&register[..], &["--signer", &admin]].concat());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // Ground truth: key → (version id, body) after each phase.
+    let mut truth: Truth = BTreeMap::new();
+    let mut snapshots: Vec<(Timestamp, Truth)> = Vec::new();
+    second_boundary();
+    for (k, b) in [("a", "a1"), ("b", "b1"), ("c", "c1")] {
+        truth.insert(k.into(), (w.put("uploads", k, b), b.into()));
+    }
+    snapshots.push((second_boundary(), truth.clone()));
+    truth.insert("a".into(), (w.put("uploads", "a", "a2"), "a2".into()));
+    w.delete("uploads", "b");
+    truth.remove("b");
+    // Two PUTs of one key in one second: the listing orders them.
+    w.put("uploads", "tie", "t1");
+    truth.insert("tie".into(), (w.put("uploads", "tie", "t2"), "t2".into()));
+    // A PUT and a DELETE in one second: IsLatest orders them.
+    w.put("uploads", "gone", "g1");
+    w.delete("uploads", "gone");
+    snapshots.push((second_boundary(), truth.clone()));
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = w.scan("s3:uploads", "uploads");
+    assert!(out.contains("new"), "{out}");
+    // A re-scan of an unchanged bucket records only the watermark.
+    let again = w.scan("s3:uploads", "uploads");
+    assert!(again.contains(" 0 new, 0 missing"), "{again}");
+    truth.insert("d".into(), (w.put("uploads", "d", "d1"), "d1".into()));
+    // A PUT and a DELETE in one second, then — before any scan — a later PUT:
+    // neither of the first two is latest, their order is unknown.
+    w.put("uploads", "amb", "m1");
+    w.delete("uploads", "amb");
+    let t_ambiguous = second_boundary();
+    truth.insert("amb".into(), (w.put("uploads", "amb", "m3"), "m3".into()));
+    w.delete("uploads", "a");
+    truth.remove("a");
+    snapshots.push((second_boundary(), truth.clone()));
+    std::thread::sleep(Duration::from_millis(1200));
+    w.scan("s3:uploads", "uploads");
+
+    for (at, expected) in &snapshots {
+        let (lines, summary, code) = w.manifest("s3:uploads", *at);
+        let (restore, _remove, problems) = actions(&lines);
+        let want: BTreeMap<String, String> = expected.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
+        assert_eq!(restore, want, "manifest at {at}: {lines:?}");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!((code, summary["restorable"].as_bool()), (0, Some(true)), "{summary}");
+    }
+    let (lines, _, code) = w.manifest("s3:uploads", t_ambiguous);
+    let (_, _, problems) = actions(&lines);
+    assert_eq!((problems, code), (vec!["amb".to_owned()], 6), "the unordered same-second pair is ambiguous");
+    let r = w.run_as("agent.key", &["recovery-points", "--component", "s3:uploads", "--at", &t_ambiguous.to_string()]);
+    assert_eq!(r.code, 6);
+    assert!(r.stdout.contains("amb") && r.stdout.contains("ambiguous"), "{}", r.stdout);
+
+    // Restore the bucket as of the second snapshot into a new bucket, byte for byte.
+    let (t2, at_t2) = snapshots[1].clone();
+    w.create_bucket("restored", false);
+    let mut restore = vec!["s3", "restore"];
+    restore.extend(w.bucket_args("s3:uploads", "uploads"));
+    let t2s = t2.to_string();
+    restore.extend(["--at", t2s.as_str(), "--target-bucket", "restored", "--concurrency", "4"]);
+    let dry = w.run_as("operator.key", &[&restore[..], &["--dry-run"]].concat());
+    assert!(dry.code == 0 && dry.stdout.contains("dry run"), "{}{}", dry.stdout, dry.stderr);
+    assert!(w.keys("restored").is_empty(), "a dry run changes nothing");
+    let r = w.run_as("operator.key", &restore);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let mut got: Vec<String> = w.keys("restored");
+    got.sort();
+    assert_eq!(got, at_t2.keys().cloned().collect::<Vec<_>>());
+    for (k, (_, body)) in &at_t2 {
+        assert_eq!(&w.get("restored", k), body, "{k}");
+    }
+    // A re-run after an interruption (one object lost) redoes only that one.
+    w.delete("restored", "tie");
+    let r = w.run_as("operator.key", &restore);
+    assert!(r.stdout.contains("copied and verified 1,") && r.stdout.contains("failed 0"), "{}", r.stdout);
+    assert_eq!(w.get("restored", "tie"), "t2");
+    let log = w.ok(&["log", "--kind", "restore.performed", "--json"]);
+    assert_eq!(log.lines().count(), 2, "{log}");
+
+    // A recorded version deleted permanently: missing, and its key unrecoverable where it was current.
+    let (c_version, _) = snapshots[0].1["c"].clone();
+    w.s3.block_on(w.s3.client().delete_object().bucket("uploads").key("c").version_id(&c_version).send()).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = w.scan("s3:uploads", "uploads");
+    assert!(out.contains("1 missing"), "{out}");
+    let (lines, _, code) = w.manifest("s3:uploads", snapshots[0].0);
+    assert_eq!((actions(&lines).2, code), (vec!["c".to_owned()], 6), "{lines:?}");
+    let report = w.ok(&["recovery-points", "--component", "s3:uploads"]);
+    assert!(report.contains("key \"c\"") || report.contains("key c"), "{report}");
+}
+
+#[test]
+fn suspended_versioning_and_object_lock() {
+    let Some(moto) = moto_bin() else {
+        eprintln!("\n\n*** SKIPPED: moto_server not found (scripts/test.sh installs it into .venv) ***\n\n");
+        return;
+    };
+    let w = World::new(&moto);
+    // Suspended versioning: a null version overwritten cannot be reconstructed in between.
+    w.create_bucket("susp", false);
+    w.versioning("susp", BucketVersioningStatus::Enabled);
+    second_boundary();
+    w.put("susp", "kept", "v1");
+    w.put("susp", "s", "s0");
+    w.scan("s3:susp", "susp");
+    w.versioning("susp", BucketVersioningStatus::Suspended);
+    second_boundary();
+    assert_eq!(w.put("susp", "s", "s1"), "null");
+    let between = second_boundary();
+    std::thread::sleep(Duration::from_millis(1200));
+    w.scan("s3:susp", "susp");
+    // Overwriting under suspended versioning replaces the null version.
+    w.put("susp", "s", "s2");
+    second_boundary();
+    std::thread::sleep(Duration::from_millis(1200));
+    w.scan("s3:susp", "susp");
+    let answer = w.run_as("agent.key", &["recovery-points", "--component", "s3:susp", "--at", &between.to_string()]);
+    assert_eq!(answer.code, 6, "{}", answer.stdout);
+    assert!(
+        answer.stdout.contains("overwritten") && answer.stdout.contains("suspended versioning"),
+        "{}",
+        answer.stdout
+    );
+    let (lines, _, code) = w.manifest("s3:susp", between);
+    let (restore, _, problems) = actions(&lines);
+    assert_eq!((problems, code), (vec!["s".to_owned()], 6), "{lines:?}");
+    assert!(restore.contains_key("kept"), "other keys are fine: {lines:?}");
+    let report = w.ok(&["recovery-points", "--component", "s3:susp"]);
+    assert!(report.contains("versioning suspended from"), "{report}");
+    assert!(report.contains("overwritten") || report.contains("null_replaced"), "{report}");
+
+    // Object Lock: the scan records each version's retention (HEAD).
+    w.create_bucket("locked", true);
+    let until = aws_sdk_s3::primitives::DateTime::from_secs(4_102_444_800); // 2100-01-01
+    w.s3.block_on(
+        w.s3.client()
+            .put_object()
+            .bucket("locked")
+            .key("contract.pdf")
+            .body(ByteStream::from(b"signed".to_vec()))
+            // S3 requires Content-MD5 on a PUT with Object Lock settings.
+            .content_md5({
+                use base64::Engine as _;
+                use md5::Digest as _;
+                base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"signed"))
+            })
+            .object_lock_mode(ObjectLockMode::Governance)
+            .object_lock_retain_until_date(until)
+            .send(),
+    )
+    .unwrap();
+    w.scan("s3:locked", "locked");
+    let log = w.ok(&["log", "--kind", "s3.object_version", "--json"]);
+    let locked: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"]["body"]["component"] == "s3:locked")
+        .collect();
+    assert_eq!(locked.len(), 1, "{log}");
+    let body = &locked[0]["event"]["body"];
+    assert_eq!(body["object_lock_mode"], "governance", "{body}");
+    assert_eq!(body["object_lock_retain_until"], "2100-01-01T00:00:00.000000Z", "{body}");
+}
