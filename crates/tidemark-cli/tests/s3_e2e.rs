@@ -293,6 +293,30 @@ fn s3_lineage_end_to_end() {
     let log = w.ok(&["log", "--kind", "restore.performed", "--json"]);
     assert_eq!(log.lines().count(), 2, "{log}");
 
+    // In place: the bucket itself back to T2 — old versions copied on top,
+    // delete markers for keys created later; no version is ever deleted.
+    let count_versions = || {
+        let out = w.s3.block_on(w.s3.client().list_object_versions().bucket("uploads").send()).unwrap();
+        out.versions().len() + out.delete_markers().len()
+    };
+    let before = count_versions();
+    let mut in_place = vec!["s3", "restore"];
+    in_place.extend(w.bucket_args("s3:uploads", "uploads"));
+    in_place.extend(["--at", t2s.as_str(), "--in-place"]);
+    let r = w.run_as("operator.key", &in_place);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let mut now: Vec<String> = w.keys("uploads");
+    now.sort();
+    assert_eq!(now, at_t2.keys().cloned().collect::<Vec<_>>(), "{}", r.stdout);
+    for (k, (_, body)) in &at_t2 {
+        assert_eq!(&w.get("uploads", k), body, "{k}");
+    }
+    assert!(count_versions() > before, "versions were added, none deleted");
+    let r = w.run_as("operator.key", &in_place);
+    assert!(r.stdout.contains("copied and verified 0,") && r.stdout.contains("removed 0"), "re-run: {}", r.stdout);
+    std::thread::sleep(Duration::from_millis(1100));
+    w.scan("s3:uploads", "uploads");
+
     // A recorded version deleted permanently: missing, and its key unrecoverable where it was current.
     let (c_version, _) = snapshots[0].1["c"].clone();
     w.s3.block_on(w.s3.client().delete_object().bucket("uploads").key("c").version_id(&c_version).send()).unwrap();
