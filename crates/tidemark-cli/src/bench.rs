@@ -42,6 +42,11 @@ pub struct BenchArgs {
     pg: bool,
     #[arg(long, default_value_t = 1000)]
     pg_backups: u64,
+    /// Instead: the S3 projection with --entries object versions over --s3-keys keys.
+    #[arg(long)]
+    s3: bool,
+    #[arg(long, default_value_t = 200_000)]
+    s3_keys: u64,
     /// Concurrent HTTP writers for --http.
     #[arg(long, default_value_t = 4)]
     writers: usize,
@@ -124,6 +129,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     } else if a.pg {
         let s = Setup { admin: SecretKey::from_seed("admin", [1; 32]), agent: SecretKey::from_seed("agent", [3; 32]) };
         crate::bench_pg::run(a.entries, a.pg_backups, &scratch, &|dir| new_ledger(dir, &s), &s.agent)
+    } else if a.s3 {
+        let s = Setup { admin: SecretKey::from_seed("admin", [1; 32]), agent: SecretKey::from_seed("agent", [3; 32]) };
+        crate::bench_s3::run(a.entries, a.s3_keys, &scratch, &|dir| new_ledger(dir, &s), &s.agent)
     } else {
         run_in(&a, &scratch)
     };

@@ -8,6 +8,7 @@
 mod audit_cmds;
 mod bench;
 mod bench_pg;
+mod bench_s3;
 mod exit;
 mod keys;
 mod ledger_cmds;

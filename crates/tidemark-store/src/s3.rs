@@ -156,29 +156,67 @@ impl crate::Ledger {
     }
 
     /// Streams the manifest at T in key order; returns its summary and digest.
+    /// Histories are read in chunks and decoded and judged on all cores; lines
+    /// are handed over and hashed in key order.
     pub fn s3_manifest(
         &self,
         component: &str,
         at: Timestamp,
         each: &mut dyn FnMut(&ManifestLine) -> Result<(), StoreError>,
     ) -> Result<s3::ManifestSummary, StoreError> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 8192;
         let bucket = self.s3_bucket_or_err(component)?;
+        let prefix = name_prefix(layout::S3_KEYS, component);
         let mut digest = blake3::Hasher::new();
         let (mut restore, mut remove, mut problems) = (0u64, 0u64, 0u64);
-        for item in self.s3_histories(component, None) {
-            let (key, h) = item?;
-            let Some(line) = s3::manifest_line(&key, &h, at) else { continue };
-            match &line {
-                ManifestLine::Restore { .. } => restore += 1,
-                ManifestLine::Remove { .. } => remove += 1,
-                ManifestLine::Problem { .. } => problems += 1,
+        // Reading runs one chunk ahead of judging: sled's scan on one thread,
+        // decoding and the rules on the others.
+        let raw = self.tree.scan_prefix(prefix);
+        std::thread::scope(|scope| -> Result<(), StoreError> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(sled::IVec, sled::IVec)>, StoreError>>(2);
+            scope.spawn(move || {
+                let mut raw = raw;
+                loop {
+                    let chunk: Result<Vec<_>, _> = raw.by_ref().take(CHUNK).collect();
+                    let chunk = chunk.map_err(StoreError::from);
+                    let stop = chunk.as_ref().map_or(true, Vec::is_empty);
+                    if tx.send(chunk).is_err() || stop {
+                        return;
+                    }
+                }
+            });
+            for chunk in rx {
+                let chunk = chunk?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let judged: Vec<Result<Option<(ManifestLine, Vec<u8>)>, StoreError>> = chunk
+                    .par_iter()
+                    .map(|(k, v)| {
+                        let key = std::str::from_utf8(&k[prefix.len()..])
+                            .map_err(|_| StoreError::Corrupt("an S3 key in the index is not UTF-8".into()))?;
+                        let h: KeyHistory = decode(v, "key history")?;
+                        let Some(line) = s3::manifest_line(key, &h, at) else { return Ok(None) };
+                        let mut bytes = tidemark_core::canonical_writer::to_canonical(&line)
+                            .map_err(|e| StoreError::Corrupt(format!("manifest line: {e}")))?;
+                        bytes.push(b'\n');
+                        Ok(Some((line, bytes)))
+                    })
+                    .collect();
+                for item in judged {
+                    let Some((line, bytes)) = item? else { continue };
+                    match &line {
+                        ManifestLine::Restore { .. } => restore += 1,
+                        ManifestLine::Remove { .. } => remove += 1,
+                        ManifestLine::Problem { .. } => problems += 1,
+                    }
+                    digest.update(&bytes);
+                    each(&line)?;
+                }
             }
-            let bytes = tidemark_core::canonical::to_canonical_vec(&line)
-                .map_err(|e| StoreError::Corrupt(format!("manifest line: {e}")))?;
-            digest.update(&bytes);
-            digest.update(b"\n");
-            each(&line)?;
-        }
+            Ok(())
+        })?;
         let bound = bucket.bounds_at(at).err();
         Ok(s3::ManifestSummary {
             component: component.to_owned(),
