@@ -18,6 +18,9 @@ fn history_key(component: &str, key: &str) -> Vec<u8> {
     k
 }
 
+/// A manifest line and its canonical bytes, or nothing to do for a key.
+type Judged = Option<(ManifestLine, Vec<u8>)>;
+
 /// The S3 projection writes of one append batch.
 #[derive(Default)]
 pub(crate) struct S3Batch {
@@ -191,7 +194,7 @@ impl crate::Ledger {
                 if chunk.is_empty() {
                     break;
                 }
-                let judged: Vec<Result<Option<(ManifestLine, Vec<u8>)>, StoreError>> = chunk
+                let judged: Vec<Result<Judged, StoreError>> = chunk
                     .par_iter()
                     .map(|(k, v)| {
                         let key = std::str::from_utf8(&k[prefix.len()..])
