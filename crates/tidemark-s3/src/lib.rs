@@ -284,6 +284,21 @@ impl S3 {
     ) -> RestoreReport {
         let total = lines.len() as u64;
         let done = Arc::new(AtomicU64::new(0));
+        // What the target holds now, in one listing (a HEAD per key would triple the requests).
+        let present = match self.current_objects(target) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                let key = |l: &ManifestLine| match l {
+                    ManifestLine::Restore { key, .. }
+                    | ManifestLine::Remove { key }
+                    | ManifestLine::Problem { key, .. } => key.clone(),
+                };
+                return RestoreReport {
+                    failed: lines.iter().map(|l| (key(l), e.to_string())).collect(),
+                    ..RestoreReport::default()
+                };
+            }
+        };
         let results: Vec<(String, Result<Done, String>)> = self.runtime.block_on(async {
             let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
             let mut set = tokio::task::JoinSet::new();
@@ -293,13 +308,14 @@ impl S3 {
                 let (source, target) = (source.to_owned(), target.to_owned());
                 let requests = self.requests.clone();
                 let counter = done.clone();
+                let present = present.clone();
                 set.spawn(async move {
                     let key = match &line {
                         ManifestLine::Restore { key, .. }
                         | ManifestLine::Remove { key }
                         | ManifestLine::Problem { key, .. } => key.clone(),
                     };
-                    let r = apply_line(&client, &requests, &source, &target, line).await;
+                    let r = apply_line(&client, &requests, &source, &target, &present, line).await;
                     counter.fetch_add(1, Ordering::Relaxed);
                     drop(permit);
                     (i, key, r)
@@ -331,6 +347,33 @@ impl S3 {
             }
         }
         report
+    }
+}
+
+impl S3 {
+    /// Every current object of a bucket: key → (ETag, size).
+    fn current_objects(
+        &self,
+        bucket: &str,
+    ) -> Result<std::collections::HashMap<String, (Option<String>, u64)>, S3Error> {
+        let mut out = std::collections::HashMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.count();
+            let page = self
+                .runtime
+                .block_on(self.client.list_objects_v2().bucket(bucket).set_continuation_token(token.clone()).send())
+                .map_err(|e| req("ListObjectsV2", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    out.insert(k.to_owned(), (o.e_tag().map(str::to_owned), o.size().unwrap_or(0).max(0) as u64));
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
     }
 }
 
@@ -421,19 +464,27 @@ async fn apply_line(
     requests: &AtomicU64,
     source: &str,
     target: &str,
+    present: &std::collections::HashMap<String, (Option<String>, u64)>,
     line: ManifestLine,
 ) -> Result<Done, String> {
     match line {
         ManifestLine::Restore { key, version_id, etag, size_bytes, .. } => {
-            requests.fetch_add(1, Ordering::Relaxed);
-            if let Some(now) = current(client, target, &key).await?
-                && same_content(client, requests, (source, &key, &version_id), target, etag.as_deref(), size_bytes, now)
-                    .await?
+            if let Some(now) = present.get(&key)
+                && same_content(
+                    client,
+                    requests,
+                    (source, &key, &version_id),
+                    target,
+                    etag.as_deref(),
+                    size_bytes,
+                    now.clone(),
+                )
+                .await?
             {
                 return Ok(Done::AlreadyThere);
             }
             requests.fetch_add(1, Ordering::Relaxed);
-            client
+            let copied = client
                 .copy_object()
                 .bucket(target)
                 .key(&key)
@@ -441,18 +492,35 @@ async fn apply_line(
                 .send()
                 .await
                 .map_err(|e| format!("CopyObject {key}@{version_id}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-            requests.fetch_add(1, Ordering::Relaxed);
-            let now = current(client, target, &key).await?.ok_or_else(|| format!("{key}: not there after the copy"))?;
-            if !same_content(client, requests, (source, &key, &version_id), target, etag.as_deref(), size_bytes, now)
-                .await?
-            {
+            // A single-part object's ETag is its MD5: the copy's ETag must equal the
+            // version's. Otherwise read both and compare blake3.
+            let copy_etag = copied.copy_object_result().and_then(|r| r.e_tag()).map(str::to_owned);
+            let verified = match (etag.as_deref(), copy_etag.as_deref()) {
+                (Some(m), Some(c)) if !m.contains('-') => m == c,
+                _ => {
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    let now = current(client, target, &key)
+                        .await?
+                        .ok_or_else(|| format!("{key}: not there after the copy"))?;
+                    same_content(
+                        client,
+                        requests,
+                        (source, &key, &version_id),
+                        target,
+                        etag.as_deref(),
+                        size_bytes,
+                        now,
+                    )
+                    .await?
+                }
+            };
+            if !verified {
                 return Err(format!("{key}: the copy does not match version {version_id} (ETag/size/blake3)"));
             }
             Ok(Done::Copied)
         }
         ManifestLine::Remove { key } => {
-            requests.fetch_add(1, Ordering::Relaxed);
-            if current(client, target, &key).await?.is_none() {
+            if !present.contains_key(&key) {
                 return Ok(Done::AlreadyAbsent);
             }
             requests.fetch_add(1, Ordering::Relaxed);
