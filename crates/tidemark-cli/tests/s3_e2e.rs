@@ -227,6 +227,7 @@ fn s3_lineage_end_to_end() {
     w.delete("uploads", "b");
     truth.remove("b");
     // Two PUTs of one key in one second: the listing orders them.
+    second_boundary();
     w.put("uploads", "tie", "t1");
     truth.insert("tie".into(), (w.put("uploads", "tie", "t2"), "t2".into()));
     // A PUT and a DELETE in one second: IsLatest orders them.
@@ -241,7 +242,9 @@ fn s3_lineage_end_to_end() {
     assert!(again.contains(" 0 new, 0 missing"), "{again}");
     truth.insert("d".into(), (w.put("uploads", "d", "d1"), "d1".into()));
     // A PUT and a DELETE in one second, then — before any scan — a later PUT:
-    // neither of the first two is latest, their order is unknown.
+    // neither of the first two is latest, their order is unknown. (Start on a
+    // fresh second so that the pair cannot straddle two.)
+    second_boundary();
     w.put("uploads", "amb", "m1");
     w.delete("uploads", "amb");
     let t_ambiguous = second_boundary();
