@@ -51,12 +51,41 @@ pub struct VersionRecord {
 
 pub const NULL_VERSION: &str = "null";
 
-/// Rule: recency order, newest first; `Equal` means the order is unknown.
-pub fn recency_cmp(a: &VersionRecord, b: &VersionRecord) -> Ordering {
+/// The fields of an entry the rules look at (fixed size: stored first, so a
+/// manifest judges a key without decoding its version strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub last_modified: Timestamp,
+    pub first_seen_at: Timestamp,
+    pub listing_position: u64,
+    pub is_delete_marker: bool,
+    pub missing: bool,
+    pub is_null: bool,
+}
+
+impl Head {
+    pub fn of(e: &VersionRecord) -> Head {
+        Head {
+            last_modified: e.last_modified,
+            first_seen_at: e.first_seen_at,
+            listing_position: e.listing_position,
+            is_delete_marker: e.is_delete_marker,
+            missing: e.missing,
+            is_null: e.version_id == NULL_VERSION,
+        }
+    }
+}
+
+fn head_cmp(a: &Head, b: &Head) -> Ordering {
     b.last_modified
         .cmp(&a.last_modified)
         .then(b.first_seen_at.cmp(&a.first_seen_at))
         .then(a.listing_position.cmp(&b.listing_position))
+}
+
+/// Rule: recency order, newest first; `Equal` means the order is unknown.
+pub fn recency_cmp(a: &VersionRecord, b: &VersionRecord) -> Ordering {
+    head_cmp(&Head::of(a), &Head::of(b))
 }
 
 /// What a key was at T.
@@ -148,37 +177,67 @@ impl KeyHistory {
     }
 }
 
-/// Rule: the entry current at `t` (inclusive).
-pub fn version_at(h: &KeyHistory, t: Timestamp) -> KeyAt {
-    let mut cands = h.entries.iter().filter(|e| e.last_modified <= t);
-    let Some(top) = cands.next() else { return KeyAt::Absent };
-    let tied: Vec<&VersionRecord> =
-        std::iter::once(top).chain(cands.take_while(|e| e.last_modified == top.last_modified)).collect();
-    if tied.len() > 1 && recency_cmp(tied[0], tied[1]) == Ordering::Equal {
-        let unordered: Vec<String> =
-            tied.iter().filter(|e| recency_cmp(e, top) == Ordering::Equal).map(|e| e.version_id.clone()).collect();
-        return KeyAt::Ambiguous { version_ids: unordered, last_modified: top.last_modified };
+/// What the rule decided, by position in the recency-ordered entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decision {
+    Present(usize),
+    Absent,
+    Ambiguous(Vec<usize>, Timestamp),
+    NullReplaced(usize, Timestamp),
+    Missing(usize),
+}
+
+/// Rule: the entry current at `t` (inclusive), over heads in recency order.
+fn decide(heads: &[Head], t: Timestamp) -> Decision {
+    let Some(top_at) = heads.iter().position(|e| e.last_modified <= t) else { return Decision::Absent };
+    let top = &heads[top_at];
+    let tied = heads[top_at..].iter().take_while(|e| e.last_modified == top.last_modified).count();
+    if tied > 1 && head_cmp(&heads[top_at], &heads[top_at + 1]) == Ordering::Equal {
+        let unordered =
+            (top_at..top_at + tied).filter(|&i| head_cmp(&heads[i], top) == Ordering::Equal).collect::<Vec<_>>();
+        return Decision::Ambiguous(unordered, top.last_modified);
     }
     if top.is_delete_marker {
-        return KeyAt::Absent;
+        return Decision::Absent;
     }
-    if top.version_id == NULL_VERSION
-        && let Some(later) = h
-            .entries
-            .iter()
-            .filter(|e| e.version_id == NULL_VERSION && e.last_modified > top.last_modified)
-            .map(|e| e.last_modified)
-            .min()
+    if top.is_null
+        && let Some(later) =
+            heads.iter().filter(|e| e.is_null && e.last_modified > top.last_modified).map(|e| e.last_modified).min()
     {
-        return KeyAt::Unrecoverable {
-            version_id: top.version_id.clone(),
-            reason: Unrecoverable::NullReplaced { replaced_at: later },
-        };
+        return Decision::NullReplaced(top_at, later);
     }
     if top.missing {
-        return KeyAt::Unrecoverable { version_id: top.version_id.clone(), reason: Unrecoverable::Missing };
+        return Decision::Missing(top_at);
     }
-    KeyAt::Present { version: top.clone() }
+    Decision::Present(top_at)
+}
+
+fn key_at<E>(d: Decision, entry: &dyn Fn(usize) -> Result<VersionRecord, E>) -> Result<KeyAt, E> {
+    Ok(match d {
+        Decision::Present(i) => KeyAt::Present { version: entry(i)? },
+        Decision::Absent => KeyAt::Absent,
+        Decision::Ambiguous(is, last_modified) => KeyAt::Ambiguous {
+            version_ids: is.into_iter().map(|i| entry(i).map(|e| e.version_id)).collect::<Result<_, E>>()?,
+            last_modified,
+        },
+        Decision::NullReplaced(i, replaced_at) => KeyAt::Unrecoverable {
+            version_id: entry(i)?.version_id,
+            reason: Unrecoverable::NullReplaced { replaced_at },
+        },
+        Decision::Missing(i) => {
+            KeyAt::Unrecoverable { version_id: entry(i)?.version_id, reason: Unrecoverable::Missing }
+        }
+    })
+}
+
+/// Rule: the entry current at `t` (inclusive) — see [`decide`].
+pub fn version_at(h: &KeyHistory, t: Timestamp) -> KeyAt {
+    let heads: Vec<Head> = h.entries.iter().map(Head::of).collect();
+    let entry = |i: usize| -> Result<VersionRecord, std::convert::Infallible> { Ok(h.entries[i].clone()) };
+    match key_at(decide(&heads, t), &entry) {
+        Ok(k) => k,
+        Err(never) => match never {},
+    }
 }
 
 /// `[from, to)` of T at which a key is ambiguous or unrecoverable (`to = None`: still now), and how.
@@ -389,6 +448,90 @@ impl Bucket {
     }
 }
 
+/// Bytes of one stored head: LastModified, first seen, position, flags, record offset and length.
+const HEAD_BYTES: usize = 8 + 8 + 8 + 1 + 4 + 4;
+
+/// A key history as stored: `u32` count, then one fixed-size head per entry
+/// (recency order), then each entry's full record (bincode), so the rules
+/// run on the heads and only chosen entries are decoded.
+pub fn encode_history(h: &KeyHistory) -> Vec<u8> {
+    let records: Vec<Vec<u8>> = h
+        .entries
+        .iter()
+        .map(|e| bincode::encode_to_vec(e, bincode::config::standard()).expect("in-memory values encode"))
+        .collect();
+    let mut out = Vec::with_capacity(4 + h.entries.len() * HEAD_BYTES + records.iter().map(Vec::len).sum::<usize>());
+    out.extend_from_slice(&(h.entries.len() as u32).to_be_bytes());
+    let mut offset = 0u32;
+    for (e, r) in h.entries.iter().zip(&records) {
+        let head = Head::of(e);
+        out.extend_from_slice(&head.last_modified.as_micros().to_be_bytes());
+        out.extend_from_slice(&head.first_seen_at.as_micros().to_be_bytes());
+        out.extend_from_slice(&head.listing_position.to_be_bytes());
+        out.push(u8::from(head.is_delete_marker) | u8::from(head.missing) << 1 | u8::from(head.is_null) << 2);
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(&(r.len() as u32).to_be_bytes());
+        offset += r.len() as u32;
+    }
+    for r in records {
+        out.extend_from_slice(&r);
+    }
+    out
+}
+
+/// A stored key history, read in place.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredHistory<'a> {
+    bytes: &'a [u8],
+    count: usize,
+}
+
+impl<'a> StoredHistory<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<StoredHistory<'a>, String> {
+        let count =
+            u32::from_be_bytes(bytes.get(..4).ok_or("truncated history")?.try_into().expect("4 bytes")) as usize;
+        if bytes.len() < 4 + count * HEAD_BYTES {
+            return Err("truncated history heads".into());
+        }
+        Ok(StoredHistory { bytes, count })
+    }
+
+    fn field(&self, i: usize, at: usize) -> [u8; 8] {
+        let start = 4 + i * HEAD_BYTES + at;
+        self.bytes[start..start + 8].try_into().expect("8 bytes")
+    }
+
+    pub fn heads(&self) -> Vec<Head> {
+        (0..self.count)
+            .map(|i| {
+                let flags = self.bytes[4 + i * HEAD_BYTES + 24];
+                Head {
+                    last_modified: Timestamp::from_micros(i64::from_be_bytes(self.field(i, 0))),
+                    first_seen_at: Timestamp::from_micros(i64::from_be_bytes(self.field(i, 8))),
+                    listing_position: u64::from_be_bytes(self.field(i, 16)),
+                    is_delete_marker: flags & 1 != 0,
+                    missing: flags & 2 != 0,
+                    is_null: flags & 4 != 0,
+                }
+            })
+            .collect()
+    }
+
+    /// The full record of entry `i`.
+    pub fn entry(&self, i: usize) -> Result<VersionRecord, String> {
+        let h = 4 + i * HEAD_BYTES + 25;
+        let offset = u32::from_be_bytes(self.bytes[h..h + 4].try_into().expect("4 bytes")) as usize;
+        let len = u32::from_be_bytes(self.bytes[h + 4..h + 8].try_into().expect("4 bytes")) as usize;
+        let start = 4 + self.count * HEAD_BYTES + offset;
+        let record = self.bytes.get(start..start + len).ok_or("truncated history record")?;
+        bincode::decode_from_slice(record, bincode::config::standard()).map(|(v, _)| v).map_err(|e| e.to_string())
+    }
+
+    pub fn decode(&self) -> Result<KeyHistory, String> {
+        Ok(KeyHistory { entries: (0..self.count).map(|i| self.entry(i)).collect::<Result<_, _>>()? })
+    }
+}
+
 /// One line of the manifest at T: what a restore does with a key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -403,7 +546,24 @@ pub enum ManifestLine {
 
 /// Rule: the manifest line of one key at T (`None`: absent then and now, nothing to do).
 pub fn manifest_line(key: &str, h: &KeyHistory, t: Timestamp) -> Option<ManifestLine> {
-    match version_at(h, t) {
+    line_for(key, version_at(h, t), h.exists_now())
+}
+
+/// The manifest line of one key straight from its stored bytes: the rule
+/// runs on the fixed-size heads; only the chosen entries are decoded.
+pub fn manifest_line_stored(
+    key: &str,
+    stored: &StoredHistory<'_>,
+    t: Timestamp,
+) -> Result<Option<ManifestLine>, String> {
+    let heads = stored.heads();
+    let exists_now = heads.first().is_some_and(|e| !e.is_delete_marker && !e.missing);
+    let at = key_at(decide(&heads, t), &|i| stored.entry(i))?;
+    Ok(line_for(key, at, exists_now))
+}
+
+fn line_for(key: &str, at: KeyAt, exists_now: bool) -> Option<ManifestLine> {
+    match at {
         KeyAt::Present { version } => Some(ManifestLine::Restore {
             key: key.to_owned(),
             version_id: version.version_id,
@@ -411,7 +571,7 @@ pub fn manifest_line(key: &str, h: &KeyHistory, t: Timestamp) -> Option<Manifest
             size_bytes: version.size_bytes,
             last_modified: version.last_modified,
         }),
-        KeyAt::Absent if h.exists_now() => Some(ManifestLine::Remove { key: key.to_owned() }),
+        KeyAt::Absent if exists_now => Some(ManifestLine::Remove { key: key.to_owned() }),
         KeyAt::Absent => None,
         problem => Some(ManifestLine::Problem { key: key.to_owned(), at: problem }),
     }
@@ -620,6 +780,26 @@ mod tests {
             KeyAt::Unrecoverable { version_id: "a".into(), reason: Unrecoverable::Missing }
         );
         assert_eq!(present(&version_at(&h, t(25))), "b");
+    }
+
+    #[test]
+    fn stored_histories_judge_exactly_like_decoded_ones() {
+        let mut h = history(vec![
+            v("v1", 5, 100, 3),
+            v("null", 10, 100, 2),
+            dm("d", 12, 100, 1),
+            v("x", 12, 100, 1),
+            v("null", 20, 200, 0),
+            v("y", 30, 300, 0),
+        ]);
+        h.mark_missing("y");
+        let bytes = encode_history(&h);
+        let stored = StoredHistory::parse(&bytes).unwrap();
+        assert_eq!(stored.decode().unwrap(), h);
+        for at in 0..40 {
+            assert_eq!(manifest_line_stored("k", &stored, t(at)).unwrap(), manifest_line("k", &h, t(at)), "at {at}");
+        }
+        assert!(StoredHistory::parse(&bytes[..10]).is_err());
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub const STATE: &[u8] = b"S";
 pub const PROJECTION_VERSION_KEY: &[u8] = b"V";
 /// Bumped whenever a projection's stored shape changes: opening an older
 /// ledger rebuilds the projections once from the log.
-pub const PROJECTION_VERSION: u32 = 4;
+pub const PROJECTION_VERSION: u32 = 5;
 /// `G ‖ blake3(component)[..16]` → bincode `tidemark_lineage::pg::Cluster`.
 pub const PG_CLUSTER: u8 = b'G';
 /// `W ‖ blake3(component)[..16] ‖ bucket` → bincode `Vec<crate::pg::ArchivedFile>` sorted by name:
@@ -51,7 +51,8 @@ pub const PG_POSITIONS_BY_LSN: u8 = b'L';
 pub const PG_RESTORE_POINTS: u8 = b'X';
 /// `B ‖ blake3(component)[..16]` → bincode `tidemark_lineage::s3::Bucket` (the bucket's summary).
 pub const S3_BUCKET: u8 = b'B';
-/// `O ‖ blake3(component)[..16] ‖ S3 key` → bincode `tidemark_lineage::s3::KeyHistory` (newest first).
+/// `O ‖ blake3(component)[..16] ‖ S3 key` → `tidemark_lineage::s3::encode_history` (newest first:
+/// fixed-size heads the rules read in place, then each entry's bincode record).
 pub const S3_KEYS: u8 = b'O';
 /// Every projection prefix (cleared and rebuilt together).
 pub const PROJECTION_PREFIXES: [u8; 7] =

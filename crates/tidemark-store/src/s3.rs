@@ -7,10 +7,16 @@ use std::collections::BTreeMap;
 
 use tidemark_core::event::EventBody;
 use tidemark_core::{Entry, Timestamp};
-use tidemark_lineage::s3::{self, Bucket, KeyHistory, ManifestLine, VersionRecord};
+use tidemark_lineage::s3::{self, Bucket, KeyHistory, ManifestLine, StoredHistory, VersionRecord};
 
 use crate::layout::{self, name_prefix};
 use crate::{StoreError, decode, encode};
+
+fn decode_history(bytes: &[u8]) -> Result<KeyHistory, StoreError> {
+    StoredHistory::parse(bytes)
+        .and_then(|h| h.decode())
+        .map_err(|e| StoreError::Corrupt(format!("cannot decode key history: {e}")))
+}
 
 fn history_key(component: &str, key: &str) -> Vec<u8> {
     let mut k = name_prefix(layout::S3_KEYS, component).to_vec();
@@ -44,7 +50,7 @@ impl S3Batch {
         let hk = history_key(component, key);
         if !self.histories.contains_key(&hk) {
             let h: KeyHistory = match tree.get(&hk)? {
-                Some(v) => decode(&v, "key history")?,
+                Some(v) => decode_history(&v)?,
                 None => KeyHistory::default(),
             };
             let len = h.entries.len();
@@ -89,7 +95,7 @@ impl S3Batch {
             if let Some(b) = self.buckets.get_mut(component) {
                 b.key_changed(key, *before, h);
             }
-            batch.insert(hk.as_slice(), encode(h));
+            batch.insert(hk.as_slice(), s3::encode_history(h));
         }
         for (component, b) in &self.buckets {
             batch.insert(&name_prefix(layout::S3_BUCKET, component)[..], encode(b));
@@ -113,7 +119,7 @@ impl crate::Ledger {
 
     /// One key's recorded history, newest first.
     pub fn s3_history(&self, component: &str, key: &str) -> Result<Option<KeyHistory>, StoreError> {
-        self.tree.get(history_key(component, key))?.map(|v| decode(&v, "key history")).transpose()
+        self.tree.get(history_key(component, key))?.map(|v| decode_history(&v)).transpose()
     }
 
     /// Every key's history in key order (after `after`, when given).
@@ -134,7 +140,7 @@ impl crate::Ledger {
             let (k, v) = r?;
             let key = String::from_utf8(k[prefix.len()..].to_vec())
                 .map_err(|_| StoreError::Corrupt("an S3 key in the index is not UTF-8".into()))?;
-            Ok((key, decode(&v, "key history")?))
+            Ok((key, decode_history(&v)?))
         })
     }
 
@@ -199,8 +205,11 @@ impl crate::Ledger {
                     .map(|(k, v)| {
                         let key = std::str::from_utf8(&k[prefix.len()..])
                             .map_err(|_| StoreError::Corrupt("an S3 key in the index is not UTF-8".into()))?;
-                        let h: KeyHistory = decode(v, "key history")?;
-                        let Some(line) = s3::manifest_line(key, &h, at) else { return Ok(None) };
+                        let corrupt = |e: String| StoreError::Corrupt(format!("key history of {key:?}: {e}"));
+                        let stored = StoredHistory::parse(v).map_err(corrupt)?;
+                        let Some(line) = s3::manifest_line_stored(key, &stored, at).map_err(corrupt)? else {
+                            return Ok(None);
+                        };
                         let mut bytes = tidemark_core::canonical_writer::to_canonical(&line)
                             .map_err(|e| StoreError::Corrupt(format!("manifest line: {e}")))?;
                         bytes.push(b'\n');
