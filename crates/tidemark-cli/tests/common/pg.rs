@@ -113,6 +113,18 @@ impl Postgres {
         let _ = c.output();
     }
 
+    /// Waits until the server has exited (its postmaster.pid is gone); false on timeout.
+    pub fn wait_exited(&self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        while self.data.join("postmaster.pid").exists() {
+            if started.elapsed() > timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
