@@ -6,7 +6,7 @@
 //! * [`pg_files`] — archived files (segments, history files, backup
 //!   history files), `backup_label` and `backup_manifest`, digests.
 //! * [`pg_db`] — a real PostgreSQL connection (`tokio-postgres`): identity,
-//!   positions, restore points, WAL switches.
+//!   positions, restore points.
 //! * [`pgbackrest`] — importing an existing pgBackRest catalog.
 //! * [`restore`] — the verified fetch behind `restore_command`.
 //!

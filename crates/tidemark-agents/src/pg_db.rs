@@ -1,6 +1,6 @@
 //! A PostgreSQL connection (`tokio-postgres` on a small current-thread
 //! runtime, so callers stay blocking): the cluster's identity, positions,
-//! restore points and WAL switches, each read together with the database
+//! and restore points, each read together with the database
 //! clock in one statement.
 
 use serde_json::{Value, json};
@@ -104,31 +104,6 @@ impl Db {
             &[&name],
         )?;
         Self::observed(&row)
-    }
-
-    /// Forces a segment switch and returns the name of the segment just finished.
-    pub fn switch_wal(&self) -> Result<String, AgentError> {
-        let row = self.one("SELECT pg_walfile_name(pg_switch_wal())", &[])?;
-        Ok(row.get(0))
-    }
-
-    /// Waits until `pg_stat_archiver` reports `segment` (or a later one) archived.
-    pub fn wait_archived(&self, segment: &str, timeout: std::time::Duration) -> Result<(), AgentError> {
-        let started = std::time::Instant::now();
-        loop {
-            let row = self.one("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", &[])?;
-            let last: String = row.get(0);
-            if last.len() >= 24 && last[..24] >= *segment {
-                return Ok(());
-            }
-            if started.elapsed() > timeout {
-                return Err(db_err(format!(
-                    "segment {segment} was not archived within {}s (last archived: {last:?}); check archive_command",
-                    timeout.as_secs()
-                )));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
     }
 }
 

@@ -328,12 +328,6 @@ fn read_from_tar(tar_path: &Path, member: &str) -> Result<String, AgentError> {
     Err(parse_err(tar_path, format!("no {member} inside")))
 }
 
-/// The name of the backup history file PostgreSQL archives for a backup
-/// starting at `start_lsn` in `start_segment`.
-pub fn backup_history_name(start_segment: &str, start_lsn: Lsn, segment_size_bytes: u64) -> String {
-    format!("{start_segment}.{:08X}.backup", start_lsn.0 % segment_size_bytes)
-}
-
 /// The `pg.base_backup` draft for a backup directory. The stop time comes
 /// from the archived backup history file when given (PostgreSQL writes
 /// `STOP TIME` there), else from the manifest's modification time (written last).
@@ -402,10 +396,6 @@ mod tests {
         assert_eq!(h.stop_lsn, Some(Lsn::parse("0/2000138").unwrap()));
         assert_eq!(h.stop_time, Some(Timestamp::parse_rfc3339("2026-11-23T18:40:02Z").unwrap()));
         assert_eq!(parse_label_time("2026-11-23 19:40:00 CET"), None, "zone names are not guessed");
-        assert_eq!(
-            backup_history_name("000000010000000000000002", Lsn::parse("0/2000028").unwrap(), 1 << 20),
-            "000000010000000000000002.00000028.backup"
-        );
     }
 
     #[test]

@@ -360,27 +360,25 @@ impl Cluster {
         self.sound.values().map(Runs::intervals).sum()
     }
 
-    /// Whether an event changes this cluster's state.
-    pub fn concerns(component: &str, body: &EventBody) -> bool {
-        let wal_or_base =
-            |a: &str| a.strip_prefix(component).is_some_and(|r| r.starts_with("/wal/") || r.starts_with("/base/"));
-        match body {
-            EventBody::ComponentRegistered(r) => r.component.as_str() == component && r.postgresql.is_some(),
-            EventBody::PgWalArchived(_)
-            | EventBody::PgTimelineHistory(_)
-            | EventBody::PgBaseBackup(_)
-            | EventBody::PgPosition(_)
-            | EventBody::PgRestorePoint(_) => body.components().first().is_some_and(|c| c == component),
-            EventBody::ArtifactVerified(v) => wal_or_base(v.artifact.as_str()),
-            EventBody::ArtifactDeleted(d) => wal_or_base(d.artifact.as_str()),
-            _ => false,
-        }
-    }
-
-    /// The PostgreSQL component an event is about, if it changes some cluster's state.
+    /// The PostgreSQL component an event changes the state of, if any
+    /// (called for every appended event: no allocation unless it is one).
     pub fn component_of(body: &EventBody) -> Option<String> {
-        let c = body.components().into_iter().next()?;
-        (c.starts_with("pg:") && Cluster::concerns(&c, body)).then_some(c)
+        fn wal_or_base(a: &tidemark_core::ArtifactRef) -> Option<&str> {
+            let path = &a.as_str()[a.component().len() + 1..];
+            (path.starts_with("wal/") || path.starts_with("base/")).then(|| a.component())
+        }
+        let c = match body {
+            EventBody::ComponentRegistered(r) if r.postgresql.is_some() => r.component.as_str(),
+            EventBody::PgWalArchived(b) => b.component.as_str(),
+            EventBody::PgTimelineHistory(b) => b.component.as_str(),
+            EventBody::PgBaseBackup(b) => b.component.as_str(),
+            EventBody::PgPosition(b) => b.component.as_str(),
+            EventBody::PgRestorePoint(b) => b.component.as_str(),
+            EventBody::ArtifactVerified(v) => wal_or_base(&v.artifact)?,
+            EventBody::ArtifactDeleted(d) => wal_or_base(&d.artifact)?,
+            _ => return None,
+        };
+        c.starts_with("pg:").then(|| c.to_owned())
     }
 
     fn wal_ref_segment(&self, artifact: &str) -> Option<(u32, u64)> {

@@ -159,11 +159,6 @@ impl KeyHistory {
         }
     }
 
-    /// The entry S3 lists now for `version_id` (the newest of that id).
-    pub fn current_of(&self, version_id: &str) -> Option<&VersionRecord> {
-        self.entries.iter().find(|e| e.version_id == version_id)
-    }
-
     /// Whether any T could give an ambiguous or unrecoverable answer.
     pub fn has_problems(&self) -> bool {
         self.entries.iter().any(|e| e.missing)

@@ -38,28 +38,32 @@ pub fn listing_positions(entries: &[Listed]) -> Vec<u64> {
     order.sort_by_key(|i| rank(&entries[*i]));
     let mut positions = vec![0u64; entries.len()];
     let mut pos = 0u64;
-    for (n, &i) in order.iter().enumerate() {
-        if n > 0 {
-            let prev = &entries[order[n - 1]];
-            let e = &entries[i];
-            // Same second, neither the latest, one version and one delete marker
-            // (or a group holding both): S3 does not say which came first.
-            let same_group = prev.last_modified == e.last_modified && !prev.is_latest && !e.is_latest;
-            let mixed = same_group
-                && order[..n]
-                    .iter()
-                    .chain(order[n..].iter())
-                    .map(|&j| &entries[j])
-                    .filter(|x| x.last_modified == e.last_modified && !x.is_latest)
-                    .map(|x| x.is_delete_marker)
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .len()
-                    > 1;
+    let mut n = 0;
+    while n < order.len() {
+        let lm = entries[order[n]].last_modified;
+        let group_end = n + order[n..].iter().take_while(|&&i| entries[i].last_modified == lm).count();
+        // The latest entry (sorted first in its second) is ordered by IsLatest.
+        let mut rest = n;
+        if entries[order[n]].is_latest {
+            positions[order[n]] = pos;
+            pos += 1;
+            rest += 1;
+        }
+        // Among the others of one second, a version and a delete marker are
+        // in two lists S3 does not interleave: a mixed group has no known order.
+        let group = &order[rest..group_end];
+        let mixed =
+            group.iter().any(|&i| entries[i].is_delete_marker) && group.iter().any(|&i| !entries[i].is_delete_marker);
+        for &i in group {
+            positions[i] = pos;
             if !mixed {
                 pos += 1;
             }
         }
-        positions[i] = pos;
+        if mixed {
+            pos += 1;
+        }
+        n = group_end;
     }
     positions
 }

@@ -230,30 +230,25 @@ impl StorePositions<'_> {
         }
     }
 
-    fn bounds(&self, prefix: u8, tl: u32, order: [u8; 8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-        let lo = position_key(prefix, &self.component, tl, [0; 8], 0);
-        let at = position_key(prefix, &self.component, tl, order, 0);
-        let hi = position_key(prefix, &self.component, tl, [0xff; 8], u64::MAX);
-        (lo, at, hi)
+    fn key(&self, prefix: u8, tl: u32, order: [u8; 8], seq: u64) -> Vec<u8> {
+        position_key(prefix, &self.component, tl, order, seq)
     }
 }
 
 impl Positions for StorePositions<'_> {
     fn last_at_or_before(&self, tl: u32, t: Timestamp) -> Option<Position> {
-        let (lo, _, _) = self.bounds(layout::PG_POSITIONS_BY_TIME, tl, [0; 8]);
-        let upto = position_key(layout::PG_POSITIONS_BY_TIME, &self.component, tl, time_bytes(t), u64::MAX);
-        self.pick(self.tree.range(lo..=upto).next_back())
+        let (p, upto) = (layout::PG_POSITIONS_BY_TIME, time_bytes(t));
+        self.pick(self.tree.range(self.key(p, tl, [0; 8], 0)..=self.key(p, tl, upto, u64::MAX)).next_back())
     }
 
     fn first_at_or_after(&self, tl: u32, t: Timestamp) -> Option<Position> {
-        let (_, at, hi) = self.bounds(layout::PG_POSITIONS_BY_TIME, tl, time_bytes(t));
-        self.pick(self.tree.range(at..=hi).next())
+        let (p, from) = (layout::PG_POSITIONS_BY_TIME, time_bytes(t));
+        self.pick(self.tree.range(self.key(p, tl, from, 0)..=self.key(p, tl, [0xff; 8], u64::MAX)).next())
     }
 
     fn last_with_lsn_at_most(&self, tl: u32, lsn: Lsn) -> Option<Position> {
-        let (lo, _, _) = self.bounds(layout::PG_POSITIONS_BY_LSN, tl, [0; 8]);
-        let upto = position_key(layout::PG_POSITIONS_BY_LSN, &self.component, tl, lsn.0.to_be_bytes(), u64::MAX);
-        self.pick(self.tree.range(lo..=upto).next_back())
+        let (p, upto) = (layout::PG_POSITIONS_BY_LSN, lsn.0.to_be_bytes());
+        self.pick(self.tree.range(self.key(p, tl, [0; 8], 0)..=self.key(p, tl, upto, u64::MAX)).next_back())
     }
 }
 
@@ -278,17 +273,6 @@ impl crate::Ledger {
     /// Bytes of a cluster's persisted state (what every question decodes).
     pub fn pg_cluster_encoded_len(&self, component: &str) -> Result<usize, StoreError> {
         Ok(self.tree.get(name_prefix(layout::PG_CLUSTER, component))?.map_or(0, |v| v.len()))
-    }
-
-    /// Every PostgreSQL component with recorded state, by name.
-    pub fn pg_clusters(&self) -> Result<Vec<Cluster>, StoreError> {
-        let mut out: Vec<Cluster> = Vec::new();
-        for r in self.tree.scan_prefix([layout::PG_CLUSTER]) {
-            let (_, v) = r?;
-            out.push(decode(&v, "cluster projection")?);
-        }
-        out.sort_by(|a, b| a.component.cmp(&b.component));
-        Ok(out)
     }
 
     /// The observed positions of a component.
