@@ -5,7 +5,10 @@
 //! time ([`pg::Cluster::apply`]) and every answer takes the state and the
 //! question, so the same log and request give the same answer.
 
+pub mod group;
+pub mod group_plan;
 pub mod pg;
 pub mod pg_plan;
 pub mod s3;
 pub mod s3_scan;
+pub mod timeline;

@@ -40,6 +40,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/pg/files"),
     ("get", "/v1/s3/manifest"),
     ("get", "/v1/s3/keys"),
+    ("get", "/v1/groups/{group}"),
+    ("get", "/v1/groups/{group}/recovery-points"),
+    ("get", "/v1/groups/{group}/plan"),
+    ("get", "/v1/groups/{group}/timeline"),
     ("get", "/metrics"),
 ];
 
@@ -84,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/pg/files", get(pg_files))
         .route("/v1/s3/manifest", get(s3_manifest))
         .route("/v1/s3/keys", get(s3_keys))
+        .route("/v1/groups/{group}", get(group_info))
+        .route("/v1/groups/{group}/recovery-points", get(group_points))
+        .route("/v1/groups/{group}/plan", get(group_plan))
+        .route("/v1/groups/{group}/timeline", get(group_timeline))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_reader));
     Router::new()
@@ -572,4 +580,120 @@ mod tests {
             super::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
         assert_eq!(documented, routed, "schemas/openapi.json and ROUTES disagree");
     }
+}
+
+// ---------------------------------------------------------------- groups
+
+/// A group's definition, its components' registered identities and their snapshots.
+async fn group_info(State(s): State<AppState>, Path(group): Path<String>) -> Result<Response, Problem> {
+    let catalog = s.ledger.read().expect("ledger lock").catalog();
+    Ok(Json(group_info_value(&catalog, &group)?).into_response())
+}
+
+/// What `GET /v1/groups/{group}` answers (and `tidemark` reads locally the same way).
+pub fn group_info_value(catalog: &tidemark_lineage::group::Catalog, group: &str) -> Result<Value, Problem> {
+    let def = catalog.group(group).and_then(|g| g.def.clone()).ok_or_else(|| {
+        Problem::not_found(tidemark_lineage::group::GroupError::UnknownGroup(group.to_owned()).to_string())
+    })?;
+    let components: serde_json::Map<String, Value> = def
+        .components
+        .iter()
+        .filter_map(|c| catalog.components.get(c).map(|r| (c.clone(), serde_json::to_value(r).expect("serialises"))))
+        .collect();
+    let snapshots: Vec<&tidemark_lineage::group::Snapshot> =
+        catalog.snapshots.values().filter(|sn| def.components.contains(&sn.component)).collect();
+    Ok(json!({"definition": def, "components": components, "snapshots": snapshots}))
+}
+
+#[derive(Deserialize)]
+struct GroupPointsQuery {
+    #[serde(default)]
+    latest: bool,
+}
+
+/// Markers and correlated windows, newest first; `?latest=true`: the newest restorable point (404 when none).
+async fn group_points(
+    State(s): State<AppState>,
+    Path(group): Path<String>,
+    Query(q): Query<GroupPointsQuery>,
+) -> Result<Response, Problem> {
+    let ledger = s.ledger.read().expect("ledger lock");
+    if q.latest {
+        return match ledger.group_latest(&group).map_err(store_problem)? {
+            Some(l) => Ok(Json(l).into_response()),
+            None => Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_restorable",
+                "No restorable point",
+                format!("group {group} has no restorable recovery point yet"),
+            )),
+        };
+    }
+    Ok(Json(ledger.group_report(&group).map_err(store_problem)?).into_response())
+}
+
+#[derive(Deserialize)]
+struct GroupPlanQuery {
+    point: Option<String>,
+    at: Option<String>,
+    restore_command: Option<String>,
+}
+
+/// A group restore plan; 422 with the reasons when the point is not restorable.
+async fn group_plan(
+    State(s): State<AppState>,
+    Path(group): Path<String>,
+    Query(q): Query<GroupPlanQuery>,
+) -> Result<Response, Problem> {
+    use tidemark_lineage::group_plan::PlanRequest;
+    let request = match (&q.point, parse_time("at", &q.at)?) {
+        (Some(p), None) => PlanRequest::Marker(p.clone()),
+        (None, Some(at)) => PlanRequest::Time(at),
+        _ => return Err(Problem::bad_request("give exactly one of point (a marker id) or at (RFC 3339)")),
+    };
+    let options = tidemark_lineage::pg_plan::PlanOptions {
+        restore_command: q
+            .restore_command
+            .clone()
+            .unwrap_or_else(|| "tidemark pg restore-wal --cluster {cluster} %f %p".to_owned()),
+        use_recovery_target_time: false,
+    };
+    let ledger = s.ledger.read().expect("ledger lock");
+    match ledger.group_plan(&group, &request, &options).map_err(store_problem)? {
+        Ok(plan) => Ok(Json(plan).into_response()),
+        Err(reasons) => {
+            let mut p = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_restorable",
+                "The recovery point is not restorable",
+                reasons.join("; "),
+            );
+            p.extra = json!({"reasons": reasons});
+            Err(p)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TimelineQuery {
+    format: Option<String>,
+}
+
+/// The timeline picture: an HTML page, or `?format=svg` for the SVG alone.
+async fn group_timeline(
+    State(s): State<AppState>,
+    Path(group): Path<String>,
+    Query(q): Query<TimelineQuery>,
+) -> Result<Response, Problem> {
+    let report = s.ledger.read().expect("ledger lock").group_report(&group).map_err(store_problem)?;
+    Ok(match q.format.as_deref() {
+        Some("svg") => {
+            ([(header::CONTENT_TYPE, "image/svg+xml")], tidemark_lineage::timeline::svg(&report)).into_response()
+        }
+        None | Some("html") => {
+            ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], tidemark_lineage::timeline::html(&report))
+                .into_response()
+        }
+        Some(other) => return Err(Problem::bad_request(format!("format {other:?}: use html or svg"))),
+    })
 }

@@ -12,6 +12,7 @@
 //! ledger never signs a checkpoint that does not extend the previous one
 //! (the frontier only ever grows by pushing leaves).
 
+pub mod group;
 mod layout;
 pub mod pg;
 mod query;
@@ -20,6 +21,7 @@ mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use tidemark_core::event::{Event, EventBody, EventError, Kind, LedgerGenesis};
@@ -60,6 +62,10 @@ pub enum Refusal {
     ConflictInBatch { id: EventId },
     #[error("batch has {count} events; the maximum is {max}")]
     BatchTooLarge { count: usize, max: usize },
+    /// The event contradicts what the ledger already knows (an unknown
+    /// group, an unpinned component, a marker or snapshot id reused).
+    #[error("refused against the ledger's state: {reason}")]
+    Inconsistent { reason: String },
 }
 
 impl Refusal {
@@ -78,6 +84,8 @@ impl Refusal {
             Refusal::BadSignature { .. } => "bad_signature",
             Refusal::Conflict { .. } | Refusal::ConflictInBatch { .. } => "conflict",
             Refusal::BatchTooLarge { .. } => "batch_too_large",
+            Refusal::Inconsistent { reason } if reason.starts_with("conflict") => "conflict",
+            Refusal::Inconsistent { .. } => "inconsistent",
         }
     }
 }
@@ -207,6 +215,8 @@ struct Prepared {
     new_indices: Vec<usize>,
     registry: Registry,
     id_buckets: HashMap<[u8; 7], Vec<IdRecord>>,
+    /// The catalog after the batch, when the batch changes it, and what changed.
+    catalog: Option<(tidemark_lineage::group::Catalog, Vec<tidemark_lineage::group::Change>)>,
 }
 
 /// Files inside a ledger directory.
@@ -271,6 +281,8 @@ pub struct Ledger {
     /// Decoded cluster states, kept current by every commit (questions and
     /// appends then never decode the persisted state twice).
     pg_cache: pg::ClusterCache,
+    /// Components, groups, markers, snapshots, drills and restores (small; loaded on open).
+    catalog: Arc<tidemark_lineage::group::Catalog>,
 }
 
 /// How long opening waits for a lock that a just-closed handle may still hold.
@@ -341,6 +353,7 @@ impl Ledger {
             open_bundles: BTreeMap::new(),
             poisoned: false,
             pg_cache: pg::ClusterCache::default(),
+            catalog: Arc::new(tidemark_lineage::group::Catalog::default()),
         };
         ledger.append(vec![signed], genesis.now)?;
         Ok(ledger)
@@ -394,11 +407,13 @@ impl Ledger {
             open_bundles,
             poisoned: false,
             pg_cache: pg::ClusterCache::default(),
+            catalog: Arc::new(tidemark_lineage::group::Catalog::default()),
         };
         let version = ledger.tree.get(layout::PROJECTION_VERSION_KEY)?;
         if version.as_deref() != Some(&layout::PROJECTION_VERSION.to_be_bytes()[..]) {
             ledger.rebuild_projections()?;
         }
+        ledger.catalog = Arc::new(group::load_catalog(&ledger.tree)?);
         let (latest, _) = ledger.latest_checkpoint()?;
         if latest.size != ledger.size() || latest.root != ledger.root() {
             return Err(StoreError::Corrupt("the latest checkpoint does not match the ledger state".into()));
@@ -578,6 +593,7 @@ impl Ledger {
         let mut to_verify: Vec<(usize, PublicKey)> = Vec::with_capacity(events.len());
         let mut new_indices = Vec::with_capacity(events.len());
         let mut next_seq = self.size();
+        let mut catalog: Option<(tidemark_lineage::group::Catalog, Vec<tidemark_lineage::group::Change>)> = None;
         for (i, signed) in events.iter().enumerate() {
             let id = signed.event.id;
             if let Some(&(first, digest)) = in_batch.get(&id) {
@@ -604,6 +620,15 @@ impl Ledger {
                 continue;
             }
             let key = registry.admit(next_seq, &signed.event).map_err(|e| Self::refuse(i, Some(id), e))?;
+            if tidemark_lineage::group::concerns_catalog(&signed.event.body) {
+                let (cat, changes) =
+                    catalog.get_or_insert_with(|| (tidemark_lineage::group::Catalog::clone(&self.catalog), Vec::new()));
+                match cat.admit(next_seq, signed.event.occurred_at, &signed.event.body) {
+                    Ok(Some(change)) => changes.push(change),
+                    Ok(None) => {}
+                    Err(reason) => return Err(Self::refuse(i, Some(id), Refusal::Inconsistent { reason })),
+                }
+            }
             if verified_with[i] != Some(key) {
                 to_verify.push((i, key));
             }
@@ -628,7 +653,7 @@ impl Ledger {
         for (i, key) in to_verify {
             verified_with[i] = Some(key);
         }
-        Ok(Prepared { events, canonical, digests, verified_with, placement, new_indices, registry, id_buckets })
+        Ok(Prepared { events, canonical, digests, verified_with, placement, new_indices, registry, id_buckets, catalog })
     }
 
     fn commit(&mut self, p: Prepared, now: Timestamp) -> Result<Vec<Appended>, StoreError> {
@@ -759,6 +784,10 @@ impl Ledger {
         }
         let clusters = projection.write(&mut batch);
         s3_projection.write(&mut batch);
+        let catalog = p.catalog.map(|(catalog, changes)| {
+            group::write_changes(&mut batch, &catalog, &changes);
+            catalog
+        });
         batch.insert(layout::PROJECTION_VERSION_KEY, &layout::PROJECTION_VERSION.to_be_bytes());
         // State and the checkpoint that commits to it.
         let new_state = State {
@@ -785,6 +814,9 @@ impl Ledger {
         self.state = new_state;
         self.open_bundles = bundles;
         self.pg_cache.update(clusters);
+        if let Some(c) = catalog {
+            self.catalog = Arc::new(c);
+        }
         Ok(results)
     }
 

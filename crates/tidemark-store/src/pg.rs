@@ -328,15 +328,20 @@ impl crate::Ledger {
             self.tree.apply_batch(batch)?;
         }
         self.pg_cache.clear();
+        let mut catalog = tidemark_lineage::group::Catalog::default();
         let mut from = 0;
         while from < self.size() {
             let mut projection = ProjectionBatch::default();
             let mut s3_projection = crate::s3::S3Batch::default();
             let mut next = from;
+            let mut changes = Vec::new();
             for bundle in self.entries_from(from) {
                 for e in bundle? {
                     projection.apply(&self.tree, &self.pg_cache, &e)?;
                     s3_projection.apply(&self.tree, &e)?;
+                    if tidemark_lineage::group::concerns_catalog(&e.event.body) {
+                        changes.extend(catalog.apply(e.seq, e.event.occurred_at, &e.event.body));
+                    }
                     next = e.seq + 1;
                 }
                 if next - from >= 10_000 {
@@ -346,6 +351,7 @@ impl crate::Ledger {
             let mut batch = sled::Batch::default();
             let clusters = projection.write(&mut batch);
             s3_projection.write(&mut batch);
+            crate::group::write_changes(&mut batch, &catalog, &changes);
             self.tree.apply_batch(batch)?;
             self.pg_cache.update(clusters);
             from = next;
@@ -358,7 +364,7 @@ impl crate::Ledger {
 
 /// Questions over the persisted projection (what the CLI and the HTTP API print).
 impl crate::Ledger {
-    fn cluster_or_err(&self, component: &str) -> Result<Arc<Cluster>, StoreError> {
+    pub(crate) fn cluster_or_err(&self, component: &str) -> Result<Arc<Cluster>, StoreError> {
         self.pg_cluster(component)?.ok_or_else(|| {
             StoreError::BadRequest(format!(
                 "nothing is recorded about PostgreSQL component {component:?}; is the name right (pg:CLUSTER)?"

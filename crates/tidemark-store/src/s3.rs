@@ -109,7 +109,7 @@ impl crate::Ledger {
         self.tree.get(name_prefix(layout::S3_BUCKET, component))?.map(|v| decode(&v, "bucket projection")).transpose()
     }
 
-    fn s3_bucket_or_err(&self, component: &str) -> Result<Bucket, StoreError> {
+    pub(crate) fn s3_bucket_or_err(&self, component: &str) -> Result<Bucket, StoreError> {
         self.s3_bucket(component)?.ok_or_else(|| {
             StoreError::BadRequest(format!(
                 "nothing is recorded about S3 component {component:?}; run `tidemark s3 scan --component {component}` first"
@@ -144,7 +144,7 @@ impl crate::Ledger {
         })
     }
 
-    fn s3_problem_histories(&self, bucket: &Bucket) -> Result<Vec<(String, KeyHistory)>, StoreError> {
+    pub(crate) fn s3_problem_histories(&self, bucket: &Bucket) -> Result<Vec<(String, KeyHistory)>, StoreError> {
         bucket
             .problem_keys
             .iter()

@@ -1,0 +1,279 @@
+//! The persisted group catalog (components, groups, markers, snapshots,
+//! drills, restores) and the group questions: recovery points, the latest
+//! one, plans. The catalog is admitted and updated in the append batch,
+//! loaded once on open, and held in memory: questions never replay the log.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tidemark_core::Timestamp;
+use tidemark_lineage::group::{
+    self, Activity, Catalog, CatalogCore, Change, ComponentKind, GroupError, GroupReport, Inputs, Latest, Marker,
+    PgInput, S3Input,
+};
+use tidemark_lineage::group_plan::{self, ComponentPlan, GroupPlan, PlanRequest, PointRef, S3Part};
+use tidemark_lineage::pg::Cluster;
+use tidemark_lineage::pg_plan::{CheckpointRef, PlanOptions, Target};
+use tidemark_lineage::s3::{Bucket, KeyHistory, ManifestLine};
+
+use crate::layout::{self, name_prefix};
+use crate::pg::StorePositions;
+use crate::{StoreError, decode, encode};
+
+fn seq_in(prefix: u8, group: &str, seq: u64) -> Vec<u8> {
+    let mut k = name_prefix(prefix, group).to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Reads the catalog: the core record, then every marker and activity.
+pub(crate) fn load_catalog(tree: &sled::Tree) -> Result<Catalog, StoreError> {
+    let core: CatalogCore = match tree.get(layout::CATALOG)? {
+        Some(v) => decode(&v, "group catalog")?,
+        None => CatalogCore::default(),
+    };
+    let markers = tree
+        .scan_prefix([layout::MARKERS])
+        .map(|r| -> Result<Marker, StoreError> { decode(&r?.1, "marker") })
+        .collect::<Result<Vec<_>, _>>()?;
+    let activities = tree
+        .scan_prefix([layout::ACTIVITIES])
+        .map(|r| -> Result<Activity, StoreError> { decode(&r?.1, "drill or restore record") })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Catalog::from_parts(core, markers, activities))
+}
+
+/// Adds a batch's catalog changes to `batch`.
+pub(crate) fn write_changes(batch: &mut sled::Batch, catalog: &Catalog, changes: &[Change]) {
+    if changes.iter().any(|c| matches!(c, Change::Core)) {
+        batch.insert(layout::CATALOG, encode(&catalog.core()));
+    }
+    for c in changes {
+        match c {
+            Change::Core => {}
+            Change::Marker(m) => batch.insert(seq_in(layout::MARKERS, &m.group, m.seq), encode(m)),
+            Change::Activity(a) => batch.insert(seq_in(layout::ACTIVITIES, &a.group, a.seq), encode(a)),
+        }
+    }
+}
+
+/// What a group question reads, loaded once per question.
+struct Loaded<'t> {
+    clusters: BTreeMap<String, (Arc<Cluster>, StorePositions<'t>)>,
+    buckets: BTreeMap<String, (Bucket, Vec<(String, KeyHistory)>)>,
+}
+
+impl Loaded<'_> {
+    fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            pg: self
+                .clusters
+                .iter()
+                .map(|(c, (cluster, positions))| (c.clone(), PgInput { cluster, positions }))
+                .collect(),
+            s3: self.buckets.iter().map(|(c, (bucket, problems))| (c.clone(), S3Input { bucket, problems })).collect(),
+        }
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        for (_, positions) in self.clusters.values() {
+            positions.check()?;
+        }
+        Ok(())
+    }
+}
+
+fn group_err(e: GroupError) -> StoreError {
+    StoreError::BadRequest(e.to_string())
+}
+
+impl crate::Ledger {
+    /// The catalog as of the last append.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.clone()
+    }
+
+    fn load_group(&self, name: &str) -> Result<Loaded<'_>, StoreError> {
+        let def = self
+            .catalog
+            .group(name)
+            .and_then(|g| g.def.clone())
+            .ok_or_else(|| group_err(GroupError::UnknownGroup(name.to_owned())))?;
+        let mut loaded = Loaded { clusters: BTreeMap::new(), buckets: BTreeMap::new() };
+        for c in &def.components {
+            match ComponentKind::of(c) {
+                Some(ComponentKind::Postgresql) => {
+                    if let Some(cluster) = self.pg_cluster(c)? {
+                        loaded.clusters.insert(c.clone(), (cluster, self.pg_positions(c)));
+                    }
+                }
+                Some(ComponentKind::S3) => {
+                    if let Some(bucket) = self.s3_bucket(c)? {
+                        let problems = self.s3_problem_histories(&bucket)?;
+                        loaded.buckets.insert(c.clone(), (bucket, problems));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Markers, correlated windows and gaps of a group, newest first.
+    pub fn group_report(&self, name: &str) -> Result<GroupReport, StoreError> {
+        let loaded = self.load_group(name)?;
+        let report = group::recovery_points(&self.catalog, name, &loaded.inputs()).map_err(group_err)?;
+        loaded.check()?;
+        Ok(report)
+    }
+
+    /// The newest restorable point of a group.
+    pub fn group_latest(&self, name: &str) -> Result<Option<Latest>, StoreError> {
+        let loaded = self.load_group(name)?;
+        let latest = group::latest(&self.catalog, name, &loaded.inputs()).map_err(group_err)?;
+        loaded.check()?;
+        Ok(latest)
+    }
+
+    /// A group restore plan at the current checkpoint; `Err(Ok(reasons))` when the point is not restorable.
+    pub fn group_plan(
+        &self,
+        name: &str,
+        request: &PlanRequest,
+        options: &PlanOptions,
+    ) -> Result<Result<GroupPlan, Vec<String>>, StoreError> {
+        use base64::Engine as _;
+        let loaded = self.load_group(name)?;
+        let inputs = loaded.inputs();
+        let catalog = &self.catalog;
+        let def = catalog.group(name).and_then(|g| g.def.clone()).expect("load_group checked it");
+        // The point, judged; and what each component is restored to.
+        let (point, pins): (PointRef, BTreeMap<String, Pin>) = match request {
+            PlanRequest::Marker(id) => {
+                let (marker, judged) = group::marker_point(catalog, name, id, &inputs).map_err(group_err)?;
+                if !judged.restorable {
+                    let reasons = judged
+                        .components
+                        .iter()
+                        .filter_map(|p| p.reason.as_ref().map(|r| format!("{}: {r}", p.component)))
+                        .collect();
+                    return Ok(Err(reasons));
+                }
+                let pins = marker
+                    .parts
+                    .iter()
+                    .map(|p| {
+                        let pin = match (p.pg_lsn, p.pg_timeline, p.s3_watermark, &p.snapshot_id) {
+                            (Some(lsn), tl, _, _) => Pin::Pg(Target::Lsn { lsn, timeline: tl }),
+                            (_, _, Some(w), _) => Pin::S3(w),
+                            (_, _, _, Some(id)) => Pin::Snapshot(id.clone()),
+                            _ => Pin::S3(marker.at),
+                        };
+                        (p.component.to_string(), pin)
+                    })
+                    .collect();
+                (PointRef { id: marker.marker_id.clone(), class: judged.class, at: marker.at }, pins)
+            }
+            PlanRequest::Time(at) => {
+                match group::time_point(catalog, name, *at, &inputs).map_err(group_err)? {
+                    Ok(w) => w,
+                    Err(reasons) => return Ok(Err(reasons)),
+                };
+                let pins = def
+                    .components
+                    .iter()
+                    .map(|c| {
+                        let pin = match ComponentKind::of(c) {
+                            Some(ComponentKind::Postgresql) => Pin::Pg(Target::Time { at: *at, timeline: None }),
+                            _ => Pin::S3(*at),
+                        };
+                        (c.clone(), pin)
+                    })
+                    .collect();
+                (PointRef { id: at.to_string(), class: group::Class::Correlated, at: *at }, pins)
+            }
+        };
+        let checkpoint = CheckpointRef {
+            origin: self.origin().to_owned(),
+            tree_size: self.size(),
+            root_hash: base64::engine::general_purpose::STANDARD.encode(self.root()),
+        };
+        let mut components = Vec::new();
+        let mut reasons = Vec::new();
+        for c in &def.components {
+            match pins.get(c) {
+                Some(Pin::Pg(target)) => {
+                    let (cluster, positions) = &loaded.clusters[c];
+                    let mut opts = options.clone();
+                    opts.restore_command = options.restore_command.replace("{cluster}", c.trim_start_matches("pg:"));
+                    match tidemark_lineage::pg_plan::plan(cluster, positions, target, &opts, checkpoint.clone()) {
+                        Ok(plan) => components.push(ComponentPlan::Postgresql { component: c.clone(), plan }),
+                        Err(e) => reasons.push(format!("{c}: {e}")),
+                    }
+                }
+                Some(Pin::S3(at)) => {
+                    let identity = catalog.components.get(c).and_then(|r| r.s3.clone());
+                    let Some(identity) = identity else {
+                        reasons.push(format!("{c}: not registered with its endpoint and bucket (`tidemark s3 register`)"));
+                        continue;
+                    };
+                    let mut manifest = Vec::new();
+                    let mut problems = Vec::new();
+                    let summary = self.s3_manifest(c, *at, &mut |line| {
+                        match line {
+                            ManifestLine::Problem { key, .. } => problems.push(key.clone()),
+                            other => manifest.push(other.clone()),
+                        }
+                        Ok(())
+                    })?;
+                    if !summary.restorable {
+                        let bound = summary.bound.as_ref().map(ToString::to_string);
+                        reasons.push(format!(
+                            "{c}: {}",
+                            bound.unwrap_or_else(|| format!("keys that cannot be reconstructed: {}", problems.join(", ")))
+                        ));
+                        continue;
+                    }
+                    components.push(ComponentPlan::S3(S3Part {
+                        component: c.clone(),
+                        endpoint: identity.endpoint,
+                        bucket: identity.bucket,
+                        region: identity.region,
+                        at: *at,
+                        keys_to_restore: summary.keys_to_restore,
+                        keys_to_remove: summary.keys_to_remove,
+                        manifest_digest: summary.digest,
+                        manifest,
+                    }));
+                }
+                Some(Pin::Snapshot(id)) => match catalog.snapshots.get(&(c.clone(), id.clone())) {
+                    Some(s) => components.push(ComponentPlan::Snapshot { component: c.clone(), snapshot: s.clone() }),
+                    None => reasons.push(format!("{c}: snapshot {id} is not recorded")),
+                },
+                None => reasons.push(format!("{c}: the recovery point pins nothing for it")),
+            }
+        }
+        loaded.check()?;
+        if !reasons.is_empty() {
+            return Ok(Err(reasons));
+        }
+        Ok(Ok(group_plan::assemble(&def, point, components, checkpoint)))
+    }
+
+    /// When the catalog has no definition for `name`.
+    pub fn group_exists(&self, name: &str) -> bool {
+        self.catalog.group(name).is_some()
+    }
+
+    /// Time of the newest marker of a group (for listings).
+    pub fn group_newest_marker(&self, name: &str) -> Option<Timestamp> {
+        self.catalog.group(name).and_then(|g| g.markers.last().map(|m| m.at))
+    }
+}
+
+/// What one component is restored to.
+enum Pin {
+    Pg(Target),
+    S3(Timestamp),
+    Snapshot(String),
+}
