@@ -105,6 +105,39 @@ impl Db {
         )?;
         Self::observed(&row)
     }
+
+    /// `pg_is_in_recovery()`: false once a restored server has promoted.
+    pub fn in_recovery(&self) -> Result<bool, AgentError> {
+        Ok(self.one("SELECT pg_is_in_recovery()", &[])?.get(0))
+    }
+
+    /// Completes the WAL segment holding `lsn` (`pg_switch_wal()`) and waits
+    /// until the archiver reports it archived, so what was just pinned is in
+    /// the archive (and the ledger, through the archive hook) when this returns.
+    pub fn switch_and_wait_archived(&self, lsn: Lsn, timeout: std::time::Duration) -> Result<String, AgentError> {
+        let lsn_text = lsn.to_string();
+        let segment: String = self.one("SELECT pg_walfile_name($1::text::pg_lsn)", &[&lsn_text])?.get(0);
+        self.one("SELECT pg_switch_wal()::text", &[])?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let row = self.one(
+                "SELECT coalesce(last_archived_wal, ''), coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+                &[],
+            )?;
+            let (archived, failed): (String, String) = (row.get(0), row.get(1));
+            // A segment name is 24 hex digits; `.backup` and `.history` names say nothing about completeness.
+            if archived.len() == 24 && archived.as_str() >= segment.as_str() {
+                return Ok(segment);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(db_err(format!(
+                    "WAL segment {segment} was not archived within {} s (last archived {archived:?}, last failed {failed:?}); is archive_command working?",
+                    timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }
 
 /// The `component.registered` draft for a cluster.

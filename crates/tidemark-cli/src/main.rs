@@ -10,11 +10,13 @@ mod bench;
 mod bench_pg;
 mod bench_s3;
 mod exit;
+mod group_cmds;
 mod keys;
 mod ledger_cmds;
 mod pg_cmds;
 mod recovery_cmds;
 mod remote;
+mod restore_cmds;
 mod s3_cmds;
 mod util;
 
@@ -112,6 +114,21 @@ enum Command {
     RecoveryPoints(recovery_cmds::RecoveryPointsArgs),
     /// A deterministic restore plan: base backup, WAL segments, recovery settings.
     Plan(recovery_cmds::PlanArgs),
+    /// Groups: applications whose components are restored together.
+    #[command(subcommand)]
+    Group(group_cmds::GroupCommand),
+    /// Snapshot-only components: register them, record their snapshots.
+    #[command(subcommand)]
+    Snapshot(group_cmds::SnapshotCommand),
+    /// Take a coordinated point of a group: a PostgreSQL restore point, a scan of each bucket through it,
+    /// snapshots, one marker tying them together (--quiesced: with writers stopped).
+    Mark(group_cmds::MarkArgs),
+    /// Carry out a group plan: every component restored and verified, `restore.performed` recorded.
+    Restore(restore_cmds::RestoreArgs),
+    /// Restore a group's recovery point into scratch locations, run checks, record `drill.completed`, clean up.
+    Drill(restore_cmds::DrillArgs),
+    /// Draw a group's timeline (windows, gaps, markers, drills, restores) as SVG or HTML.
+    Timeline(group_cmds::TimelineArgs),
     /// Serve the ledger over HTTP (initialises it on first start).
     Serve(remote::ServeArgs),
     /// Issue read credentials (bearer tokens signed by an enrolled key).
@@ -139,6 +156,12 @@ fn main() -> ExitCode {
         Command::S3(c) => s3_cmds::run(&cli.global, c),
         Command::RecoveryPoints(a) => recovery_cmds::recovery_points(&cli.global, a),
         Command::Plan(a) => recovery_cmds::plan(&cli.global, a),
+        Command::Group(c) => group_cmds::group(&cli.global, c),
+        Command::Snapshot(c) => group_cmds::snapshot(&cli.global, c),
+        Command::Mark(a) => group_cmds::mark(&cli.global, a),
+        Command::Restore(a) => restore_cmds::restore(&cli.global, a),
+        Command::Drill(a) => restore_cmds::drill(&cli.global, a),
+        Command::Timeline(a) => group_cmds::timeline(&cli.global, a),
         Command::Export(a) => audit_cmds::export(&cli.global, a),
         Command::VerifyExport(a) => audit_cmds::verify_export(a),
         Command::Custody(a) => audit_cmds::custody(&cli.global, a),

@@ -37,9 +37,15 @@ impl TargetArgs {
 
 #[derive(Args)]
 pub struct RecoveryPointsArgs {
-    /// The component, e.g. pg:main.
+    /// The component, e.g. pg:main or s3:uploads.
+    #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+    component: Option<String>,
+    /// A group: its markers and correlated windows, newest first.
     #[arg(long)]
-    component: String,
+    group: Option<String>,
+    /// With --group: only the newest restorable point (exit 6 when there is none).
+    #[arg(long, requires = "group")]
+    latest: bool,
     #[command(flatten)]
     target: TargetArgs,
     #[arg(long)]
@@ -62,17 +68,25 @@ fn s(v: &Value) -> &str {
 }
 
 pub fn recovery_points(global: &Global, a: RecoveryPointsArgs) -> anyhow::Result<ExitCode> {
-    if a.component.starts_with("s3:") {
+    if let Some(group) = &a.group {
+        if a.target.at.is_some() || a.target.lsn.is_some() || a.target.restore_point.is_some() {
+            return Err(coded(exit::USAGE, "--group lists every point; ask for one with `plan --group G --at T|--point ID`"));
+        }
+        return crate::group_cmds::recovery_points(global, group, a.latest, a.json);
+    }
+    let component = a.component.clone().unwrap_or_default();
+    let component = component.as_str();
+    if component.starts_with("s3:") {
         if a.target.lsn.is_some() || a.target.restore_point.is_some() || a.target.timeline.is_some() {
             return Err(coded(exit::USAGE, "an S3 component takes --at only"));
         }
-        return crate::s3_cmds::recovery_points(global, &a.component, a.target.at.as_deref(), a.json);
+        return crate::s3_cmds::recovery_points(global, component, a.target.at.as_deref(), a.json);
     }
-    check_component(&a.component)?;
+    check_component(component)?;
     let source = Source::open(global)?;
     let mut out = std::io::stdout().lock();
     if let Some(target) = a.target.target()? {
-        let answer = source.answer(&a.component, &target)?;
+        let answer = source.answer(component, &target)?;
         let restorable = answer["restorable"].as_bool() == Some(true);
         if a.json {
             writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
@@ -97,7 +111,7 @@ pub fn recovery_points(global: &Global, a: RecoveryPointsArgs) -> anyhow::Result
         }
         return Ok(ExitCode::from(if restorable { exit::OK } else { exit::NOT_RESTORABLE }));
     }
-    let report = source.report(&a.component)?;
+    let report = source.report(component)?;
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(exit::ok());
@@ -145,8 +159,14 @@ pub fn recovery_points(global: &Global, a: RecoveryPointsArgs) -> anyhow::Result
 #[derive(Args)]
 pub struct PlanArgs {
     /// The component, e.g. pg:main.
+    #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+    component: Option<String>,
+    /// A group: one plan for every component (with --point or --at).
     #[arg(long)]
-    component: String,
+    group: Option<String>,
+    /// With --group: a marker id.
+    #[arg(long, requires = "group")]
+    point: Option<String>,
     #[command(flatten)]
     target: TargetArgs,
     /// Use recovery_target_time instead of the LSN target (PostgreSQL then stops at the first commit after it).
@@ -161,9 +181,16 @@ pub struct PlanArgs {
 }
 
 pub fn plan(global: &Global, a: PlanArgs) -> anyhow::Result<ExitCode> {
-    check_component(&a.component)?;
+    if let Some(group) = &a.group {
+        if a.target.lsn.is_some() || a.target.restore_point.is_some() || a.recovery_target_time {
+            return Err(coded(exit::USAGE, "a group plan takes --point MARKER or --at TIME"));
+        }
+        return crate::group_cmds::plan(global, group, a.point.clone(), a.target.at.as_deref(), a.restore_command.clone(), a.out.as_deref());
+    }
+    let component = a.component.clone().unwrap_or_default();
+    check_component(&component)?;
     let target = a.target.target()?.ok_or_else(|| coded(exit::USAGE, "give one of --at, --lsn or --restore-point"))?;
-    let cluster = a.component.trim_start_matches("pg:");
+    let cluster = component.trim_start_matches("pg:");
     let restore_command = match a.restore_command {
         Some(c) => c,
         None => {
@@ -176,7 +203,7 @@ pub fn plan(global: &Global, a: PlanArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let options = PlanOptions { restore_command, use_recovery_target_time: a.recovery_target_time };
-    match Source::open(global)?.plan(&a.component, &target, &options)? {
+    match Source::open(global)?.plan(&component, &target, &options)? {
         Ok(plan) => {
             let text = serde_json::to_string_pretty(&plan)? + "\n";
             match &a.out {

@@ -37,6 +37,17 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// A bucket as a group's registered identity names it.
+    pub fn new(component: &str, endpoint: Option<String>, bucket: &str, region: &str, path_style: bool) -> Bucket {
+        Bucket {
+            component: component.to_owned(),
+            endpoint,
+            bucket: bucket.to_owned(),
+            region: region.to_owned(),
+            path_style,
+        }
+    }
+
     fn check(&self) -> anyhow::Result<()> {
         if self.component.starts_with("s3:") {
             Ok(())
@@ -231,10 +242,23 @@ fn version_draft(component: &str, l: &Listed, position: u64, first_seen: Timesta
 
 fn scan(global: &Global, a: ScanArgs) -> anyhow::Result<ExitCode> {
     a.bucket.check()?;
-    let component = a.bucket.component.clone();
-    let key = a.signer.key()?;
-    let s3 = a.bucket.connect()?;
-    let bucket = &a.bucket.bucket;
+    let line = scan_bucket(global, &a.signer.key()?, &a.bucket, a.prefix.as_deref(), a.clock_skew_ms)?;
+    println!("{line}");
+    Ok(exit::ok())
+}
+
+/// Lists every version and records what is new, what went missing and the
+/// watermark; returns the one-line summary.
+pub fn scan_bucket(
+    global: &Global,
+    key: &tidemark_core::SecretKey,
+    b: &Bucket,
+    prefix: Option<&str>,
+    clock_skew_ms: u64,
+) -> anyhow::Result<String> {
+    let component = b.component.clone();
+    let s3 = b.connect()?;
+    let bucket = &b.bucket;
     let started_at = util::now();
     let clock = Instant::now();
     let source = Source::open(global)?;
@@ -251,12 +275,12 @@ fn scan(global: &Global, a: ScanArgs) -> anyhow::Result<ExitCode> {
         drafts.push(json!({"kind": "s3.versioning", "body": {"component": component, "status": status, "observed_at": started_at}}));
     }
     let lock_enabled = s3.object_lock_enabled(bucket);
-    let oldest_upload = s3.oldest_upload_in_progress(bucket, a.prefix.as_deref())?;
+    let oldest_upload = s3.oldest_upload_in_progress(bucket, prefix)?;
     let show = std::io::stderr().is_terminal();
     let (mut new, mut missing) = (0u64, 0u64);
     let mut seen = 0u64;
     let mut missing_drafts = Vec::new();
-    let listed = s3.list_versions(bucket, a.prefix.as_deref(), &mut |entries| {
+    let listed = s3.list_versions(bucket, prefix, &mut |entries| {
         let k = entries[0].key.clone();
         let positions = s3_scan::listing_positions(&entries);
         let history = known.remove(&k);
@@ -286,7 +310,7 @@ fn scan(global: &Global, a: ScanArgs) -> anyhow::Result<ExitCode> {
     }
     // Keys recorded but no longer listed at all.
     for (k, h) in known {
-        if a.prefix.as_deref().is_some_and(|p| !k.starts_with(p)) {
+        if prefix.is_some_and(|p| !k.starts_with(p)) {
             continue;
         }
         for v in s3_scan::diff_key(&[], Some(&h)).missing {
@@ -295,19 +319,18 @@ fn scan(global: &Global, a: ScanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     drafts.extend(missing_drafts);
-    let through = s3_scan::watermark(started_at, a.clock_skew_ms, oldest_upload);
+    let through = s3_scan::watermark(started_at, clock_skew_ms, oldest_upload);
     let finished_at = util::now().max(started_at);
     drafts.push(json!({"kind": "s3.scan_complete", "body": {"component": component, "complete_through": through,
         "started_at": started_at, "finished_at": finished_at, "versions_listed": listed}}));
-    record(global, &key, drafts)?;
+    record(global, key, drafts)?;
     let secs = clock.elapsed().as_secs_f64();
-    println!(
+    Ok(format!(
         "{component}: listed {listed} versions and delete markers, {new} new, {missing} missing, versioning {}; complete through {through}; {} requests in {secs:.2} s ({:.0} versions/s)",
         serde_json::to_value(status)?.as_str().unwrap_or(""),
         s3.requests(),
         listed as f64 / secs.max(1e-9)
-    );
-    Ok(exit::ok())
+    ))
 }
 
 fn print_line(out: &mut impl std::io::Write, l: &Value) -> std::io::Result<()> {

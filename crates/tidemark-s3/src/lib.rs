@@ -131,6 +131,53 @@ impl S3 {
         })
     }
 
+    /// Creates `bucket` (in the client's region) with versioning enabled,
+    /// unless it exists already; returns whether it was created.
+    pub fn ensure_bucket(&self, bucket: &str) -> Result<bool, S3Error> {
+        self.count();
+        if self.runtime.block_on(self.client.head_bucket().bucket(bucket).send()).is_ok() {
+            return Ok(false);
+        }
+        self.count();
+        let mut create = self.client.create_bucket().bucket(bucket);
+        if let Some(region) = self.client.config().region().map(ToString::to_string).filter(|r| r != "us-east-1") {
+            let constraint = aws_sdk_s3::types::BucketLocationConstraint::from(region.as_str());
+            create = create.create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder().location_constraint(constraint).build(),
+            );
+        }
+        self.runtime
+            .block_on(create.send())
+            .map_err(|e| req("CreateBucket", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        self.count();
+        let enabled = aws_sdk_s3::types::VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+        self.runtime
+            .block_on(self.client.put_bucket_versioning().bucket(bucket).versioning_configuration(enabled).send())
+            .map_err(|e| req("PutBucketVersioning", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(true)
+    }
+
+    /// Deletes every version and delete marker of `bucket`, then the bucket
+    /// (a drill's scratch bucket; never called on a source).
+    pub fn remove_bucket(&self, bucket: &str) -> Result<u64, S3Error> {
+        let mut doomed: Vec<(String, String)> = Vec::new();
+        self.list_versions(bucket, None, &mut |entries| {
+            doomed.extend(entries.into_iter().map(|l| (l.key, l.version_id)));
+            Ok(())
+        })?;
+        for (key, version) in &doomed {
+            self.count();
+            self.runtime
+                .block_on(self.client.delete_object().bucket(bucket).key(key).version_id(version).send())
+                .map_err(|e| req("DeleteObject", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        }
+        self.count();
+        self.runtime
+            .block_on(self.client.delete_bucket().bucket(bucket).send())
+            .map_err(|e| req("DeleteBucket", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(doomed.len() as u64)
+    }
+
     /// Whether the bucket has Object Lock enabled.
     pub fn object_lock_enabled(&self, bucket: &str) -> bool {
         self.count();

@@ -586,23 +586,11 @@ mod tests {
 
 /// A group's definition, its components' registered identities and their snapshots.
 async fn group_info(State(s): State<AppState>, Path(group): Path<String>) -> Result<Response, Problem> {
-    let catalog = s.ledger.read().expect("ledger lock").catalog();
-    Ok(Json(group_info_value(&catalog, &group)?).into_response())
-}
-
-/// What `GET /v1/groups/{group}` answers (and `tidemark` reads locally the same way).
-pub fn group_info_value(catalog: &tidemark_lineage::group::Catalog, group: &str) -> Result<Value, Problem> {
-    let def = catalog.group(group).and_then(|g| g.def.clone()).ok_or_else(|| {
-        Problem::not_found(tidemark_lineage::group::GroupError::UnknownGroup(group.to_owned()).to_string())
-    })?;
-    let components: serde_json::Map<String, Value> = def
-        .components
-        .iter()
-        .filter_map(|c| catalog.components.get(c).map(|r| (c.clone(), serde_json::to_value(r).expect("serialises"))))
-        .collect();
-    let snapshots: Vec<&tidemark_lineage::group::Snapshot> =
-        catalog.snapshots.values().filter(|sn| def.components.contains(&sn.component)).collect();
-    Ok(json!({"definition": def, "components": components, "snapshots": snapshots}))
+    let ledger = s.ledger.read().expect("ledger lock");
+    match ledger.group_info(&group) {
+        Some(v) => Ok(Json(v).into_response()),
+        None => Err(Problem::not_found(tidemark_lineage::group::GroupError::UnknownGroup(group).to_string())),
+    }
 }
 
 #[derive(Deserialize)]

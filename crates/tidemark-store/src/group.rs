@@ -260,14 +260,20 @@ impl crate::Ledger {
         Ok(Ok(group_plan::assemble(&def, point, components, checkpoint)))
     }
 
-    /// When the catalog has no definition for `name`.
-    pub fn group_exists(&self, name: &str) -> bool {
-        self.catalog.group(name).is_some()
-    }
-
-    /// Time of the newest marker of a group (for listings).
-    pub fn group_newest_marker(&self, name: &str) -> Option<Timestamp> {
-        self.catalog.group(name).and_then(|g| g.markers.last().map(|m| m.at))
+    /// A group's definition, its components' registered identities and
+    /// their recorded snapshots (what `GET /v1/groups/{group}` answers).
+    pub fn group_info(&self, name: &str) -> Option<serde_json::Value> {
+        let def = self.catalog.group(name)?.def.clone()?;
+        let components: serde_json::Map<String, serde_json::Value> = def
+            .components
+            .iter()
+            .filter_map(|c| {
+                self.catalog.components.get(c).map(|r| (c.clone(), serde_json::to_value(r).expect("serialises")))
+            })
+            .collect();
+        let snapshots: Vec<&group::Snapshot> =
+            self.catalog.snapshots.values().filter(|s| def.components.contains(&s.component)).collect();
+        Some(serde_json::json!({"definition": def, "components": components, "snapshots": snapshots}))
     }
 }
 
