@@ -46,6 +46,9 @@ fn code_of(e: &anyhow::Error) -> u8 {
         if let Some(c) = cause.downcast_ref::<Coded>() {
             return c.code;
         }
+        if cause.downcast_ref::<crate::remote::RemoteRefusal>().is_some() {
+            return REFUSED;
+        }
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             return match s {
                 StoreError::Refused(_) => REFUSED,

@@ -99,7 +99,13 @@ pub struct SnapshotArgs {
 }
 
 /// The `snapshot.taken` draft for a local file.
-fn snapshot_file_draft(component: &str, id: Option<&str>, file: &std::path::Path, method: &str, at: Timestamp) -> anyhow::Result<(String, Value)> {
+fn snapshot_file_draft(
+    component: &str,
+    id: Option<&str>,
+    file: &std::path::Path,
+    method: &str,
+    at: Timestamp,
+) -> anyhow::Result<(String, Value)> {
     let digest = tidemark_agents::pg_files::blake3_file(file)?;
     let size = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
     let location = std::path::absolute(file)?.display().to_string();
@@ -144,7 +150,8 @@ pub fn snapshot(global: &Global, c: SnapshotCommand) -> anyhow::Result<ExitCode>
             let (id, draft) = match (&a.file, &a.location) {
                 (Some(f), _) => snapshot_file_draft(&a.component, a.snapshot_id.as_deref(), f, &a.method, at)?,
                 (None, Some(loc)) => {
-                    let id = a.snapshot_id.clone().ok_or_else(|| coded(exit::USAGE, "--location needs --snapshot-id"))?;
+                    let id =
+                        a.snapshot_id.clone().ok_or_else(|| coded(exit::USAGE, "--location needs --snapshot-id"))?;
                     let mut body = json!({"component": a.component, "snapshot_id": id, "taken_at": at,
                         "method": a.method, "size_bytes": a.size.unwrap_or(0), "location": loc});
                     if let Some(b) = &a.blake3 {
@@ -152,7 +159,9 @@ pub fn snapshot(global: &Global, c: SnapshotCommand) -> anyhow::Result<ExitCode>
                     }
                     (id, json!({"kind": "snapshot.taken", "body": body}))
                 }
-                (None, None) => return Err(coded(exit::USAGE, "give --file, or --location with --snapshot-id and --size")),
+                (None, None) => {
+                    return Err(coded(exit::USAGE, "give --file, or --location with --snapshot-id and --size"));
+                }
             };
             let seq = record(global, &a.signer.key()?, vec![draft])?;
             println!("snapshot {id} of {} recorded as entry {}", a.component, seq[0]);
@@ -191,7 +200,9 @@ fn group_report(source: &Source, name: &str) -> anyhow::Result<Value> {
 
 fn group_latest(source: &Source, name: &str) -> anyhow::Result<Option<Value>> {
     match source {
-        Source::Local(l) => Ok(l.group_latest(name).map_err(local_err)?.map(|x| serde_json::to_value(x).expect("serialises"))),
+        Source::Local(l) => {
+            Ok(l.group_latest(name).map_err(local_err)?.map(|x| serde_json::to_value(x).expect("serialises")))
+        }
         Source::Remote(c) => match c.get(&format!("/v1/groups/{}/recovery-points?latest=true", urlencode(name))) {
             Ok(body) => Ok(Some(serde_json::from_str(&body)?)),
             Err(ClientError::Refused { status: 422, .. }) => Ok(None),
@@ -213,7 +224,8 @@ pub fn group_plan(
             Err(reasons) => Err(reasons),
         }),
         Source::Remote(c) => {
-            let mut path = format!("/v1/groups/{}/plan?restore_command={}", urlencode(name), urlencode(&options.restore_command));
+            let mut path =
+                format!("/v1/groups/{}/plan?restore_command={}", urlencode(name), urlencode(&options.restore_command));
             match request {
                 PlanRequest::Marker(id) => path += &format!("&point={}", urlencode(id)),
                 PlanRequest::Time(at) => path += &format!("&at={}", urlencode(&at.to_string())),
@@ -289,7 +301,10 @@ pub fn recovery_points(global: &Global, group: &str, latest: bool, json_out: boo
             if json_out {
                 writeln!(out, "null")?;
             } else {
-                writeln!(out, "group {group}: nothing is restorable yet (see `tidemark recovery-points --group {group}`)")?;
+                writeln!(
+                    out,
+                    "group {group}: nothing is restorable yet (see `tidemark recovery-points --group {group}`)"
+                )?;
             }
             return Ok(ExitCode::from(exit::NOT_RESTORABLE));
         };
@@ -297,7 +312,14 @@ pub fn recovery_points(global: &Global, group: &str, latest: bool, json_out: boo
             writeln!(out, "{}", serde_json::to_string_pretty(&l)?)?;
         } else if l["kind"] == "marker" {
             let p = &l["point"];
-            writeln!(out, "latest: marker {} at {} ({}); plan it with `tidemark plan --group {group} --point {}`", s(&p["id"]), s(&p["at"]), s(&p["class"]), s(&p["id"]))?;
+            writeln!(
+                out,
+                "latest: marker {} at {} ({}); plan it with `tidemark plan --group {group} --point {}`",
+                s(&p["id"]),
+                s(&p["at"]),
+                s(&p["class"]),
+                s(&p["id"])
+            )?;
         } else {
             writeln!(
                 out,
@@ -325,7 +347,13 @@ pub fn recovery_points(global: &Global, group: &str, latest: bool, json_out: boo
     for (i, w) in windows.iter().enumerate() {
         writeln!(out, "  {} … {}  correlated  {}", s(&w["from"]), s(&w["to"]), record_text(&w["record"]))?;
         if let Some(g) = gaps.get(i) {
-            writeln!(out, "  gap {} … {}: {}", s(&g["from"]), s(&g["to"]), g["reasons"].as_array().into_iter().flatten().map(s).collect::<Vec<_>>().join("; "))?;
+            writeln!(
+                out,
+                "  gap {} … {}: {}",
+                s(&g["from"]),
+                s(&g["to"]),
+                g["reasons"].as_array().into_iter().flatten().map(s).collect::<Vec<_>>().join("; ")
+            )?;
         }
     }
     let markers = r["markers"].as_array().cloned().unwrap_or_default();
@@ -336,7 +364,14 @@ pub fn recovery_points(global: &Global, group: &str, latest: bool, json_out: boo
     Ok(exit::ok())
 }
 
-pub fn plan(global: &Global, group: &str, point: Option<String>, at: Option<&str>, restore_command: Option<String>, out: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+pub fn plan(
+    global: &Global,
+    group: &str,
+    point: Option<String>,
+    at: Option<&str>,
+    restore_command: Option<String>,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let request = match (point, at) {
         (Some(p), None) => PlanRequest::Marker(p),
         (None, Some(t)) => PlanRequest::Time(util::parse_time(t).map_err(|e| coded(exit::USAGE, e))?),
@@ -361,12 +396,31 @@ pub fn plan(global: &Global, group: &str, point: Option<String>, at: Option<&str
                 .into_iter()
                 .flatten()
                 .map(|c| match c["kind"].as_str() {
-                    Some("postgresql") => format!("{}: base backup {} + {} WAL segments to LSN {}", s(&c["component"]), s(&c["plan"]["base_backup"]["backup_id"]), c["plan"]["wal_segments"].as_array().map_or(0, Vec::len), s(&c["plan"]["target_lsn"])),
-                    Some("s3") => format!("{}: {} keys to restore, {} to remove as of {}", s(&c["component"]), c["keys_to_restore"], c["keys_to_remove"], s(&c["at"])),
+                    Some("postgresql") => format!(
+                        "{}: base backup {} + {} WAL segments to LSN {}",
+                        s(&c["component"]),
+                        s(&c["plan"]["base_backup"]["backup_id"]),
+                        c["plan"]["wal_segments"].as_array().map_or(0, Vec::len),
+                        s(&c["plan"]["target_lsn"])
+                    ),
+                    Some("s3") => format!(
+                        "{}: {} keys to restore, {} to remove as of {}",
+                        s(&c["component"]),
+                        c["keys_to_restore"],
+                        c["keys_to_remove"],
+                        s(&c["at"])
+                    ),
                     _ => format!("{}: snapshot {}", s(&c["component"]), s(&c["snapshot"]["snapshot_id"])),
                 })
                 .collect();
-            eprintln!("plan {} for {} {} ({}): {}", s(&plan["digest"]), group, s(&plan["recovery_point"]["id"]), s(&plan["recovery_point"]["class"]), parts.join("; "));
+            eprintln!(
+                "plan {} for {} {} ({}): {}",
+                s(&plan["digest"]),
+                group,
+                s(&plan["recovery_point"]["id"]),
+                s(&plan["recovery_point"]["class"]),
+                parts.join("; ")
+            );
             Ok(exit::ok())
         }
         Err(reasons) => Err(coded(exit::NOT_RESTORABLE, format!("not restorable: {}", reasons.join("; ")))),
@@ -392,7 +446,8 @@ pub fn timeline(global: &Global, a: TimelineArgs) -> anyhow::Result<ExitCode> {
         }
         Source::Remote(c) => {
             let format = if a.html { "html" } else { "svg" };
-            c.get(&format!("/v1/groups/{}/timeline?format={format}", urlencode(&a.group))).map_err(|e| coded(exit::USAGE, e.to_string()))?
+            c.get(&format!("/v1/groups/{}/timeline?format={format}", urlencode(&a.group)))
+                .map_err(|e| coded(exit::USAGE, e.to_string()))?
         }
     };
     util::write_file_atomic(&a.out, text.as_bytes())?;
@@ -453,12 +508,9 @@ fn pairs(values: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>>
 }
 
 fn sh(cmd: &str, what: &str) -> anyhow::Result<()> {
-    let status = std::process::Command::new("sh").arg("-c").arg(cmd).status().with_context(|| format!("running {what}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(coded(exit::FAILURE, format!("{what} `{cmd}` failed ({status})")))
-    }
+    let status =
+        std::process::Command::new("sh").arg("-c").arg(cmd).status().with_context(|| format!("running {what}"))?;
+    if status.success() { Ok(()) } else { Err(coded(exit::FAILURE, format!("{what} `{cmd}` failed ({status})"))) }
 }
 
 /// Runs `--exec-after` exactly once: when asked, or when dropped on an error path.
@@ -498,7 +550,12 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
     if let [dsn] = bare.as_slice() {
         match pg.as_slice() {
             [only] => dsns.push(((*only).clone(), (*dsn).clone())),
-            _ => return Err(coded(exit::USAGE, "the group has several PostgreSQL components: give --pg-dsn pg:NAME=DSN for each")),
+            _ => {
+                return Err(coded(
+                    exit::USAGE,
+                    "the group has several PostgreSQL components: give --pg-dsn pg:NAME=DSN for each",
+                ));
+            }
         }
     }
     let files = pairs(&a.snapshot_file, "--snapshot-file")?;
@@ -510,12 +567,21 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
             _ => true,
         };
         if !given {
-            return Err(coded(exit::USAGE, format!("{c}: give {} for it", if c.starts_with("pg:") { "--pg-dsn" } else { "--snapshot-file or --snapshot-id" })));
+            return Err(coded(
+                exit::USAGE,
+                format!(
+                    "{c}: give {} for it",
+                    if c.starts_with("pg:") { "--pg-dsn" } else { "--snapshot-file or --snapshot-id" }
+                ),
+            ));
         }
     }
     let marker_id = a.id.clone().unwrap_or_else(|| {
         let t = util::now().to_string();
-        format!("m-{}", t.replace(['-', ':'], "").trim_end_matches('Z').split('.').next().unwrap_or("").to_owned() + "Z")
+        format!(
+            "m-{}",
+            t.replace(['-', ':'], "").trim_end_matches('Z').split('.').next().unwrap_or("").to_owned() + "Z"
+        )
     });
     // Connect first: nothing is stopped while a connection can still fail.
     let mut dbs = Vec::new();
@@ -524,7 +590,13 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
         let (system, _) = db.identity()?;
         let registered = info["components"][c]["postgresql"]["system_identifier"].as_str();
         if registered.is_some_and(|r| r != system) {
-            return Err(coded(exit::USAGE, format!("{c}: the database at that DSN is system {system}, but {c} is registered as {}", registered.unwrap_or(""))));
+            return Err(coded(
+                exit::USAGE,
+                format!(
+                    "{c}: the database at that DSN is system {system}, but {c} is registered as {}",
+                    registered.unwrap_or("")
+                ),
+            ));
         }
         dbs.push((c.clone(), db));
     }
@@ -547,12 +619,15 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
     for (c, db) in &dbs {
         let o = db.create_restore_point(&restore_point)?;
         drafts.push(pg_db::restore_point_draft(c, &restore_point, &o));
-        parts.push(json!({"component": c, "pg_lsn": o.lsn, "pg_timeline": o.timeline, "pg_restore_point": restore_point}));
+        parts.push(
+            json!({"component": c, "pg_lsn": o.lsn, "pg_timeline": o.timeline, "pg_restore_point": restore_point}),
+        );
         observed.push(o);
     }
     let at = observed.iter().map(|o| o.at).min().unwrap_or_else(util::now);
     for (c, file) in &files {
-        let (id, draft) = snapshot_file_draft(c, Some(marker_id.as_str()), std::path::Path::new(file), "file", util::now())?;
+        let (id, draft) =
+            snapshot_file_draft(c, Some(marker_id.as_str()), std::path::Path::new(file), "file", util::now())?;
         drafts.push(draft);
         parts.push(json!({"component": c, "snapshot_id": id}));
     }
@@ -563,7 +638,9 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
     drop(resume);
     // Writers run again; what follows only makes the pinned state durable and visible.
     for ((c, db), o) in dbs.iter().zip(&observed) {
-        let seg = db.switch_and_wait_archived(o.lsn, Duration::from_millis(a.archive_timeout)).with_context(|| format!("{c}"))?;
+        let seg = db
+            .switch_and_wait_archived(o.lsn, Duration::from_millis(a.archive_timeout))
+            .with_context(|| format!("{c}"))?;
         eprintln!("{c}: restore point {restore_point:?} at LSN {} ({}); segment {seg} archived", o.lsn, o.at);
     }
     let buckets: Vec<&String> = components.iter().filter(|c| c.starts_with("s3:")).collect();

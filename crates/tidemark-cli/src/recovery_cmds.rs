@@ -70,7 +70,10 @@ fn s(v: &Value) -> &str {
 pub fn recovery_points(global: &Global, a: RecoveryPointsArgs) -> anyhow::Result<ExitCode> {
     if let Some(group) = &a.group {
         if a.target.at.is_some() || a.target.lsn.is_some() || a.target.restore_point.is_some() {
-            return Err(coded(exit::USAGE, "--group lists every point; ask for one with `plan --group G --at T|--point ID`"));
+            return Err(coded(
+                exit::USAGE,
+                "--group lists every point; ask for one with `plan --group G --at T|--point ID`",
+            ));
         }
         return crate::group_cmds::recovery_points(global, group, a.latest, a.json);
     }
@@ -185,7 +188,14 @@ pub fn plan(global: &Global, a: PlanArgs) -> anyhow::Result<ExitCode> {
         if a.target.lsn.is_some() || a.target.restore_point.is_some() || a.recovery_target_time {
             return Err(coded(exit::USAGE, "a group plan takes --point MARKER or --at TIME"));
         }
-        return crate::group_cmds::plan(global, group, a.point.clone(), a.target.at.as_deref(), a.restore_command.clone(), a.out.as_deref());
+        return crate::group_cmds::plan(
+            global,
+            group,
+            a.point.clone(),
+            a.target.at.as_deref(),
+            a.restore_command.clone(),
+            a.out.as_deref(),
+        );
     }
     let component = a.component.clone().unwrap_or_default();
     check_component(&component)?;

@@ -51,8 +51,8 @@ pub struct RestoreArgs {
     /// Empty or new data directory for the PostgreSQL part (with several clusters: one subdirectory each).
     #[arg(long)]
     pg_data: Option<PathBuf>,
-    /// Each bucket is restored into BUCKET + SUFFIX (created, versioned, when absent).
-    #[arg(long)]
+    /// Each bucket is restored into BUCKET + SUFFIX (created, versioned, when absent), e.g. -restored.
+    #[arg(long, allow_hyphen_values = true)]
     s3_target_bucket_suffix: Option<String>,
     /// Snapshot files are restored under DIR/NAME/.
     #[arg(long)]
@@ -107,7 +107,8 @@ pub struct DrillArgs {
 /// Checks a plan file's digests (the plan's and each PostgreSQL part's).
 pub fn read_plan(path: &Path) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let plan: Value = serde_json::from_str(&text).map_err(|e| coded(exit::USAGE, format!("{}: not JSON: {e}", path.display())))?;
+    let plan: Value =
+        serde_json::from_str(&text).map_err(|e| coded(exit::USAGE, format!("{}: not JSON: {e}", path.display())))?;
     if plan["format"] != tidemark_lineage::group_plan::FORMAT {
         return Err(coded(exit::USAGE, format!("{}: not a group plan (format {})", path.display(), plan["format"])));
     }
@@ -123,11 +124,15 @@ pub fn read_plan(path: &Path) -> anyhow::Result<Value> {
 fn check_digest(v: &Value, what: &str) -> anyhow::Result<()> {
     let mut body = v.clone();
     let stated = body.as_object_mut().and_then(|m| m.remove("digest")).and_then(|d| d.as_str().map(str::to_owned));
-    let bytes = tidemark_core::canonical::to_canonical_vec(&body).map_err(|e| coded(exit::USAGE, format!("{what}: {e}")))?;
+    let bytes =
+        tidemark_core::canonical::to_canonical_vec(&body).map_err(|e| coded(exit::USAGE, format!("{what}: {e}")))?;
     let found = Digest32::blake3_of(&bytes).to_string();
     match stated {
         Some(d) if d == found => Ok(()),
-        Some(d) => Err(coded(exit::VERIFY_FAILED, format!("{what} was changed after it was computed: its digest says {d}, its content hashes to {found}"))),
+        Some(d) => Err(coded(
+            exit::VERIFY_FAILED,
+            format!("{what} was changed after it was computed: its digest says {d}, its content hashes to {found}"),
+        )),
         None => Err(coded(exit::USAGE, format!("{what} has no digest"))),
     }
 }
@@ -183,7 +188,12 @@ fn run_ok(c: &mut Command, what: &str) -> anyhow::Result<String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(anyhow::anyhow!("{what} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        Err(anyhow::anyhow!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
@@ -200,7 +210,13 @@ fn log_tail(path: &Path) -> String {
 /// The PostgreSQL part: verify the backup against the ledger, copy it,
 /// write the recovery settings, start the server and wait until it has
 /// replayed to the target and promoted.
-fn restore_pg(global: &Global, part: &Value, data: &Path, pg: &PgRun, keep_running: bool) -> anyhow::Result<(String, Option<Running>)> {
+fn restore_pg(
+    global: &Global,
+    part: &Value,
+    data: &Path,
+    pg: &PgRun,
+    keep_running: bool,
+) -> anyhow::Result<(String, Option<Running>)> {
     let plan = &part["plan"];
     let backup = &plan["base_backup"];
     let location = PathBuf::from(backup["location"].as_str().unwrap_or(""));
@@ -211,14 +227,22 @@ fn restore_pg(global: &Global, part: &Value, data: &Path, pg: &PgRun, keep_runni
     let found = tidemark_agents::pg_files::read_backup_dir(&location)?;
     if let Some(expected) = backup["blake3"].as_str() {
         if found.blake3.to_string() != expected {
-            return Err(anyhow::anyhow!("base backup {} at {} differs from the ledger's record (blake3 {} vs {expected})", s(&backup["backup_id"]), location.display(), found.blake3));
+            return Err(anyhow::anyhow!(
+                "base backup {} at {} differs from the ledger's record (blake3 {} vs {expected})",
+                s(&backup["backup_id"]),
+                location.display(),
+                found.blake3
+            ));
         }
     }
     std::fs::create_dir_all(data)?;
     if found.tar_format {
         run_ok(Command::new("tar").arg("-xf").arg(location.join("base.tar")).arg("-C").arg(data), "tar")?;
         if location.join("pg_wal.tar").exists() {
-            run_ok(Command::new("tar").arg("-xf").arg(location.join("pg_wal.tar")).arg("-C").arg(data.join("pg_wal")), "tar")?;
+            run_ok(
+                Command::new("tar").arg("-xf").arg(location.join("pg_wal.tar")).arg("-C").arg(data.join("pg_wal")),
+                "tar",
+            )?;
         }
     } else {
         run_ok(Command::new("cp").arg("-a").arg(location.join(".")).arg(data), "cp")?;
@@ -251,7 +275,13 @@ fn restore_pg(global: &Global, part: &Value, data: &Path, pg: &PgRun, keep_runni
         env.push(("TIDEMARK_TOKEN", t.clone()));
     }
     let mut c = as_user(pg, &pg.pg_bin.join("pg_ctl"), &env);
-    c.arg("-D").arg(data).arg("-l").arg(&log).arg("-o").arg(format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''")).args(["-w", "-t", "120", "start"]);
+    c.arg("-D")
+        .arg(data)
+        .arg("-l")
+        .arg(&log)
+        .arg("-o")
+        .arg(format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"))
+        .args(["-w", "-t", "120", "start"]);
     if let Err(e) = run_ok(&mut c, "pg_ctl start") {
         return Err(anyhow::anyhow!("{e:#}; server log: {}", log_tail(&log)));
     }
@@ -268,7 +298,11 @@ fn restore_pg(global: &Global, part: &Value, data: &Path, pg: &PgRun, keep_runni
         }
         if started.elapsed() > Duration::from_millis(pg.recovery_timeout) {
             stop_pg(pg, data);
-            return Err(anyhow::anyhow!("recovery did not end within {} s: {}", pg.recovery_timeout / 1000, log_tail(&log)));
+            return Err(anyhow::anyhow!(
+                "recovery did not end within {} s: {}",
+                pg.recovery_timeout / 1000,
+                log_tail(&log)
+            ));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -364,16 +398,22 @@ fn restore_snapshot(part: &Value, t: &Targets) -> anyhow::Result<(String, PathBu
     let snap = &part["snapshot"];
     let component = s(&part["component"]);
     let location = s(&snap["location"]);
-    let expected = snap["blake3"]
-        .as_str()
-        .and_then(|b| Digest32::parse(b).ok())
-        .ok_or_else(|| anyhow::anyhow!("snapshot {} has no recorded blake3: it cannot be verified", s(&snap["snapshot_id"])))?;
+    let expected = snap["blake3"].as_str().and_then(|b| Digest32::parse(b).ok()).ok_or_else(|| {
+        anyhow::anyhow!("snapshot {} has no recorded blake3: it cannot be verified", s(&snap["snapshot_id"]))
+    })?;
     let target_dir = dir.join(name_of(component));
     std::fs::create_dir_all(&target_dir)?;
     let file_name = Path::new(location).file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "snapshot".into());
     let dest = target_dir.join(file_name);
     match tidemark_agents::restore::fetch_verified(s(&snap["snapshot_id"]), location, expected, &dest)? {
-        Ok(()) => Ok((format!("snapshot {} copied to {} and verified (blake3 {expected})", s(&snap["snapshot_id"]), dest.display()), target_dir)),
+        Ok(()) => Ok((
+            format!(
+                "snapshot {} copied to {} and verified (blake3 {expected})",
+                s(&snap["snapshot_id"]),
+                dest.display()
+            ),
+            target_dir,
+        )),
         Err(refused) => Err(anyhow::anyhow!("{refused}")),
     }
 }
@@ -402,7 +442,10 @@ fn execute(global: &Global, plan: &Value, t: &Targets, pg: &PgRun) -> Executed {
                                 ex.env.insert("PGUSER".into(), pg.pg_user.clone());
                                 ex.env.insert("PGDATABASE".into(), "postgres".into());
                             }
-                            ex.env.insert(format!("TIDEMARK_PG_{}_DATA", env_name(&component)), r.data.display().to_string());
+                            ex.env.insert(
+                                format!("TIDEMARK_PG_{}_DATA", env_name(&component)),
+                                r.data.display().to_string(),
+                            );
                             ex.running.push(r);
                         }
                         detail
@@ -487,7 +530,14 @@ pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         "components": ex.outcomes.iter().map(|(c, o, d)| json!({"component": c, "outcome": o, "detail": clip(d)})).collect::<Vec<_>>(),
         "duration_ms": started.elapsed().as_millis() as u64}});
     let seq = record(global, &key, vec![draft])?;
-    println!("restore of {} {} ({}): {outcome} in {:.1} s; recorded as entry {}", s(&plan["group"]), s(&plan["recovery_point"]["id"]), s(&plan["digest"]), started.elapsed().as_secs_f64(), seq[0]);
+    println!(
+        "restore of {} {} ({}): {outcome} in {:.1} s; recorded as entry {}",
+        s(&plan["group"]),
+        s(&plan["recovery_point"]["id"]),
+        s(&plan["digest"]),
+        started.elapsed().as_secs_f64(),
+        seq[0]
+    );
     if outcome == "succeeded" {
         Ok(exit::ok())
     } else {
@@ -502,7 +552,8 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
         (None, Some(t)) => PlanRequest::Time(util::parse_time(t).map_err(|e| coded(exit::USAGE, e))?),
         _ => return Err(coded(exit::USAGE, "give exactly one of --point MARKER or --at TIME")),
     };
-    let options = PlanOptions { restore_command: group_cmds::default_restore_command(global)?, use_recovery_target_time: false };
+    let options =
+        PlanOptions { restore_command: group_cmds::default_restore_command(global)?, use_recovery_target_time: false };
     let plan = match group_cmds::group_plan(&Source::open(global)?, &a.group, &request, &options)? {
         Ok(p) => p,
         Err(reasons) => return Err(coded(exit::NOT_RESTORABLE, format!("not restorable: {}", reasons.join("; ")))),
@@ -533,11 +584,18 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let ex = execute(global, &plan, &targets, &a.pg);
     let restored = overall(&ex.outcomes) == "succeeded";
-    let mut checks = vec![json!({"command": format!("tidemark restore (plan {})", s(&plan["digest"])), "exit_code": if restored { 0 } else { 1 }, "passed": restored})];
+    let mut checks = vec![
+        json!({"command": format!("tidemark restore (plan {})", s(&plan["digest"])), "exit_code": if restored { 0 } else { 1 }, "passed": restored}),
+    ];
     for cmd in &a.checks {
         let code = if restored {
             let mut c = Command::new("sh");
-            c.arg("-c").arg(cmd).envs(&ex.env).env("TIDEMARK_PLAN", &plan_path).env("TIDEMARK_DRILL_GROUP", &a.group).env("TIDEMARK_DRILL_POINT", s(&plan["recovery_point"]["id"]));
+            c.arg("-c")
+                .arg(cmd)
+                .envs(&ex.env)
+                .env("TIDEMARK_PLAN", &plan_path)
+                .env("TIDEMARK_DRILL_GROUP", &a.group)
+                .env("TIDEMARK_DRILL_POINT", s(&plan["recovery_point"]["id"]));
             match c.status() {
                 Ok(st) => st.code().unwrap_or(128),
                 Err(e) => {
@@ -549,7 +607,14 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
             // Not run: the restore itself failed.
             -1
         };
-        eprintln!("check `{cmd}`: {}", match code { 0 => "passed".to_owned(), -1 => "not run (restore failed)".to_owned(), c => format!("FAILED (exit {c})") });
+        eprintln!(
+            "check `{cmd}`: {}",
+            match code {
+                0 => "passed".to_owned(),
+                -1 => "not run (restore failed)".to_owned(),
+                c => format!("FAILED (exit {c})"),
+            }
+        );
         checks.push(json!({"command": cmd, "exit_code": code, "passed": code == 0}));
     }
     let passed = checks.iter().all(|c| c["passed"] == true);
@@ -559,11 +624,17 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
             stop_pg(&a.pg, &r.data);
         }
         for (component, url, bucket) in &ex.buckets {
-            let part = plan["components"].as_array().into_iter().flatten().find(|p| p["component"] == component.as_str());
+            let part =
+                plan["components"].as_array().into_iter().flatten().find(|p| p["component"] == component.as_str());
             let region = part.map(|p| s(&p["region"]).to_owned()).unwrap_or_else(|| "us-east-1".into());
-            let removed = tidemark_s3::S3::connect(&tidemark_s3::Endpoint { url: url.clone(), region, path_style: a.s3_path_style, static_credentials: None })
-                .map_err(anyhow::Error::from)
-                .and_then(|s3| Ok(s3.remove_bucket(bucket)?));
+            let removed = tidemark_s3::S3::connect(&tidemark_s3::Endpoint {
+                url: url.clone(),
+                region,
+                path_style: a.s3_path_style,
+                static_credentials: None,
+            })
+            .map_err(anyhow::Error::from)
+            .and_then(|s3| Ok(s3.remove_bucket(bucket)?));
             if let Err(e) = removed {
                 eprintln!("clean-up: could not remove drill bucket {bucket}: {e:#}");
             }
@@ -576,12 +647,15 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
         "plan_digest": plan["digest"], "checks": checks, "result": if passed { "passed" } else { "failed" },
         "duration_ms": started.elapsed().as_millis() as u64}});
     let seq = record(global, &key, vec![draft])?;
-    println!("drill of {} {}: {} in {:.1} s; recorded as entry {}", a.group, s(&plan["recovery_point"]["id"]), if passed { "passed" } else { "FAILED" }, started.elapsed().as_secs_f64(), seq[0]);
-    if passed {
-        Ok(exit::ok())
-    } else {
-        Err(coded(exit::FAILURE, "drill failed (recorded)"))
-    }
+    println!(
+        "drill of {} {}: {} in {:.1} s; recorded as entry {}",
+        a.group,
+        s(&plan["recovery_point"]["id"]),
+        if passed { "passed" } else { "FAILED" },
+        started.elapsed().as_secs_f64(),
+        seq[0]
+    );
+    if passed { Ok(exit::ok()) } else { Err(coded(exit::FAILURE, "drill failed (recorded)")) }
 }
 
 fn hex8(digest: &Value) -> String {

@@ -9,53 +9,15 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockMode, VersioningConfiguration};
-use common::{Cli, Run, Server, admin_key, free_port};
+use common::moto::{CREDS, Moto, moto_bin};
+use common::{Cli, Run, Server, admin_key};
 use serde_json::Value;
 use tidemark_core::Timestamp;
 use tidemark_s3::{Endpoint, S3};
-
-fn moto_bin() -> Option<PathBuf> {
-    let p = std::env::var_os("TIDEMARK_MOTO_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server"));
-    p.exists().then_some(p)
-}
-
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start(bin: &PathBuf) -> Moto {
-        let port = free_port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto { child, url }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct World {
     cli: Cli,
@@ -64,9 +26,6 @@ struct World {
     moto: Moto,
     s3: S3,
 }
-
-const CREDS: [(&str, &str); 3] =
-    [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")];
 
 impl World {
     fn new(moto_bin: &PathBuf) -> World {

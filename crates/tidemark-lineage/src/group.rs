@@ -12,9 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use tidemark_core::event::{
-    ComponentRegistered, DrillResult, EventBody, MarkerPart, Outcome, VerifyOutcome,
-};
+use tidemark_core::event::{ComponentRegistered, DrillResult, EventBody, MarkerPart, Outcome, VerifyOutcome};
 use tidemark_core::{Digest32, Lsn, Timestamp};
 
 use crate::pg::{self, Cluster};
@@ -209,12 +207,7 @@ impl Catalog {
 
     /// Rule (admission): refuses an event that contradicts what the catalog
     /// knows, with the reason; otherwise applies it.
-    pub fn admit(
-        &mut self,
-        seq: u64,
-        occurred_at: Timestamp,
-        body: &EventBody,
-    ) -> Result<Option<Change>, String> {
+    pub fn admit(&mut self, seq: u64, occurred_at: Timestamp, body: &EventBody) -> Result<Option<Change>, String> {
         match body {
             EventBody::GroupDefined(g) => {
                 for c in &g.components {
@@ -366,21 +359,23 @@ impl Catalog {
                 at: occurred_at,
                 seq,
             })),
-            EventBody::RestorePerformed(r) if self.group(&r.target).is_some() => Some(self.add_activity(Activity {
-                kind: ActivityKind::Restore,
-                group: r.target.clone(),
-                recovery_point: r.recovery_point.clone(),
-                plan_digest: r.plan_digest,
-                passed: r.outcome == Outcome::Succeeded,
-                result: match r.outcome {
-                    Outcome::Succeeded => "succeeded",
-                    Outcome::Failed => "failed",
-                    Outcome::Partial => "partial",
-                }
-                .into(),
-                at: occurred_at,
-                seq,
-            })),
+            EventBody::RestorePerformed(r) if self.group(&r.target).is_some() => Some(
+                self.add_activity(Activity {
+                    kind: ActivityKind::Restore,
+                    group: r.target.clone(),
+                    recovery_point: r.recovery_point.clone(),
+                    plan_digest: r.plan_digest,
+                    passed: r.outcome == Outcome::Succeeded,
+                    result: match r.outcome {
+                        Outcome::Succeeded => "succeeded",
+                        Outcome::Failed => "failed",
+                        Outcome::Partial => "partial",
+                    }
+                    .into(),
+                    at: occurred_at,
+                    seq,
+                }),
+            ),
             _ => None,
         }
     }
@@ -666,23 +661,19 @@ fn skew(def: &GroupDef) -> i64 {
 }
 
 /// Rule: one marker part, judged against its component's state.
-fn judge_part(
-    catalog: &Catalog,
-    part: &MarkerPart,
-    prepared: &Prepared<'_>,
-    skew_us: i64,
-    exact: bool,
-) -> PartStatus {
+fn judge_part(catalog: &Catalog, part: &MarkerPart, prepared: &Prepared<'_>, skew_us: i64, exact: bool) -> PartStatus {
     let component = part.component.to_string();
     let kind = ComponentKind::of(&component).unwrap_or(ComponentKind::Snapshot);
-    let mut status = PartStatus { component, kind, pinned: String::new(), restorable: false, reason: None, depends_on: Vec::new() };
+    let mut status =
+        PartStatus { component, kind, pinned: String::new(), restorable: false, reason: None, depends_on: Vec::new() };
     match (prepared, part) {
         (Prepared::Pg { input, lsn_windows, .. }, MarkerPart { pg_lsn: Some(lsn), pg_timeline: Some(tl), .. }) => {
-            status.pinned = format!("LSN {lsn} on timeline {tl}{}", part.pg_restore_point.as_ref().map(|n| format!(" (restore point {n:?})")).unwrap_or_default());
-            let hit = lsn_windows
-                .get(tl)
-                .and_then(|ws| ws.iter().find(|w| w.from <= *lsn && *lsn <= w.to))
-                .and_then(|w| {
+            status.pinned = format!(
+                "LSN {lsn} on timeline {tl}{}",
+                part.pg_restore_point.as_ref().map(|n| format!(" (restore point {n:?})")).unwrap_or_default()
+            );
+            let hit =
+                lsn_windows.get(tl).and_then(|ws| ws.iter().find(|w| w.from <= *lsn && *lsn <= w.to)).and_then(|w| {
                     // The newest backup of the window that stopped at or before the LSN.
                     let n = w.backups.partition_point(|b| b.0 <= *lsn);
                     n.checked_sub(1).map(|i| &w.backups[i])
@@ -695,7 +686,13 @@ fn judge_part(
                     let name = |s: u64| pg::segment_name(input.cluster.timeline_of_segment(*tl, s), s, size);
                     status.depends_on = vec![
                         format!("{}/base/{backup_id}", status.component),
-                        format!("{}/wal/{} … {} ({} segments)", status.component, name(first), name(last), last - first + 1),
+                        format!(
+                            "{}/wal/{} … {} ({} segments)",
+                            status.component,
+                            name(first),
+                            name(last),
+                            last - first + 1
+                        ),
                     ];
                 }
                 None => {
@@ -708,7 +705,8 @@ fn judge_part(
         }
         (Prepared::S3 { input, times }, MarkerPart { s3_watermark: Some(w), .. }) => {
             status.pinned = format!("the bucket as of {w}");
-            let (a, b) = if exact { (*w, *w) } else { (w.saturating_add_micros(-skew_us), w.saturating_add_micros(skew_us)) };
+            let (a, b) =
+                if exact { (*w, *w) } else { (w.saturating_add_micros(-skew_us), w.saturating_add_micros(skew_us)) };
             if covered(times, a, b) {
                 status.restorable = true;
                 status.depends_on = vec![format!("{}: the version of every key current at {w}", status.component)];
@@ -724,11 +722,15 @@ fn judge_part(
                     status.depends_on = vec![format!("{}/snapshot/{id}", status.component)];
                 }
                 Some(s) => {
-                    status.reason = Some(format!("snapshot {id} is {} (entry {} recorded it)", match s.state {
-                        SnapshotState::Deleted => "deleted",
-                        SnapshotState::Missing => "reported missing",
-                        _ => "reported corrupt",
-                    }, s.seq))
+                    status.reason = Some(format!(
+                        "snapshot {id} is {} (entry {} recorded it)",
+                        match s.state {
+                            SnapshotState::Deleted => "deleted",
+                            SnapshotState::Missing => "reported missing",
+                            _ => "reported corrupt",
+                        },
+                        s.seq
+                    ))
                 }
                 None => status.reason = Some(format!("snapshot {id} was never recorded")),
             }
@@ -788,7 +790,9 @@ fn judge_marker(
                 kind: ComponentKind::of(c).unwrap_or(ComponentKind::Snapshot),
                 pinned: "nothing".into(),
                 restorable: false,
-                reason: Some(format!("the marker pins nothing for {c} (added to the group after the marker was taken)")),
+                reason: Some(format!(
+                    "the marker pins nothing for {c} (added to the group after the marker was taken)"
+                )),
                 depends_on: Vec::new(),
             }),
         }
@@ -850,9 +854,12 @@ impl Judge<'_> {
     }
 
     fn window_record(&self, from: Timestamp, to: Timestamp) -> Record {
-        record_of(self.group.activities.iter().filter(|a| {
-            Timestamp::parse_rfc3339(&a.recovery_point).is_ok_and(|t| from <= t && t <= to)
-        }))
+        record_of(
+            self.group
+                .activities
+                .iter()
+                .filter(|a| Timestamp::parse_rfc3339(&a.recovery_point).is_ok_and(|t| from <= t && t <= to)),
+        )
     }
 
     /// Why a time is not restorable, per component.
@@ -871,9 +878,9 @@ impl Judge<'_> {
                         out.push(format!("{c}: {}", a.explanation.unwrap_or_else(|| "not restorable".into())));
                     }
                 }
-                Prepared::Snapshot { .. } => {
-                    out.push(format!("{c}: a snapshot-only component is restorable only at markers that pin its snapshots"))
-                }
+                Prepared::Snapshot { .. } => out.push(format!(
+                    "{c}: a snapshot-only component is restorable only at markers that pin its snapshots"
+                )),
                 Prepared::Unknown => out.push(format!("{c}: nothing is recorded about it")),
             }
         }
@@ -928,7 +935,12 @@ pub fn recovery_points(catalog: &Catalog, name: &str, inputs: &Inputs<'_>) -> Re
         windows: windows
             .iter()
             .rev()
-            .map(|(a, b)| CorrelatedWindow { from: *a, to: *b, class: Class::Correlated, record: j.window_record(*a, *b) })
+            .map(|(a, b)| CorrelatedWindow {
+                from: *a,
+                to: *b,
+                class: Class::Correlated,
+                record: j.window_record(*a, *b),
+            })
             .collect(),
         markers,
         gaps,
@@ -965,7 +977,12 @@ pub fn latest(catalog: &Catalog, name: &str, inputs: &Inputs<'_>) -> Result<Opti
 }
 
 /// One marker judged (what a plan for it starts from).
-pub fn marker_point(catalog: &Catalog, name: &str, marker: &str, inputs: &Inputs<'_>) -> Result<(Marker, RecoveryPoint), GroupError> {
+pub fn marker_point(
+    catalog: &Catalog,
+    name: &str,
+    marker: &str,
+    inputs: &Inputs<'_>,
+) -> Result<(Marker, RecoveryPoint), GroupError> {
     let j = judge(catalog, name, inputs)?;
     let m = j
         .group
@@ -978,11 +995,18 @@ pub fn marker_point(catalog: &Catalog, name: &str, marker: &str, inputs: &Inputs
 
 /// Rule: a time T is a correlated point when it lies in a correlated
 /// window; `Err` carries the reasons when it does not.
-pub fn time_point(catalog: &Catalog, name: &str, at: Timestamp, inputs: &Inputs<'_>) -> Result<Result<CorrelatedWindow, Vec<String>>, GroupError> {
+pub fn time_point(
+    catalog: &Catalog,
+    name: &str,
+    at: Timestamp,
+    inputs: &Inputs<'_>,
+) -> Result<Result<CorrelatedWindow, Vec<String>>, GroupError> {
     let j = judge(catalog, name, inputs)?;
     let windows = j.windows();
     Ok(match windows.iter().find(|(a, b)| *a <= at && at <= *b) {
-        Some((a, b)) => Ok(CorrelatedWindow { from: *a, to: *b, class: Class::Correlated, record: j.window_record(*a, *b) }),
+        Some((a, b)) => {
+            Ok(CorrelatedWindow { from: *a, to: *b, class: Class::Correlated, record: j.window_record(*a, *b) })
+        }
         None => Err(j.reasons_at(at)),
     })
 }

@@ -75,10 +75,14 @@ pub struct GroupPlan {
 
 /// Rule: a plan is its parts in the group's component order, digested; the
 /// same log and request give the same bytes.
-pub fn assemble(def: &GroupDef, point: PointRef, components: Vec<ComponentPlan>, checkpoint: CheckpointRef) -> GroupPlan {
-    let mut notes = vec![
-        "restore every component's part; a part alone is not a consistent state of the application".to_owned(),
-    ];
+pub fn assemble(
+    def: &GroupDef,
+    point: PointRef,
+    components: Vec<ComponentPlan>,
+    checkpoint: CheckpointRef,
+) -> GroupPlan {
+    let mut notes =
+        vec!["restore every component's part; a part alone is not a consistent state of the application".to_owned()];
     match point.class {
         Class::Quiesced => notes.push("quiesced: writers were stopped while every part was pinned".to_owned()),
         Class::Correlated => notes.push(format!(

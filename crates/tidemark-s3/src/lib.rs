@@ -150,7 +150,8 @@ impl S3 {
             .block_on(create.send())
             .map_err(|e| req("CreateBucket", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
         self.count();
-        let enabled = aws_sdk_s3::types::VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+        let enabled =
+            aws_sdk_s3::types::VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
         self.runtime
             .block_on(self.client.put_bucket_versioning().bucket(bucket).versioning_configuration(enabled).send())
             .map_err(|e| req("PutBucketVersioning", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;

@@ -47,6 +47,7 @@ impl Problem {
             Refusal::Conflict { .. } | Refusal::ConflictInBatch { .. } => {
                 (StatusCode::CONFLICT, "The event id is already used by other content")
             }
+            Refusal::Inconsistent { .. } => (StatusCode::CONFLICT, "The event contradicts the ledger's state"),
             _ => (StatusCode::BAD_REQUEST, "The event was refused"),
         };
         let mut p = Problem::new(status, e.reason.code(), title, e.to_string());

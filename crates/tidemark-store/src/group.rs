@@ -214,7 +214,8 @@ impl crate::Ledger {
                 Some(Pin::S3(at)) => {
                     let identity = catalog.components.get(c).and_then(|r| r.s3.clone());
                     let Some(identity) = identity else {
-                        reasons.push(format!("{c}: not registered with its endpoint and bucket (`tidemark s3 register`)"));
+                        reasons
+                            .push(format!("{c}: not registered with its endpoint and bucket (`tidemark s3 register`)"));
                         continue;
                     };
                     let mut manifest = Vec::new();
@@ -230,7 +231,10 @@ impl crate::Ledger {
                         let bound = summary.bound.as_ref().map(ToString::to_string);
                         reasons.push(format!(
                             "{c}: {}",
-                            bound.unwrap_or_else(|| format!("keys that cannot be reconstructed: {}", problems.join(", ")))
+                            bound.unwrap_or_else(|| format!(
+                                "keys that cannot be reconstructed: {}",
+                                problems.join(", ")
+                            ))
                         ));
                         continue;
                     }

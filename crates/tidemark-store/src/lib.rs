@@ -653,7 +653,17 @@ impl Ledger {
         for (i, key) in to_verify {
             verified_with[i] = Some(key);
         }
-        Ok(Prepared { events, canonical, digests, verified_with, placement, new_indices, registry, id_buckets, catalog })
+        Ok(Prepared {
+            events,
+            canonical,
+            digests,
+            verified_with,
+            placement,
+            new_indices,
+            registry,
+            id_buckets,
+            catalog,
+        })
     }
 
     fn commit(&mut self, p: Prepared, now: Timestamp) -> Result<Vec<Appended>, StoreError> {

@@ -1,6 +1,7 @@
 //! Helpers for tests that drive the real `tidemark` binary.
 #![allow(dead_code)]
 
+pub mod moto;
 pub mod pg;
 
 use std::io::{BufRead as _, BufReader, Write as _};

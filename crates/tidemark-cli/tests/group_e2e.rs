@@ -1,0 +1,612 @@
+//! The product's promise end to end (DESIGN §1): an application writes an
+//! object to S3 (moto_server) and then a row in PostgreSQL 15 that names
+//! its key and blake3, continuously, while base backups, archive hooks,
+//! scans and markers run. Then disaster. The test restores the latest
+//! point and a correlated time with `tidemark restore` and proves every
+//! restored row's object is in the restored bucket with its blake3; shows
+//! the naive combination (PostgreSQL at the newest time, S3 from an
+//! independently timed scan) is inconsistent on the same data; damages one
+//! WAL segment and one S3 version and sees exactly the affected points
+//! turn unrestorable with reasons naming them; drills (passing and
+//! failing) and finds both in `recovery-points` and in a verified export.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+use common::moto::{CREDS, Moto, moto_bin};
+use common::pg::{Postgres, give_to_postgres, pg_bin};
+use common::{Cli, Run, Server, admin_key};
+use serde_json::Value;
+use tidemark_core::Digest32;
+use tidemark_s3::{Endpoint, S3};
+
+struct World {
+    cli: Cli,
+    server: Server,
+    token: String,
+    base: tempfile::TempDir,
+    bin: PathBuf,
+    env: Vec<(&'static str, String)>,
+    moto: Moto,
+    s3: S3,
+}
+
+impl World {
+    fn path(&self, name: &str) -> PathBuf {
+        self.base.path().join(name)
+    }
+
+    fn run_as(&self, key: &str, args: &[&str]) -> Run {
+        let mut c = self.cli.command();
+        c.env("TIDEMARK_LEDGER", &self.server.url)
+            .env("TIDEMARK_TOKEN", &self.token)
+            .env("TIDEMARK_SIGNER", self.cli.path(key));
+        for (k, v) in CREDS {
+            c.env(k, v);
+        }
+        let out = c.args(args).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_as("agent.key", args)
+    }
+
+    fn ok_as(&self, key: &str, args: &[&str]) -> String {
+        let r = self.run_as(key, args);
+        assert_eq!(r.code, 0, "tidemark {args:?}: {}{}", r.stdout, r.stderr);
+        r.stdout
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_as("agent.key", args)
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn put(&self, bucket: &str, key: &str, body: &[u8]) -> String {
+        let out = self
+            .s3
+            .block_on(
+                self.s3.client().put_object().bucket(bucket).key(key).body(ByteStream::from(body.to_vec())).send(),
+            )
+            .unwrap();
+        out.version_id().unwrap_or("null").to_owned()
+    }
+
+    fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let out = self.s3.block_on(self.s3.client().get_object().bucket(bucket).key(key).send()).ok()?;
+        Some(self.s3.block_on(out.body.collect()).unwrap().into_bytes().to_vec())
+    }
+
+    fn mark(&self, group: &str, pg: &Postgres, extra: &[&str]) -> String {
+        let dsn = pg.dsn();
+        let mut args = vec!["mark", "--group", group, "--pg-dsn", &dsn, "--s3-path-style", "--clock-skew-ms", "300"];
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        // "marker m-… of group app at … recorded as entry N"
+        out.split_whitespace().nth(1).unwrap().to_owned()
+    }
+
+    fn scan(&self) -> String {
+        self.ok(&[
+            "s3",
+            "scan",
+            "--component",
+            "s3:uploads",
+            "--endpoint",
+            &self.moto.url,
+            "--bucket",
+            "uploads",
+            "--path-style",
+            "--clock-skew-ms",
+            "300",
+        ])
+    }
+
+    fn watch(&self, pg: &Postgres) {
+        self.ok(&["pg", "watch", "--cluster", "main", "--dsn", &pg.dsn(), "--count", "1"]);
+    }
+
+    /// `tidemark restore` of a plan file into a new data directory and suffixed buckets.
+    fn restore(&self, plan: &Path, name: &str, suffix: &str) -> Postgres {
+        let data = self.path(name);
+        self.ok_as(
+            "operator.key",
+            &[
+                "restore",
+                "--plan",
+                plan.to_str().unwrap(),
+                "--pg-data",
+                data.to_str().unwrap(),
+                "--s3-target-bucket-suffix",
+                suffix,
+                "--s3-path-style",
+                "--pg-run-as",
+                "postgres",
+                "--pg-bin",
+                self.bin.to_str().unwrap(),
+            ],
+        );
+        let pg = Postgres::at(&self.bin, &data, self.env.clone());
+        pg.append_conf(&format!("port = {}\n", pg.port));
+        pg.start();
+        pg
+    }
+
+    /// Rows (key, blake3) of a database's `docs` table.
+    fn rows(&self, pg: &Postgres) -> Vec<(String, String)> {
+        pg.sql("SELECT key || ' ' || b3 FROM docs ORDER BY id")
+            .lines()
+            .map(|l| {
+                let (k, b) = l.split_once(' ').unwrap();
+                (k.to_owned(), b.to_owned())
+            })
+            .collect()
+    }
+
+    /// Rows whose object is missing from `bucket` or has other content.
+    fn dangling(&self, rows: &[(String, String)], bucket: &str) -> Vec<String> {
+        rows.iter()
+            .filter(|(k, b3)| self.get(bucket, k).is_none_or(|body| Digest32::blake3_of(&body).to_string() != *b3))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn plan(&self, group: &str, how: &[&str], out: &str) -> PathBuf {
+        let path = self.path(out);
+        let mut args = vec!["plan", "--group", group, "--out", path.to_str().unwrap()];
+        args.extend_from_slice(how);
+        self.ok(&args);
+        path
+    }
+}
+
+fn point<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("marker {id} in {report}"))
+}
+
+#[test]
+fn an_application_restores_consistently_across_postgresql_and_s3() {
+    let (Some(bin), Some(moto)) = (pg_bin(), moto_bin()) else {
+        eprintln!(
+            "\n\n*** SKIPPED: PostgreSQL 15 or moto_server missing (scripts/test.sh installs moto into .venv) ***\n\n"
+        );
+        return;
+    };
+    let cli = Cli::with_keys();
+    let server = Server::start(&cli, "127.0.0.1:0", &[]);
+    let token = cli.ok(&["token", "issue", "--key", "agent.key"]).trim().to_owned();
+    let base = tempfile::Builder::new().prefix("tidemark-group-").tempdir_in("/tmp").unwrap();
+    Command::new("chmod").arg("755").arg(base.path()).status().unwrap();
+    for d in ["archive", "spool"] {
+        std::fs::create_dir(base.path().join(d)).unwrap();
+        give_to_postgres(&base.path().join(d));
+    }
+    std::fs::copy(cli.path("agent.key"), base.path().join("agent.key")).unwrap();
+    give_to_postgres(base.path());
+    let env = vec![
+        ("TIDEMARK_ARCHIVE_DIR", base.path().join("archive").display().to_string()),
+        ("TIDEMARK_CLUSTER", "main".to_owned()),
+        ("TIDEMARK_LEDGER", server.url.clone()),
+        ("TIDEMARK_SPOOL", base.path().join("spool").display().to_string()),
+        ("TIDEMARK_SIGNER", base.path().join("agent.key").display().to_string()),
+        ("TIDEMARK_BIN", env!("CARGO_BIN_EXE_tidemark").to_owned()),
+        ("TIDEMARK_TOKEN", token.clone()),
+    ];
+    let moto = Moto::start(&moto);
+    let s3 = S3::connect(&Endpoint {
+        url: Some(moto.url.clone()),
+        region: "us-east-1".into(),
+        path_style: true,
+        static_credentials: Some(("test".into(), "test".into())),
+    })
+    .unwrap();
+    let w = World { cli, server, token, base, bin, env, moto, s3 };
+    let admin = admin_key(&w.cli);
+
+    // The application's parts.
+    let script =
+        std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pg-archive.sh")).unwrap();
+    let conf = format!("archive_mode = on\narchive_command = '{} %p %f'\narchive_timeout = 1\n", script.display());
+    let pg = Postgres::init(&w.bin, &w.path("primary"), &conf, w.env.clone());
+    pg.start();
+    w.s3.block_on(w.s3.client().create_bucket().bucket("uploads").send()).unwrap();
+    let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    w.s3.block_on(w.s3.client().put_bucket_versioning().bucket("uploads").versioning_configuration(enabled).send())
+        .unwrap();
+    pg.sql("CREATE TABLE docs (id int PRIMARY KEY, key text NOT NULL, b3 text NOT NULL)");
+
+    // Topology: a group needs registered components; bad definitions are refused and change nothing.
+    let r = w.run_as(
+        "agent.key",
+        &["group", "define", "app", "--component", "pg:main", "--component", "s3:uploads", "--signer", &admin],
+    );
+    assert_eq!(r.code, 3, "unregistered components: {}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("pg:main is not registered"), "{}", r.stderr);
+    w.ok(&["pg", "register", "--cluster", "main", "--dsn", &pg.dsn(), "--signer", &admin]);
+    w.ok(&[
+        "s3",
+        "register",
+        "--component",
+        "s3:uploads",
+        "--endpoint",
+        &w.moto.url,
+        "--bucket",
+        "uploads",
+        "--path-style",
+        "--signer",
+        &admin,
+    ]);
+    w.ok(&[
+        "snapshot",
+        "register",
+        "--component",
+        "snap:defs",
+        "--store",
+        "rabbitmq",
+        "--description",
+        "definitions export",
+        "--signer",
+        &admin,
+    ]);
+    w.ok(&[
+        "group",
+        "define",
+        "app",
+        "--component",
+        "pg:main",
+        "--component",
+        "s3:uploads",
+        "--max-skew",
+        "1s",
+        "--signer",
+        &admin,
+    ]);
+    w.ok(&[
+        "group",
+        "define",
+        "appq",
+        "--component",
+        "pg:main",
+        "--component",
+        "s3:uploads",
+        "--component",
+        "snap:defs",
+        "--max-skew",
+        "1s",
+        "--signer",
+        &admin,
+    ]);
+    let draft = w.path("bad-marker.json");
+    std::fs::write(&draft, r#"{"kind":"marker.point","body":{"group":"nope","marker_id":"x","taken_at":"2026-11-23T00:00:00.000000Z","components":[{"component":"s3:uploads","s3_watermark":"2026-11-23T00:00:00.000000Z"}]}}"#).unwrap();
+    let agent = w.cli.path("agent.key");
+    let r = w.run(&["append", draft.to_str().unwrap(), "--signer", agent.to_str().unwrap()]);
+    assert_eq!(r.code, 3, "a marker of an undefined group: {}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("group nope is not defined"), "{}", r.stderr);
+
+    let backup = w.path("base1");
+    pg.base_backup(&backup);
+    w.ok(&["pg", "record-backup", "--cluster", "main", "--dir", backup.to_str().unwrap()]);
+
+    // The application: object first, then the row naming it.
+    let stop = AtomicBool::new(false);
+    let pause = w.path("writers-paused");
+    let (m1, early_scan, m2, mq, m3) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                if pause.exists() {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                i += 1;
+                let key = format!("doc/{i:05}");
+                let body = format!("document {i} written at {:?}", std::time::SystemTime::now()).into_bytes();
+                w.put("uploads", &key, &body);
+                pg.sql(&format!("INSERT INTO docs VALUES ({i}, '{key}', '{}')", Digest32::blake3_of(&body)));
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let early_scan = w.scan();
+        w.watch(&pg);
+        std::thread::sleep(Duration::from_secs(1));
+        let m1 = w.mark("app", &pg, &[]);
+        std::thread::sleep(Duration::from_secs(1));
+        w.watch(&pg);
+        let m2 = w.mark("app", &pg, &[]);
+        // Maintenance mode with a snapshot-only component; writers must come back even when stopping them fails.
+        std::fs::write(w.path("defs.json"), br#"{"queues":["orders"]}"#).unwrap();
+        let failed = w.run(&[
+            "mark",
+            "--group",
+            "appq",
+            "--pg-dsn",
+            &pg.dsn(),
+            "--s3-path-style",
+            "--quiesced",
+            "--exec-before",
+            "false",
+            "--exec-after",
+            &format!("touch {}", w.path("resumed").display()),
+            "--snapshot-file",
+            &format!("snap:defs={}", w.path("defs.json").display()),
+        ]);
+        assert_ne!(failed.code, 0);
+        assert!(w.path("resumed").exists(), "--exec-after ran after --exec-before failed: {}", failed.stderr);
+        let mq = w.mark(
+            "appq",
+            &pg,
+            &[
+                "--quiesced",
+                "--exec-before",
+                &format!("touch {} && sleep 0.3", pause.display()),
+                "--exec-after",
+                &format!("rm {}", pause.display()),
+                "--snapshot-file",
+                &format!("snap:defs={}", w.path("defs.json").display()),
+            ],
+        );
+        assert!(!pause.exists(), "writers resumed");
+        std::thread::sleep(Duration::from_secs(1));
+        w.watch(&pg);
+        let m3 = w.mark("app", &pg, &[]);
+        std::thread::sleep(Duration::from_secs(1));
+        w.watch(&pg);
+        stop.store(true, Ordering::Relaxed);
+        (m1, early_scan, m2, mq, m3)
+    });
+    // Everything written is observed, archived and scanned; then disaster.
+    w.watch(&pg);
+    pg.switch_and_wait_archived();
+    std::thread::sleep(Duration::from_millis(1500));
+    w.scan();
+    let all_rows = w.rows(&pg);
+    assert!(all_rows.len() > 40, "the application wrote {} rows", all_rows.len());
+    pg.sql("DROP TABLE docs");
+    for (k, _) in all_rows.iter().step_by(3) {
+        w.put("uploads", k, b"overwritten by the disaster");
+    }
+    for (k, _) in all_rows.iter().skip(1).step_by(3) {
+        w.s3.block_on(w.s3.client().delete_object().bucket("uploads").key(k).send()).unwrap();
+    }
+
+    // Choose: every marker restorable with its class; windows; the quiesced group's point.
+    let report = w.json(&["recovery-points", "--group", "app", "--json"]);
+    for id in [&m1, &m2, &m3] {
+        let p = point(&report, id);
+        assert_eq!(p["restorable"], true, "{p}");
+        assert_eq!(p["class"], "correlated");
+    }
+    assert!(!report["windows"].as_array().unwrap().is_empty(), "{report}");
+    let q = w.json(&["recovery-points", "--group", "appq", "--json"]);
+    let qp = point(&q, &mq);
+    assert_eq!((qp["class"].as_str(), qp["restorable"].as_bool()), (Some("quiesced"), Some(true)), "{qp}");
+    assert!(qp["writers_stopped"].is_array());
+    assert!(q["windows"].as_array().unwrap().is_empty(), "a snapshot-only component allows markers only");
+    let human = w.ok(&["recovery-points", "--group", "app"]);
+    assert!(human.contains(&m1) && human.contains("correlated"), "{human}");
+
+    // Latest point, restored and proven consistent.
+    let latest = w.json(&["recovery-points", "--group", "app", "--latest", "--json"]);
+    let how: Vec<String> = match latest["kind"].as_str() {
+        Some("marker") => vec!["--point".into(), latest["point"]["id"].as_str().unwrap().into()],
+        _ => vec!["--at".into(), latest["at"].as_str().unwrap().into()],
+    };
+    let how: Vec<&str> = how.iter().map(String::as_str).collect();
+    let plan1 = w.plan("app", &how, "plan-latest.json");
+    let again = w.plan("app", &how, "plan-latest-again.json");
+    assert_eq!(std::fs::read(&plan1).unwrap(), std::fs::read(&again).unwrap(), "plans are byte-identical");
+    let latest_db = w.restore(&plan1, "restored-latest", "-latest");
+    let latest_rows = w.rows(&latest_db);
+    assert!(latest_rows.len() > 20, "{} rows", latest_rows.len());
+    assert_eq!(
+        w.dangling(&latest_rows, "uploads-latest"),
+        Vec::<String>::new(),
+        "every row's object restored with its blake3"
+    );
+
+    // A correlated time inside the oldest window.
+    let windows = report["windows"].as_array().unwrap();
+    let oldest = windows.last().unwrap();
+    let (from, to) = (
+        tidemark_core::Timestamp::parse_rfc3339(oldest["from"].as_str().unwrap()).unwrap(),
+        tidemark_core::Timestamp::parse_rfc3339(oldest["to"].as_str().unwrap()).unwrap(),
+    );
+    let mid = tidemark_core::Timestamp::from_micros((from.as_micros() + to.as_micros()) / 2).to_string();
+    let plan2 = w.plan("app", &["--at", &mid], "plan-mid.json");
+    let mid_db = w.restore(&plan2, "restored-mid", "-mid");
+    let mid_rows = w.rows(&mid_db);
+    assert!(!mid_rows.is_empty() && mid_rows.len() < latest_rows.len(), "{} vs {}", mid_rows.len(), latest_rows.len());
+    assert_eq!(w.dangling(&mid_rows, "uploads-mid"), Vec::<String>::new());
+
+    // The naive combination on the same data: the newest database with the bucket of an earlier, independent scan.
+    let through = early_scan.split("complete through ").nth(1).unwrap().split(';').next().unwrap().to_owned();
+    w.s3.block_on(w.s3.client().create_bucket().bucket("uploads-naive").send()).unwrap();
+    w.ok_as(
+        "operator.key",
+        &[
+            "s3",
+            "restore",
+            "--component",
+            "s3:uploads",
+            "--endpoint",
+            &w.moto.url,
+            "--bucket",
+            "uploads",
+            "--path-style",
+            "--at",
+            &through,
+            "--target-bucket",
+            "uploads-naive",
+        ],
+    );
+    let naive = w.dangling(&latest_rows, "uploads-naive");
+    assert!(!naive.is_empty(), "the naive restore leaves rows pointing at missing objects");
+    eprintln!(
+        "naive: {} of {} rows point at objects the independently timed scan never captured",
+        naive.len(),
+        latest_rows.len()
+    );
+    latest_db.stop();
+    mid_db.stop();
+
+    // Drills: one passing, one failing; both recorded, neither hidden.
+    let psql = w.bin.join("psql");
+    let check = format!(
+        "test \"$({} -X -At -c 'SELECT count(*) FROM docs')\" -gt 0 && test -n \"$TIDEMARK_S3_BUCKET\"",
+        psql.display()
+    );
+    let drill = w.run_as(
+        "operator.key",
+        &[
+            "drill",
+            "--group",
+            "app",
+            "--point",
+            &m1,
+            "--check",
+            &check,
+            "--s3-path-style",
+            "--pg-run-as",
+            "postgres",
+            "--pg-bin",
+            w.bin.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(drill.code, 0, "{}{}", drill.stdout, drill.stderr);
+    let drill = w.run_as(
+        "operator.key",
+        &[
+            "drill",
+            "--group",
+            "app",
+            "--point",
+            &m1,
+            "--check",
+            "exit 3",
+            "--s3-path-style",
+            "--pg-run-as",
+            "postgres",
+            "--pg-bin",
+            w.bin.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(drill.code, 1, "a failed check fails the drill: {}{}", drill.stdout, drill.stderr);
+    let report = w.json(&["recovery-points", "--group", "app", "--json"]);
+    let p1 = point(&report, &m1);
+    assert_eq!((p1["record"]["drills"].as_u64(), p1["record"]["drills_passed"].as_u64()), (Some(2), Some(1)), "{p1}");
+    assert_eq!(p1["record"]["last_drill"]["result"], "failed");
+    assert!(p1["record"]["restores"].as_u64().is_none_or(|n| n == 0));
+
+    // A picture, locally rendered by the server as HTML and as SVG.
+    let svg = w.path("app.svg");
+    w.ok(&["timeline", "--group", "app", "--out", svg.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<svg") && text.contains(&m1) && text.contains("drill of"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    let html = w.path("app.html");
+    w.ok(&["timeline", "--group", "app", "--out", html.to_str().unwrap(), "--html"]);
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<table>"));
+
+    // Damage: one WAL segment between m1 and m2, one S3 version written between m2 and m3.
+    let lsn_of = |id: &str| -> u64 {
+        let pinned =
+            point(&report, id)["components"].as_array().unwrap().iter().find(|c| c["component"] == "pg:main").unwrap()
+                ["pinned"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        let lsn = pinned.split_whitespace().nth(1).unwrap();
+        tidemark_core::Lsn::parse(lsn).unwrap().0
+    };
+    let seg_of = |lsn: u64| lsn >> 20;
+    let (s1, s2) = (seg_of(lsn_of(&m1)), seg_of(lsn_of(&m2)));
+    assert!(s2 > s1 + 1, "segments between the markers: {s1} {s2}");
+    let victim = format!("00000001{:08X}{:08X}", (s1 + 1) >> 12, (s1 + 1) & 0xfff);
+    std::fs::remove_file(w.path("archive").join(&victim)).unwrap();
+    let checked = w.run(&["pg", "check-archive", "--cluster", "main"]);
+    assert_eq!(checked.code, 4, "{}{}", checked.stdout, checked.stderr);
+    let m2_at = point(&report, &m2)["at"].as_str().unwrap().to_owned();
+    let m3_at = point(&report, &m3)["at"].as_str().unwrap().to_owned();
+    let key_between = {
+        // A key present at m3 and not at m2 (there it is a key "to remove").
+        let restored = |at: &str| -> Vec<String> {
+            w.ok(&["s3", "manifest", "--component", "s3:uploads", "--at", at])
+                .lines()
+                .filter(|l| l.starts_with("restore"))
+                .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+                .collect()
+        };
+        let before = restored(&m2_at);
+        restored(&m3_at)
+            .into_iter()
+            .find(|k| !before.contains(k))
+            .unwrap_or_else(|| panic!("no key between {m2_at} and {m3_at}"))
+    };
+    let versions =
+        w.s3.block_on(w.s3.client().list_object_versions().bucket("uploads").prefix(&key_between).send()).unwrap();
+    let first = versions
+        .versions()
+        .iter()
+        .filter(|v| v.key() == Some(key_between.as_str()))
+        .min_by_key(|v| v.last_modified().map(|d| d.secs()))
+        .unwrap();
+    w.s3.block_on(
+        w.s3.client()
+            .delete_object()
+            .bucket("uploads")
+            .key(&key_between)
+            .version_id(first.version_id().unwrap())
+            .send(),
+    )
+    .unwrap();
+    w.scan();
+    let report = w.json(&["recovery-points", "--group", "app", "--json"]);
+    assert_eq!(point(&report, &m1)["restorable"], true, "m1 needs neither");
+    let p2 = point(&report, &m2).to_string();
+    assert!(p2.contains("\"restorable\":false") && p2.contains(&victim), "m2 names the segment: {p2}");
+    let p3 = point(&report, &m3).to_string();
+    assert!(p3.contains(&victim) && p3.contains(&key_between), "m3 names both: {p3}");
+    let r = w.run(&["plan", "--group", "app", "--point", &m2]);
+    assert_eq!(r.code, 6, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains(&victim), "{}", r.stderr);
+
+    // The drills are in an export an auditor verifies offline.
+    let World { cli, server, .. } = w;
+    server.stop();
+    let out = cli.path("export");
+    cli.ok(&["export", "--all", "--out", out.to_str().unwrap()]);
+    let vkey = cli.ok(&["key", "show", "--ledger-key"]);
+    let verdict = cli.ok(&["verify-export", out.to_str().unwrap(), "--ledger-key", vkey.trim()]);
+    assert!(verdict.contains("\nVERIFIED"), "{verdict}");
+    let mut drills = 0;
+    for e in std::fs::read_dir(out.join("entries")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        if text.contains("\"drill.completed\"") {
+            drills += 1;
+        }
+    }
+    assert_eq!(drills, 2);
+}
