@@ -603,10 +603,8 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
     let mut resume = Resume { cmd: a.exec_after.clone() };
     let stopped_at = if a.quiesced {
         if let Some(cmd) = &a.exec_before {
-            if let Err(e) = sh(cmd, "--exec-before") {
-                // Writers may be half stopped: resume them (the guard does) and stop here.
-                return Err(e);
-            }
+            // On failure writers may be half stopped: the guard resumes them.
+            sh(cmd, "--exec-before")?;
         }
         Some(util::now())
     } else {
@@ -640,7 +638,7 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
     for ((c, db), o) in dbs.iter().zip(&observed) {
         let seg = db
             .switch_and_wait_archived(o.lsn, Duration::from_millis(a.archive_timeout))
-            .with_context(|| format!("{c}"))?;
+            .with_context(|| c.to_string())?;
         eprintln!("{c}: restore point {restore_point:?} at LSN {} ({}); segment {seg} archived", o.lsn, o.at);
     }
     let buckets: Vec<&String> = components.iter().filter(|c| c.starts_with("s3:")).collect();

@@ -225,15 +225,15 @@ fn restore_pg(
     }
     // The backup must still be the one the ledger recorded, file for file.
     let found = tidemark_agents::pg_files::read_backup_dir(&location)?;
-    if let Some(expected) = backup["blake3"].as_str() {
-        if found.blake3.to_string() != expected {
-            return Err(anyhow::anyhow!(
-                "base backup {} at {} differs from the ledger's record (blake3 {} vs {expected})",
-                s(&backup["backup_id"]),
-                location.display(),
-                found.blake3
-            ));
-        }
+    if let Some(expected) = backup["blake3"].as_str()
+        && found.blake3.to_string() != expected
+    {
+        return Err(anyhow::anyhow!(
+            "base backup {} at {} differs from the ledger's record (blake3 {} vs {expected})",
+            s(&backup["backup_id"]),
+            location.display(),
+            found.blake3
+        ));
     }
     std::fs::create_dir_all(data)?;
     if found.tar_format {
@@ -291,10 +291,10 @@ fn restore_pg(
         if !data.join("postmaster.pid").exists() {
             return Err(anyhow::anyhow!("the restored server stopped during recovery: {}", log_tail(&log)));
         }
-        if let Ok(db) = Db::connect(&dsn) {
-            if db.in_recovery().ok() == Some(false) {
-                break;
-            }
+        if let Ok(db) = Db::connect(&dsn)
+            && db.in_recovery().ok() == Some(false)
+        {
+            break;
         }
         if started.elapsed() > Duration::from_millis(pg.recovery_timeout) {
             stop_pg(pg, data);

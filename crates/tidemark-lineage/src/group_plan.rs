@@ -48,7 +48,7 @@ pub struct S3Part {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ComponentPlan {
-    Postgresql { component: String, plan: Plan },
+    Postgresql { component: String, plan: Box<Plan> },
     S3(S3Part),
     Snapshot { component: String, snapshot: Snapshot },
 }

@@ -207,7 +207,9 @@ impl crate::Ledger {
                     let mut opts = options.clone();
                     opts.restore_command = options.restore_command.replace("{cluster}", c.trim_start_matches("pg:"));
                     match tidemark_lineage::pg_plan::plan(cluster, positions, target, &opts, checkpoint.clone()) {
-                        Ok(plan) => components.push(ComponentPlan::Postgresql { component: c.clone(), plan }),
+                        Ok(plan) => {
+                            components.push(ComponentPlan::Postgresql { component: c.clone(), plan: Box::new(plan) })
+                        }
                         Err(e) => reasons.push(format!("{c}: {e}")),
                     }
                 }
