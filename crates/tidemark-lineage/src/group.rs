@@ -1010,3 +1010,43 @@ pub fn time_point(
         None => Err(j.reasons_at(at)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_unix_seconds(1_790_000_000 + s)
+    }
+
+    #[test]
+    fn rule_a_range_is_covered_only_inside_one_interval() {
+        let v = vec![(t(0), t(10)), (t(20), t(30))];
+        assert!(covered(&v, t(1), t(9)));
+        assert!(covered(&v, t(20), t(30)));
+        assert!(!covered(&v, t(9), t(21)), "a gap in between");
+        assert!(!covered(&v, t(-1), t(2)));
+        assert!(!covered(&[], t(0), t(0)));
+    }
+
+    #[test]
+    fn rule_correlated_times_are_the_intersection_of_every_component() {
+        let a = vec![(t(0), t(10)), (t(20), t(30))];
+        let b = vec![(t(5), t(25))];
+        assert_eq!(intersect(&a, &b), vec![(t(5), t(10)), (t(20), t(25))]);
+        assert_eq!(intersect(&a, &[]), vec![]);
+    }
+
+    #[test]
+    fn adjacent_intervals_merge() {
+        let m = merge(vec![(t(10), t(20)), (t(0), t(10)), (t(30), t(40))]);
+        assert_eq!(m, vec![(t(0), t(20)), (t(30), t(40))]);
+    }
+
+    #[test]
+    fn component_kinds_come_from_the_name() {
+        assert_eq!(ComponentKind::of("pg:main"), Some(ComponentKind::Postgresql));
+        assert_eq!(ComponentKind::of("snap:defs").map(ComponentKind::is_continuous), Some(false));
+        assert_eq!(ComponentKind::of("redis"), None);
+    }
+}
