@@ -14,6 +14,9 @@ use tidemark_lineage::group::{self, Catalog, Inputs, Latest, PgInput, S3Input};
 use tidemark_lineage::pg::{self, Cluster, Position};
 use tidemark_lineage::s3::{Bucket, KeyHistory, VersionRecord};
 
+/// One change to a key's history.
+type Change = Box<dyn Fn(&mut KeyHistory)>;
+
 #[derive(Default)]
 struct World {
     catalog: Catalog,
@@ -34,7 +37,7 @@ impl World {
         }
         if let Some(c) = Bucket::component_of(body) {
             let (bucket, keys) = self.buckets.entry(c.clone()).or_insert_with(|| (Bucket::new(&c), BTreeMap::new()));
-            let (key, change): (&str, Box<dyn Fn(&mut KeyHistory)>) = match body {
+            let (key, change): (&str, Change) = match body {
                 EventBody::S3ObjectVersion(o) => {
                     let record = VersionRecord {
                         version_id: o.version_id.clone(),
