@@ -47,6 +47,14 @@ pub struct BenchArgs {
     s3: bool,
     #[arg(long, default_value_t = 200_000)]
     s3_keys: u64,
+    /// Instead: a group over --entries WAL segments (--pg-backups backups) and
+    /// --group-versions object versions (--s3-keys keys) with --group-markers markers.
+    #[arg(long)]
+    group: bool,
+    #[arg(long, default_value_t = 1_000_000)]
+    group_versions: u64,
+    #[arg(long, default_value_t = 10_000)]
+    group_markers: u64,
     /// Concurrent HTTP writers for --http.
     #[arg(long, default_value_t = 4)]
     writers: usize,
@@ -129,6 +137,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     } else if a.pg {
         let s = Setup { admin: SecretKey::from_seed("admin", [1; 32]), agent: SecretKey::from_seed("agent", [3; 32]) };
         crate::bench_pg::run(a.entries, a.pg_backups, &scratch, &|dir| new_ledger(dir, &s), &s.agent)
+    } else if a.group {
+        let s = Setup { admin: SecretKey::from_seed("admin", [1; 32]), agent: SecretKey::from_seed("agent", [3; 32]) };
+        crate::bench_group::run(
+            a.entries,
+            a.pg_backups,
+            a.group_versions,
+            a.s3_keys,
+            a.group_markers,
+            &scratch,
+            &|dir| new_ledger(dir, &s),
+            &s.admin,
+            &s.agent,
+        )
     } else if a.s3 {
         let s = Setup { admin: SecretKey::from_seed("admin", [1; 32]), agent: SecretKey::from_seed("agent", [3; 32]) };
         crate::bench_s3::run(a.entries, a.s3_keys, &scratch, &|dir| new_ledger(dir, &s), &s.agent)

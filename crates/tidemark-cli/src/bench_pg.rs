@@ -12,23 +12,23 @@ use tidemark_lineage::pg::segment_name;
 use tidemark_lineage::pg_plan::Target;
 use tidemark_store::Ledger;
 
-const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// Simulated seconds between archived segments.
 const SEGMENT_EVERY_SECS: i64 = 10;
 const T0: i64 = 1_790_000_000;
 
-fn time_of(segno: u64) -> Timestamp {
+pub(crate) fn time_of(segno: u64) -> Timestamp {
     Timestamp::from_unix_seconds(T0 + segno as i64 * SEGMENT_EVERY_SECS)
 }
 
-fn lsn(segno: u64, offset: u64) -> String {
+pub(crate) fn lsn(segno: u64, offset: u64) -> String {
     let l = segno * SEGMENT_BYTES + offset;
     format!("{:X}/{:X}", l >> 32, l & 0xffff_ffff)
 }
 
 /// The synthetic events for segments `from..to`: each segment archived, a
 /// position every 10 segments, a base backup every `backup_every` segments.
-fn events(agent: &SecretKey, from: u64, to: u64, backup_every: u64) -> Vec<SignedEvent> {
+pub(crate) fn events(agent: &SecretKey, from: u64, to: u64, backup_every: u64) -> Vec<SignedEvent> {
     (from..to)
         .into_par_iter()
         .flat_map_iter(|i| {
@@ -59,7 +59,7 @@ fn events(agent: &SecretKey, from: u64, to: u64, backup_every: u64) -> Vec<Signe
         .collect()
 }
 
-fn peak_rss_kib() -> u64 {
+pub(crate) fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -68,7 +68,7 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn percentile(sorted_us: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted_us: &[f64], p: f64) -> f64 {
     sorted_us[((sorted_us.len() as f64 - 1.0) * p) as usize]
 }
 

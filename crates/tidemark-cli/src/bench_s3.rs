@@ -12,7 +12,7 @@ use tidemark_store::Ledger;
 
 const T0: i64 = 1_790_000_000;
 
-fn version(agent: &SecretKey, i: u64, keys: u64) -> SignedEvent {
+pub(crate) fn version(agent: &SecretKey, i: u64, keys: u64) -> SignedEvent {
     // Version i belongs to key i % keys; versions of a key are 1 s apart per round.
     let key = format!("uploads/{:08}.bin", i % keys);
     let round = i / keys;
@@ -22,7 +22,8 @@ fn version(agent: &SecretKey, i: u64, keys: u64) -> SignedEvent {
         "etag": format!("\"{}\"", &blake3::hash(&i.to_be_bytes()).to_hex()[..32]), "size_bytes": 1000 + i % 5000,
         "last_modified": lm, "is_delete_marker": false, "listing_position": 0,
         "first_seen_at": Timestamp::from_unix_seconds(T0 + 1_000_000)}});
-    let mut random = [0u8; 10];
+    // Distinct from `bench --pg`'s ids (`bench --group` ingests both).
+    let mut random = [b'S', 0, 0, 0, 0, 0, 0, 0, 0, 0];
     random[2..].copy_from_slice(&i.to_be_bytes());
     Event::from_draft(draft, agent.actor_id(), EventId::new_v7(1_790_000_000_000 + i, random), lm)
         .expect("bench events are valid")
