@@ -285,9 +285,21 @@ fn print_point(out: &mut impl std::io::Write, p: &Value) -> std::io::Result<()> 
         record_text(&p["record"])
     )?;
     for c in p["components"].as_array().into_iter().flatten() {
+        let pinned = match (c["lsn"].as_str(), c["at"].as_str(), c["snapshot_id"].as_str()) {
+            (Some(lsn), _, _) => format!("LSN {lsn} on timeline {}", c["timeline"]),
+            (_, Some(at), _) => format!("as of {at}"),
+            (_, _, Some(id)) => format!("snapshot {id}"),
+            _ => "nothing pinned".to_owned(),
+        };
         match c["reason"].as_str() {
-            Some(r) => writeln!(out, "      {}: NOT restorable ({}): {r}", s(&c["component"]), s(&c["pinned"]))?,
-            None => writeln!(out, "      {}: {}", s(&c["component"]), s(&c["pinned"]))?,
+            Some(r) => writeln!(out, "      {}: NOT restorable ({pinned}): {r}", s(&c["component"]))?,
+            None => {
+                let reads = match (c["base_backup"].as_str(), c["wal"].as_array()) {
+                    (Some(b), Some(w)) => format!("; base backup {b}, WAL {} … {}", s(&w[0]), s(&w[1])),
+                    _ => String::new(),
+                };
+                writeln!(out, "      {}: {pinned}{reads}", s(&c["component"]))?
+            }
         }
     }
     Ok(())

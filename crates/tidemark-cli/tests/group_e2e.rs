@@ -532,14 +532,15 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
 
     // Damage: one WAL segment between m1 and m2, one S3 version written between m2 and m3.
     let lsn_of = |id: &str| -> u64 {
-        let pinned =
-            point(&report, id)["components"].as_array().unwrap().iter().find(|c| c["component"] == "pg:main").unwrap()
-                ["pinned"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-        let lsn = pinned.split_whitespace().nth(1).unwrap();
-        tidemark_core::Lsn::parse(lsn).unwrap().0
+        let part = point(&report, id)["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["component"] == "pg:main")
+            .unwrap()
+            .clone();
+        assert!(part["base_backup"].is_string() && part["wal"].is_array(), "what it depends on: {part}");
+        tidemark_core::Lsn::parse(part["lsn"].as_str().unwrap()).unwrap().0
     };
     let seg_of = |lsn: u64| lsn >> 20;
     let (s1, s2) = (seg_of(lsn_of(&m1)), seg_of(lsn_of(&m2)));

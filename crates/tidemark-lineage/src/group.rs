@@ -12,6 +12,8 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use tidemark_core::event::{ComponentRegistered, DrillResult, EventBody, MarkerPart, Outcome, VerifyOutcome};
 use tidemark_core::{Digest32, Lsn, Timestamp};
 
@@ -442,14 +444,25 @@ pub enum Class {
 pub struct PartStatus {
     pub component: String,
     pub kind: ComponentKind,
-    /// What pins it: an LSN, a time, a snapshot id.
-    pub pinned: String,
+    /// What pins it: PostgreSQL an LSN on a timeline, S3 a time, a snapshot-only store a snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<Lsn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
     pub restorable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The artifacts a restore of it reads.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub depends_on: Vec<String>,
+    /// What a restore of it reads (PostgreSQL): the base backup, and the
+    /// first and last WAL segment it replays. S3 parts read the version of
+    /// every key current at `at`; snapshot parts their snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_backup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal: Option<(String, String)>,
 }
 
 /// Drills and restores of one recovery point.
@@ -552,17 +565,24 @@ pub enum GroupError {
     UnknownMarker { group: String, marker: String },
 }
 
-/// A PostgreSQL window by LSN, with its backups as (stop, start, id) sorted by stop.
+/// A PostgreSQL window by LSN, with its backups sorted by stop.
 struct LsnWindow {
     from: Lsn,
     to: Lsn,
-    backups: Vec<(Lsn, Lsn, String)>,
+    backups: Vec<WindowBackup>,
+}
+
+struct WindowBackup {
+    stop: Lsn,
+    id: String,
+    /// The segment holding its start: the first a restore from it replays.
+    first_segment: String,
 }
 
 /// A continuous component's state prepared once per question: its
 /// restorable intervals, so each marker is judged by a binary search.
 enum Prepared<'a> {
-    Pg { input: &'a PgInput<'a>, lsn_windows: BTreeMap<u32, Vec<LsnWindow>>, times: Vec<(Timestamp, Timestamp)> },
+    Pg { cluster: &'a Cluster, lsn_windows: BTreeMap<u32, Vec<LsnWindow>>, times: Vec<(Timestamp, Timestamp)> },
     S3 { input: &'a S3Input<'a>, times: Vec<(Timestamp, Timestamp)> },
     Snapshot { times: Vec<Timestamp> },
     Unknown,
@@ -615,16 +635,29 @@ fn prepare<'a>(catalog: &Catalog, component: &str, inputs: &'a Inputs<'a>) -> Pr
                 for tl in input.cluster.timelines() {
                     for w in input.cluster.windows(tl, input.positions) {
                         times.push((w.from_time, w.to_time));
-                        let mut backups: Vec<(Lsn, Lsn, String)> = w
+                        let size = input.cluster.segment_size_bytes();
+                        let mut backups: Vec<WindowBackup> = w
                             .backups
                             .iter()
-                            .filter_map(|id| by_id.get(id.as_str()).map(|b| (b.stop_lsn, b.start_lsn, id.clone())))
+                            .filter_map(|id| by_id.get(id.as_str()))
+                            .map(|b| {
+                                let first = pg::segment_of(b.start_lsn, size);
+                                WindowBackup {
+                                    stop: b.stop_lsn,
+                                    id: b.backup_id.clone(),
+                                    first_segment: pg::segment_name(
+                                        input.cluster.timeline_of_segment(tl, first),
+                                        first,
+                                        size,
+                                    ),
+                                }
+                            })
                             .collect();
-                        backups.sort();
+                        backups.sort_by(|x, y| (x.stop, &x.id).cmp(&(y.stop, &y.id)));
                         lsn_windows.entry(tl).or_default().push(LsnWindow { from: w.from_lsn, to: w.to_lsn, backups });
                     }
                 }
-                Prepared::Pg { input, lsn_windows, times: merge(times) }
+                Prepared::Pg { cluster: input.cluster, lsn_windows, times: merge(times) }
             }
             None => Prepared::Unknown,
         },
@@ -664,39 +697,39 @@ fn skew(def: &GroupDef) -> i64 {
 fn judge_part(catalog: &Catalog, part: &MarkerPart, prepared: &Prepared<'_>, skew_us: i64, exact: bool) -> PartStatus {
     let component = part.component.to_string();
     let kind = ComponentKind::of(&component).unwrap_or(ComponentKind::Snapshot);
-    let mut status =
-        PartStatus { component, kind, pinned: String::new(), restorable: false, reason: None, depends_on: Vec::new() };
+    let mut status = PartStatus {
+        component,
+        kind,
+        lsn: part.pg_lsn,
+        timeline: part.pg_timeline,
+        at: part.s3_watermark,
+        snapshot_id: part.snapshot_id.clone(),
+        restorable: false,
+        reason: None,
+        base_backup: None,
+        wal: None,
+    };
     match (prepared, part) {
-        (Prepared::Pg { input, lsn_windows, .. }, MarkerPart { pg_lsn: Some(lsn), pg_timeline: Some(tl), .. }) => {
-            status.pinned = format!(
-                "LSN {lsn} on timeline {tl}{}",
-                part.pg_restore_point.as_ref().map(|n| format!(" (restore point {n:?})")).unwrap_or_default()
-            );
+        (Prepared::Pg { cluster, lsn_windows, .. }, MarkerPart { pg_lsn: Some(lsn), pg_timeline: Some(tl), .. }) => {
             let hit =
                 lsn_windows.get(tl).and_then(|ws| ws.iter().find(|w| w.from <= *lsn && *lsn <= w.to)).and_then(|w| {
                     // The newest backup of the window that stopped at or before the LSN.
-                    let n = w.backups.partition_point(|b| b.0 <= *lsn);
+                    let n = w.backups.partition_point(|b| b.stop <= *lsn);
                     n.checked_sub(1).map(|i| &w.backups[i])
                 });
-            let size = input.cluster.segment_size_bytes();
             match hit {
-                Some((_, start, backup_id)) => {
+                Some(b) => {
                     status.restorable = true;
-                    let (first, last) = (pg::segment_of(*start, size), pg::segment_of(*lsn, size));
-                    let name = |s: u64| pg::segment_name(input.cluster.timeline_of_segment(*tl, s), s, size);
-                    status.depends_on = vec![
-                        format!("{}/base/{backup_id}", status.component),
-                        format!(
-                            "{}/wal/{} … {} ({} segments)",
-                            status.component,
-                            name(first),
-                            name(last),
-                            last - first + 1
-                        ),
-                    ];
+                    let size = cluster.segment_size_bytes();
+                    let last = pg::segment_of(*lsn, size);
+                    status.base_backup = Some(b.id.clone());
+                    status.wal = Some((
+                        b.first_segment.clone(),
+                        pg::segment_name(cluster.timeline_of_segment(*tl, last), last, size),
+                    ));
                 }
                 None => {
-                    status.reason = Some(match input.cluster.lsn_restorable(*tl, *lsn) {
+                    status.reason = Some(match cluster.lsn_restorable(*tl, *lsn) {
                         Err(e) => e.to_string(),
                         Ok(_) => "the LSN is outside every restorable window".to_owned(),
                     })
@@ -704,23 +737,17 @@ fn judge_part(catalog: &Catalog, part: &MarkerPart, prepared: &Prepared<'_>, ske
             }
         }
         (Prepared::S3 { input, times }, MarkerPart { s3_watermark: Some(w), .. }) => {
-            status.pinned = format!("the bucket as of {w}");
             let (a, b) =
                 if exact { (*w, *w) } else { (w.saturating_add_micros(-skew_us), w.saturating_add_micros(skew_us)) };
             if covered(times, a, b) {
                 status.restorable = true;
-                status.depends_on = vec![format!("{}: the version of every key current at {w}", status.component)];
             } else {
                 status.reason = Some(s3_reason(input, a, *w, b, skew_us));
             }
         }
         (_, MarkerPart { snapshot_id: Some(id), .. }) => {
-            status.pinned = format!("snapshot {id}");
             match catalog.snapshots.get(&(status.component.clone(), id.clone())) {
-                Some(s) if s.state == SnapshotState::Present => {
-                    status.restorable = true;
-                    status.depends_on = vec![format!("{}/snapshot/{id}", status.component)];
-                }
+                Some(s) if s.state == SnapshotState::Present => status.restorable = true,
                 Some(s) => {
                     status.reason = Some(format!(
                         "snapshot {id} is {} (entry {} recorded it)",
@@ -788,12 +815,16 @@ fn judge_marker(
             None => components.push(PartStatus {
                 component: c.clone(),
                 kind: ComponentKind::of(c).unwrap_or(ComponentKind::Snapshot),
-                pinned: "nothing".into(),
+                lsn: None,
+                timeline: None,
+                at: None,
+                snapshot_id: None,
                 restorable: false,
                 reason: Some(format!(
                     "the marker pins nothing for {c} (added to the group after the marker was taken)"
                 )),
-                depends_on: Vec::new(),
+                base_backup: None,
+                wal: None,
             }),
         }
     }
@@ -822,13 +853,14 @@ struct Judge<'a> {
     def: &'a GroupDef,
     group: &'a Group,
     prepared: BTreeMap<&'a str, Prepared<'a>>,
+    inputs: &'a Inputs<'a>,
 }
 
 fn judge<'a>(catalog: &'a Catalog, name: &str, inputs: &'a Inputs<'a>) -> Result<Judge<'a>, GroupError> {
     let group = catalog.group(name).ok_or_else(|| GroupError::UnknownGroup(name.to_owned()))?;
     let def = group.def.as_ref().expect("group() only returns defined groups");
     let prepared = def.components.iter().map(|c| (c.as_str(), prepare(catalog, c, inputs))).collect();
-    Ok(Judge { def, group, prepared })
+    Ok(Judge { def, group, prepared, inputs })
 }
 
 impl Judge<'_> {
@@ -867,8 +899,9 @@ impl Judge<'_> {
         let mut out = Vec::new();
         for (c, p) in &self.prepared {
             match p {
-                Prepared::Pg { input, .. } => {
-                    if let Err(e) = input.cluster.time_restorable(t, None, input.positions) {
+                Prepared::Pg { cluster, .. } => {
+                    let positions = self.inputs.pg[*c].positions;
+                    if let Err(e) = cluster.time_restorable(t, None, positions) {
                         out.push(format!("{c}: {e}"));
                     }
                 }
@@ -897,10 +930,11 @@ impl Judge<'_> {
 /// Rule: every marker judged, and the correlated windows with the gaps between them; newest first.
 pub fn recovery_points(catalog: &Catalog, name: &str, inputs: &Inputs<'_>) -> Result<GroupReport, GroupError> {
     let j = judge(catalog, name, inputs)?;
+    // Markers are judged on all cores (each alone; collected in order, so the output is the same).
     let markers: Vec<RecoveryPoint> = j
         .group
         .markers
-        .iter()
+        .par_iter()
         .rev()
         .map(|m| judge_marker(catalog, j.def, m, &j.prepared, &j.group.activities))
         .collect();
