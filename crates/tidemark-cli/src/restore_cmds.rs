@@ -43,6 +43,19 @@ pub struct PgRun {
     recovery_timeout: u64,
 }
 
+/// How a plan's parts are carried out (restore and drill alike).
+#[derive(Args)]
+pub struct How {
+    /// Path-style S3 addressing (MinIO, moto, other non-AWS endpoints).
+    #[arg(long)]
+    s3_path_style: bool,
+    /// S3 copies in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    #[command(flatten)]
+    pg: PgRun,
+}
+
 #[derive(Args)]
 pub struct RestoreArgs {
     /// The plan file (`tidemark plan --group … --out FILE`).
@@ -57,14 +70,8 @@ pub struct RestoreArgs {
     /// Snapshot files are restored under DIR/NAME/.
     #[arg(long)]
     snapshot_dir: Option<PathBuf>,
-    /// Path-style S3 addressing (MinIO, moto, other non-AWS endpoints).
-    #[arg(long)]
-    s3_path_style: bool,
-    /// Copies in flight at once.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
     #[command(flatten)]
-    pg: PgRun,
+    how: How,
     /// An operator key: signs `restore.performed`.
     #[command(flatten)]
     signer: Signer,
@@ -90,12 +97,8 @@ pub struct DrillArgs {
     /// Where scratch data directories and snapshot copies go (default: a new temporary directory).
     #[arg(long)]
     scratch: Option<PathBuf>,
-    #[arg(long)]
-    s3_path_style: bool,
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
     #[command(flatten)]
-    pg: PgRun,
+    how: How,
     /// Signs `drill.completed`.
     #[command(flatten)]
     signer: Signer,
@@ -507,11 +510,11 @@ pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         pg_data: a.pg_data.clone(),
         bucket_suffix: a.s3_target_bucket_suffix.clone(),
         snapshot_dir: a.snapshot_dir.clone(),
-        s3_path_style: a.s3_path_style,
-        concurrency: a.concurrency,
+        s3_path_style: a.how.s3_path_style,
+        concurrency: a.how.concurrency,
         keep_running: a.keep_running,
     };
-    let ex = execute(global, &plan, &targets, &a.pg);
+    let ex = execute(global, &plan, &targets, &a.how.pg);
     let outcome = overall(&ex.outcomes);
     let mut environment = Vec::new();
     if let Some(d) = &a.pg_data {
@@ -566,7 +569,7 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
             temp.path().to_path_buf()
         }
     };
-    if let Some(user) = &a.pg.pg_run_as {
+    if let Some(user) = &a.how.pg.pg_run_as {
         // The scratch directory itself must be reachable by the server's user.
         run_ok(Command::new("chown").arg(format!("{user}:")).arg(&scratch), "chown")?;
     }
@@ -577,12 +580,12 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
         pg_data: Some(scratch.join("pg")),
         bucket_suffix: Some(format!("-drill-{tag}")),
         snapshot_dir: Some(scratch.join("snapshots")),
-        s3_path_style: a.s3_path_style,
-        concurrency: a.concurrency,
+        s3_path_style: a.how.s3_path_style,
+        concurrency: a.how.concurrency,
         keep_running: true,
     };
     let started = Instant::now();
-    let ex = execute(global, &plan, &targets, &a.pg);
+    let ex = execute(global, &plan, &targets, &a.how.pg);
     let restored = overall(&ex.outcomes) == "succeeded";
     let mut checks = vec![
         json!({"command": format!("tidemark restore (plan {})", s(&plan["digest"])), "exit_code": if restored { 0 } else { 1 }, "passed": restored}),
@@ -621,7 +624,7 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
     // Clean up before recording: the scratch servers and buckets are gone either way.
     if !a.keep {
         for r in &ex.running {
-            stop_pg(&a.pg, &r.data);
+            stop_pg(&a.how.pg, &r.data);
         }
         for (component, url, bucket) in &ex.buckets {
             let part =
@@ -630,7 +633,7 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
             let removed = tidemark_s3::S3::connect(&tidemark_s3::Endpoint {
                 url: url.clone(),
                 region,
-                path_style: a.s3_path_style,
+                path_style: a.how.s3_path_style,
                 static_credentials: None,
             })
             .map_err(anyhow::Error::from)

@@ -13,14 +13,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use common::moto::{CREDS, Moto, moto_bin};
-use common::pg::{Postgres, give_to_postgres, pg_bin};
+use common::pg::{Postgres, archiving_world, pg_bin};
 use common::{Cli, Run, Server, admin_key};
 use serde_json::Value;
 use tidemark_core::Digest32;
@@ -43,19 +42,7 @@ impl World {
     }
 
     fn run_as(&self, key: &str, args: &[&str]) -> Run {
-        let mut c = self.cli.command();
-        c.env("TIDEMARK_LEDGER", &self.server.url)
-            .env("TIDEMARK_TOKEN", &self.token)
-            .env("TIDEMARK_SIGNER", self.cli.path(key));
-        for (k, v) in CREDS {
-            c.env(k, v);
-        }
-        let out = c.args(args).output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.cli.run_remote(&self.server.url, &self.token, key, &CREDS, args)
     }
 
     fn run(&self, args: &[&str]) -> Run {
@@ -194,23 +181,7 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
     let cli = Cli::with_keys();
     let server = Server::start(&cli, "127.0.0.1:0", &[]);
     let token = cli.ok(&["token", "issue", "--key", "agent.key"]).trim().to_owned();
-    let base = tempfile::Builder::new().prefix("tidemark-group-").tempdir_in("/tmp").unwrap();
-    Command::new("chmod").arg("755").arg(base.path()).status().unwrap();
-    for d in ["archive", "spool"] {
-        std::fs::create_dir(base.path().join(d)).unwrap();
-        give_to_postgres(&base.path().join(d));
-    }
-    std::fs::copy(cli.path("agent.key"), base.path().join("agent.key")).unwrap();
-    give_to_postgres(base.path());
-    let env = vec![
-        ("TIDEMARK_ARCHIVE_DIR", base.path().join("archive").display().to_string()),
-        ("TIDEMARK_CLUSTER", "main".to_owned()),
-        ("TIDEMARK_LEDGER", server.url.clone()),
-        ("TIDEMARK_SPOOL", base.path().join("spool").display().to_string()),
-        ("TIDEMARK_SIGNER", base.path().join("agent.key").display().to_string()),
-        ("TIDEMARK_BIN", env!("CARGO_BIN_EXE_tidemark").to_owned()),
-        ("TIDEMARK_TOKEN", token.clone()),
-    ];
+    let (base, env) = archiving_world(&cli, &server.url, &token, "tidemark-group-");
     let moto = Moto::start(&moto);
     let s3 = S3::connect(&Endpoint {
         url: Some(moto.url.clone()),

@@ -8,10 +8,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::pg::{Postgres, copy_backup, give_to_postgres, pg_bin};
+use common::pg::{Postgres, archiving_world, copy_backup, give_to_postgres, pg_bin};
 use common::{Cli, Run, Server, admin_key};
 use serde_json::Value;
 use tidemark_core::Timestamp;
@@ -37,23 +36,7 @@ impl World {
         let cli = Cli::with_keys();
         let server = Server::start(&cli, "127.0.0.1:0", &[]);
         let token = cli.ok(&["token", "issue", "--key", "agent.key"]).trim().to_owned();
-        let base = tempfile::Builder::new().prefix("tidemark-pg-").tempdir_in("/tmp").unwrap();
-        Command::new("chmod").arg("755").arg(base.path()).status().unwrap();
-        for d in ["archive", "spool"] {
-            std::fs::create_dir(base.path().join(d)).unwrap();
-            give_to_postgres(&base.path().join(d));
-        }
-        std::fs::copy(cli.path("agent.key"), base.path().join("agent.key")).unwrap();
-        give_to_postgres(base.path());
-        let env = vec![
-            ("TIDEMARK_ARCHIVE_DIR", base.path().join("archive").display().to_string()),
-            ("TIDEMARK_CLUSTER", "main".to_owned()),
-            ("TIDEMARK_LEDGER", server.url.clone()),
-            ("TIDEMARK_SPOOL", base.path().join("spool").display().to_string()),
-            ("TIDEMARK_SIGNER", base.path().join("agent.key").display().to_string()),
-            ("TIDEMARK_BIN", env!("CARGO_BIN_EXE_tidemark").to_owned()),
-            ("TIDEMARK_TOKEN", token.clone()),
-        ];
+        let (base, env) = archiving_world(&cli, &server.url, &token, "tidemark-pg-");
         World { cli, server, token, base, bin, env }
     }
 

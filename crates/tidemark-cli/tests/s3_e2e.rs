@@ -44,19 +44,7 @@ impl World {
     }
 
     fn run_as(&self, key: &str, args: &[&str]) -> Run {
-        let mut c = self.cli.command();
-        c.env("TIDEMARK_LEDGER", &self.server.url)
-            .env("TIDEMARK_TOKEN", &self.token)
-            .env("TIDEMARK_SIGNER", self.cli.path(key));
-        for (k, v) in CREDS {
-            c.env(k, v);
-        }
-        let out = c.args(args).output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.cli.run_remote(&self.server.url, &self.token, key, &CREDS, args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

@@ -574,9 +574,11 @@ struct LsnWindow {
 
 struct WindowBackup {
     stop: Lsn,
+    start: Lsn,
     id: String,
-    /// The segment holding its start: the first a restore from it replays.
-    first_segment: String,
+    /// The name of the segment holding its start (the first a restore from
+    /// it replays), made when a marker first needs it.
+    first_segment: std::sync::OnceLock<String>,
 }
 
 /// A continuous component's state prepared once per question: its
@@ -635,22 +637,15 @@ fn prepare<'a>(catalog: &Catalog, component: &str, inputs: &'a Inputs<'a>) -> Pr
                 for tl in input.cluster.timelines() {
                     for w in input.cluster.windows(tl, input.positions) {
                         times.push((w.from_time, w.to_time));
-                        let size = input.cluster.segment_size_bytes();
                         let mut backups: Vec<WindowBackup> = w
                             .backups
                             .iter()
                             .filter_map(|id| by_id.get(id.as_str()))
-                            .map(|b| {
-                                let first = pg::segment_of(b.start_lsn, size);
-                                WindowBackup {
-                                    stop: b.stop_lsn,
-                                    id: b.backup_id.clone(),
-                                    first_segment: pg::segment_name(
-                                        input.cluster.timeline_of_segment(tl, first),
-                                        first,
-                                        size,
-                                    ),
-                                }
+                            .map(|b| WindowBackup {
+                                stop: b.stop_lsn,
+                                start: b.start_lsn,
+                                id: b.backup_id.clone(),
+                                first_segment: std::sync::OnceLock::new(),
                             })
                             .collect();
                         backups.sort_by(|x, y| (x.stop, &x.id).cmp(&(y.stop, &y.id)));
@@ -721,12 +716,10 @@ fn judge_part(catalog: &Catalog, part: &MarkerPart, prepared: &Prepared<'_>, ske
                 Some(b) => {
                     status.restorable = true;
                     let size = cluster.segment_size_bytes();
-                    let last = pg::segment_of(*lsn, size);
+                    let name = |s: u64| pg::segment_name(cluster.timeline_of_segment(*tl, s), s, size);
+                    let first = b.first_segment.get_or_init(|| name(pg::segment_of(b.start, size)));
                     status.base_backup = Some(b.id.clone());
-                    status.wal = Some((
-                        b.first_segment.clone(),
-                        pg::segment_name(cluster.timeline_of_segment(*tl, last), last, size),
-                    ));
+                    status.wal = Some((first.clone(), name(pg::segment_of(*lsn, size))));
                 }
                 None => {
                     status.reason = Some(match cluster.lsn_restorable(*tl, *lsn) {

@@ -49,6 +49,26 @@ pub struct VersionRecord {
     pub seq: u64,
 }
 
+impl VersionRecord {
+    /// The stored form of an `s3.object_version` event recorded as entry `seq`.
+    pub fn from_event(o: &tidemark_core::event::S3ObjectVersion, seq: u64) -> VersionRecord {
+        VersionRecord {
+            version_id: o.version_id.clone(),
+            etag: o.etag.clone(),
+            size_bytes: o.size_bytes,
+            last_modified: o.last_modified,
+            is_delete_marker: o.is_delete_marker,
+            listing_position: o.listing_position,
+            first_seen_at: o.first_seen_at,
+            missing: false,
+            object_lock_mode: o.object_lock_mode,
+            object_lock_retain_until: o.object_lock_retain_until,
+            object_lock_legal_hold: o.object_lock_legal_hold,
+            seq,
+        }
+    }
+}
+
 pub const NULL_VERSION: &str = "null";
 
 /// The fields of an entry the rules look at (fixed size: stored first, so a

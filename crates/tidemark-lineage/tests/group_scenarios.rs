@@ -39,20 +39,7 @@ impl World {
             let (bucket, keys) = self.buckets.entry(c.clone()).or_insert_with(|| (Bucket::new(&c), BTreeMap::new()));
             let (key, change): (&str, Change) = match body {
                 EventBody::S3ObjectVersion(o) => {
-                    let record = VersionRecord {
-                        version_id: o.version_id.clone(),
-                        etag: o.etag.clone(),
-                        size_bytes: o.size_bytes,
-                        last_modified: o.last_modified,
-                        is_delete_marker: o.is_delete_marker,
-                        listing_position: o.listing_position,
-                        first_seen_at: o.first_seen_at,
-                        missing: false,
-                        object_lock_mode: None,
-                        object_lock_retain_until: None,
-                        object_lock_legal_hold: None,
-                        seq,
-                    };
+                    let record = VersionRecord::from_event(o, seq);
                     (
                         o.key.as_str(),
                         Box::new(move |h: &mut KeyHistory| {

@@ -64,20 +64,7 @@ impl S3Batch {
         let Some(component) = Bucket::component_of(body) else { return Ok(()) };
         match body {
             EventBody::S3ObjectVersion(o) => {
-                let record = VersionRecord {
-                    version_id: o.version_id.clone(),
-                    etag: o.etag.clone(),
-                    size_bytes: o.size_bytes,
-                    last_modified: o.last_modified,
-                    is_delete_marker: o.is_delete_marker,
-                    listing_position: o.listing_position,
-                    first_seen_at: o.first_seen_at,
-                    missing: false,
-                    object_lock_mode: o.object_lock_mode,
-                    object_lock_retain_until: o.object_lock_retain_until,
-                    object_lock_legal_hold: o.object_lock_legal_hold,
-                    seq: entry.seq,
-                };
+                let record = VersionRecord::from_event(o, entry.seq);
                 self.bucket(tree, &component)?;
                 self.history(tree, &component, &o.key)?.record(record);
             }

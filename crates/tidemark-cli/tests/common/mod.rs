@@ -60,6 +60,21 @@ impl Cli {
         }
     }
 
+    /// `tidemark` through a server: its URL, a read token, `key` as the signer, `env` added.
+    pub fn run_remote(&self, url: &str, token: &str, key: &str, env: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut c = self.command();
+        c.env("TIDEMARK_LEDGER", url).env("TIDEMARK_TOKEN", token).env("TIDEMARK_SIGNER", self.path(key));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.args(args).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args);
         assert_eq!(r.code, 0, "tidemark {args:?} failed: {}{}", r.stdout, r.stderr);

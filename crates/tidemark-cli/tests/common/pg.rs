@@ -195,3 +195,32 @@ pub fn copy_backup(backup: &Path, data: &Path) {
     let ok = Command::new("chmod").arg("700").arg(data).status().unwrap();
     assert!(ok.success());
 }
+
+/// A directory for a cluster that archives through a real `tidemark serve`:
+/// `archive/` and `spool/` owned by postgres, a copy of the agent key, and
+/// the environment `examples/pg-archive.sh` reads.
+pub fn archiving_world(
+    cli: &super::Cli,
+    server_url: &str,
+    token: &str,
+    prefix: &str,
+) -> (tempfile::TempDir, Vec<(&'static str, String)>) {
+    let base = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap();
+    Command::new("chmod").arg("755").arg(base.path()).status().unwrap();
+    for d in ["archive", "spool"] {
+        std::fs::create_dir(base.path().join(d)).unwrap();
+        give_to_postgres(&base.path().join(d));
+    }
+    std::fs::copy(cli.path("agent.key"), base.path().join("agent.key")).unwrap();
+    give_to_postgres(base.path());
+    let env = vec![
+        ("TIDEMARK_ARCHIVE_DIR", base.path().join("archive").display().to_string()),
+        ("TIDEMARK_CLUSTER", "main".to_owned()),
+        ("TIDEMARK_LEDGER", server_url.to_owned()),
+        ("TIDEMARK_SPOOL", base.path().join("spool").display().to_string()),
+        ("TIDEMARK_SIGNER", base.path().join("agent.key").display().to_string()),
+        ("TIDEMARK_BIN", env!("CARGO_BIN_EXE_tidemark").to_owned()),
+        ("TIDEMARK_TOKEN", token.to_owned()),
+    ];
+    (base, env)
+}
