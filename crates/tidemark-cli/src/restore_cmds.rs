@@ -561,12 +561,14 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
         Ok(p) => p,
         Err(reasons) => return Err(coded(exit::NOT_RESTORABLE, format!("not restorable: {}", reasons.join("; ")))),
     };
-    let temp;
+    let mut temp = None;
     let scratch = match &a.scratch {
         Some(d) => d.clone(),
         None => {
-            temp = tempfile::Builder::new().prefix("tidemark-drill-").tempdir()?;
-            temp.path().to_path_buf()
+            let t = tempfile::Builder::new().prefix("tidemark-drill-").tempdir()?;
+            let p = t.path().to_path_buf();
+            temp = Some(t);
+            p
         }
     };
     if let Some(user) = &a.how.pg.pg_run_as {
@@ -644,6 +646,12 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
         }
         for sub in ["pg", "snapshots"] {
             let _ = std::fs::remove_dir_all(scratch.join(sub));
+        }
+    }
+    if a.keep {
+        // Left for inspection: the temporary directory outlives the command.
+        if let Some(t) = temp.take() {
+            eprintln!("drill scratch kept in {}", t.keep().display());
         }
     }
     let draft = json!({"kind": "drill.completed", "body": {"group": a.group, "recovery_point": plan["recovery_point"]["id"],

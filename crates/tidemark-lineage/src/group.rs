@@ -798,7 +798,7 @@ fn judge_marker(
     def: &GroupDef,
     m: &Marker,
     prepared: &BTreeMap<&str, Prepared<'_>>,
-    acts: &[Activity],
+    acts: &BTreeMap<&str, Vec<&Activity>>,
 ) -> RecoveryPoint {
     let exact = m.quiesced.is_some();
     let mut components: Vec<PartStatus> = Vec::with_capacity(def.components.len());
@@ -837,7 +837,7 @@ fn judge_marker(
         restorable,
         status: if restorable { "restorable" } else { "not_restorable" },
         components,
-        record: record_of(acts.iter().filter(|a| a.recovery_point == m.marker_id)),
+        record: record_of(acts.get(m.marker_id.as_str()).into_iter().flatten().copied()),
         seq: m.seq,
     }
 }
@@ -847,13 +847,19 @@ struct Judge<'a> {
     group: &'a Group,
     prepared: BTreeMap<&'a str, Prepared<'a>>,
     inputs: &'a Inputs<'a>,
+    /// Drills and restores by recovery point (marker id or time), in log order.
+    by_point: BTreeMap<&'a str, Vec<&'a Activity>>,
 }
 
 fn judge<'a>(catalog: &'a Catalog, name: &str, inputs: &'a Inputs<'a>) -> Result<Judge<'a>, GroupError> {
     let group = catalog.group(name).ok_or_else(|| GroupError::UnknownGroup(name.to_owned()))?;
     let def = group.def.as_ref().expect("group() only returns defined groups");
     let prepared = def.components.iter().map(|c| (c.as_str(), prepare(catalog, c, inputs))).collect();
-    Ok(Judge { def, group, prepared, inputs })
+    let mut by_point: BTreeMap<&str, Vec<&Activity>> = BTreeMap::new();
+    for a in &group.activities {
+        by_point.entry(a.recovery_point.as_str()).or_default().push(a);
+    }
+    Ok(Judge { def, group, prepared, inputs, by_point })
 }
 
 impl Judge<'_> {
@@ -924,13 +930,8 @@ impl Judge<'_> {
 pub fn recovery_points(catalog: &Catalog, name: &str, inputs: &Inputs<'_>) -> Result<GroupReport, GroupError> {
     let j = judge(catalog, name, inputs)?;
     // Markers are judged on all cores (each alone; collected in order, so the output is the same).
-    let markers: Vec<RecoveryPoint> = j
-        .group
-        .markers
-        .par_iter()
-        .rev()
-        .map(|m| judge_marker(catalog, j.def, m, &j.prepared, &j.group.activities))
-        .collect();
+    let markers: Vec<RecoveryPoint> =
+        j.group.markers.par_iter().rev().map(|m| judge_marker(catalog, j.def, m, &j.prepared, &j.by_point)).collect();
     let windows = j.windows();
     let mut gaps = Vec::new();
     for pair in windows.windows(2) {
@@ -987,7 +988,7 @@ pub fn latest(catalog: &Catalog, name: &str, inputs: &Inputs<'_>) -> Result<Opti
         .markers
         .iter()
         .rev()
-        .map(|m| judge_marker(catalog, j.def, m, &j.prepared, &j.group.activities))
+        .map(|m| judge_marker(catalog, j.def, m, &j.prepared, &j.by_point))
         .find(|p| p.restorable);
     let window = j.windows().last().map(|(a, b)| CorrelatedWindow {
         from: *a,
@@ -1017,7 +1018,7 @@ pub fn marker_point(
         .iter()
         .find(|m| m.marker_id == marker)
         .ok_or_else(|| GroupError::UnknownMarker { group: name.to_owned(), marker: marker.to_owned() })?;
-    Ok((m.clone(), judge_marker(catalog, j.def, m, &j.prepared, &j.group.activities)))
+    Ok((m.clone(), judge_marker(catalog, j.def, m, &j.prepared, &j.by_point)))
 }
 
 /// Rule: a time T is a correlated point when it lies in a correlated
