@@ -446,42 +446,28 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
         "test \"$({} -X -At -c 'SELECT count(*) FROM docs')\" -gt 0 && test -n \"$TIDEMARK_S3_BUCKET\"",
         psql.display()
     );
-    let drill = w.run_as(
-        "operator.key",
-        &[
+    let drill = |check: &str| {
+        let bin = w.bin.to_str().unwrap();
+        let args = [
             "drill",
             "--group",
             "app",
             "--point",
             &m1,
             "--check",
-            &check,
+            check,
             "--s3-path-style",
             "--pg-run-as",
             "postgres",
             "--pg-bin",
-            w.bin.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(drill.code, 0, "{}{}", drill.stdout, drill.stderr);
-    let drill = w.run_as(
-        "operator.key",
-        &[
-            "drill",
-            "--group",
-            "app",
-            "--point",
-            &m1,
-            "--check",
-            "exit 3",
-            "--s3-path-style",
-            "--pg-run-as",
-            "postgres",
-            "--pg-bin",
-            w.bin.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(drill.code, 1, "a failed check fails the drill: {}{}", drill.stdout, drill.stderr);
+            bin,
+        ];
+        w.run_as("operator.key", &args)
+    };
+    let passed = drill(&check);
+    assert_eq!(passed.code, 0, "{}{}", passed.stdout, passed.stderr);
+    let failed = drill("exit 3");
+    assert_eq!(failed.code, 1, "a failed check fails the drill: {}{}", failed.stdout, failed.stderr);
     let report = w.json(&["recovery-points", "--group", "app", "--json"]);
     let p1 = point(&report, &m1);
     assert_eq!((p1["record"]["drills"].as_u64(), p1["record"]["drills_passed"].as_u64()), (Some(2), Some(1)), "{p1}");
