@@ -502,9 +502,34 @@ fn clip(s: &str) -> String {
     s.chars().take(900).collect()
 }
 
+/// The plan must come from this ledger's history: the ledger's tree at the
+/// plan's checkpoint size has the plan's root (a plan from another ledger,
+/// or from a history since rewritten, is refused).
+fn check_plan_checkpoint(global: &Global, plan: &Value) -> anyhow::Result<()> {
+    let cp = &plan["computed_at_checkpoint"];
+    let size = cp["tree_size"].as_u64().ok_or_else(|| coded(exit::USAGE, "the plan has no checkpoint size"))?;
+    let doc = match Source::open(global)? {
+        Source::Local(l) => l.consistency_proof_document(size, None)?,
+        Source::Remote(c) => Source::get(&c, &format!("/v1/proof/consistency?from={size}"))?,
+    };
+    if doc["root1"] != cp["root_hash"] {
+        return Err(coded(
+            exit::VERIFY_FAILED,
+            format!(
+                "the plan was computed at a checkpoint (size {size}, root {}) that is not in this ledger's history (its tree at {size} has root {}): a plan from another ledger, or a rewritten history; nothing was restored",
+                s(&cp["root_hash"]),
+                s(&doc["root1"])
+            ),
+        ));
+    }
+    eprintln!("plan checkpoint {size} is in this ledger's history (now {} entries)", doc["size2"]);
+    Ok(())
+}
+
 pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let key = a.signer.key()?;
     let plan = read_plan(&a.plan)?;
+    check_plan_checkpoint(global, &plan)?;
     let started = Instant::now();
     let targets = Targets {
         pg_data: a.pg_data.clone(),

@@ -386,6 +386,24 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
     let plan1 = w.plan("app", &how, "plan-latest.json");
     let again = w.plan("app", &how, "plan-latest-again.json");
     assert_eq!(std::fs::read(&plan1).unwrap(), std::fs::read(&again).unwrap(), "plans are byte-identical");
+    // An edited plan is refused before anything is touched.
+    let edited = w.path("plan-edited.json");
+    let text = std::fs::read_to_string(&plan1).unwrap();
+    std::fs::write(&edited, text.replacen("\"doc/0000", "\"doc/9999", 1)).unwrap();
+    let data = w.path("never");
+    let r = w.run_as(
+        "operator.key",
+        &[
+            "restore",
+            "--plan",
+            edited.to_str().unwrap(),
+            "--pg-data",
+            data.to_str().unwrap(),
+            "--s3-target-bucket-suffix=-x",
+        ],
+    );
+    assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("was changed after it was computed") && !data.exists(), "{}", r.stderr);
     let latest_db = w.restore(&plan1, "restored-latest", "-latest");
     let latest_rows = w.rows(&latest_db);
     assert!(latest_rows.len() > 20, "{} rows", latest_rows.len());
