@@ -17,7 +17,7 @@ use tidemark_lineage::pg_plan::PlanOptions;
 
 use crate::audit_cmds::urlencode;
 use crate::exit::{self, coded};
-use crate::pg_cmds::{Signer, Source, local_err, record};
+use crate::pg_cmds::{Signer, Source, client_err, local_err, record};
 use crate::{Global, s3_cmds, util};
 
 /// `2s`, `500ms`, `1m`, `0`: a duration in milliseconds.
@@ -170,31 +170,20 @@ pub fn snapshot(global: &Global, c: SnapshotCommand) -> anyhow::Result<ExitCode>
     }
 }
 
-fn remote_get(c: &tidemark_client::Client, path: &str) -> anyhow::Result<Value> {
-    match c.get(path) {
-        Ok(body) => Ok(serde_json::from_str(&body)?),
-        Err(ClientError::Refused { status: 404 | 400, detail, .. }) => Err(coded(exit::USAGE, detail)),
-        Err(ClientError::Refused { status: 401, detail, .. }) => {
-            Err(coded(exit::USAGE, format!("{detail} (pass --token or set TIDEMARK_TOKEN)")))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// A group's definition and its components' identities.
 pub fn group_info(source: &Source, name: &str) -> anyhow::Result<Value> {
     match source {
         Source::Local(l) => l.group_info(name).ok_or_else(|| {
             coded(exit::USAGE, tidemark_lineage::group::GroupError::UnknownGroup(name.to_owned()).to_string())
         }),
-        Source::Remote(c) => remote_get(c, &format!("/v1/groups/{}", urlencode(name))),
+        Source::Remote(c) => Source::get(c, &format!("/v1/groups/{}", urlencode(name))),
     }
 }
 
 fn group_report(source: &Source, name: &str) -> anyhow::Result<Value> {
     match source {
         Source::Local(l) => Ok(serde_json::to_value(l.group_report(name).map_err(local_err)?)?),
-        Source::Remote(c) => remote_get(c, &format!("/v1/groups/{}/recovery-points", urlencode(name))),
+        Source::Remote(c) => Source::get(c, &format!("/v1/groups/{}/recovery-points", urlencode(name))),
     }
 }
 
@@ -206,7 +195,7 @@ fn group_latest(source: &Source, name: &str) -> anyhow::Result<Option<Value>> {
         Source::Remote(c) => match c.get(&format!("/v1/groups/{}/recovery-points?latest=true", urlencode(name))) {
             Ok(body) => Ok(Some(serde_json::from_str(&body)?)),
             Err(ClientError::Refused { status: 422, .. }) => Ok(None),
-            Err(_) => remote_get(c, &format!("/v1/groups/{}/recovery-points?latest=true", urlencode(name))).map(Some),
+            Err(e) => Err(client_err(e)),
         },
     }
 }
@@ -236,7 +225,7 @@ pub fn group_plan(
                     .as_array()
                     .map(|r| r.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
                     .unwrap_or_else(|| vec![detail]))),
-                Err(_) => remote_get(c, &path).map(Ok),
+                Err(e) => Err(client_err(e)),
             }
         }
     }
@@ -458,8 +447,7 @@ pub fn timeline(global: &Global, a: TimelineArgs) -> anyhow::Result<ExitCode> {
         }
         Source::Remote(c) => {
             let format = if a.html { "html" } else { "svg" };
-            c.get(&format!("/v1/groups/{}/timeline?format={format}", urlencode(&a.group)))
-                .map_err(|e| coded(exit::USAGE, e.to_string()))?
+            c.get(&format!("/v1/groups/{}/timeline?format={format}", urlencode(&a.group))).map_err(client_err)?
         }
     };
     util::write_file_atomic(&a.out, text.as_bytes())?;

@@ -507,12 +507,12 @@ pub enum Source {
     Remote(Client),
 }
 
-fn client_err(e: ClientError) -> anyhow::Error {
+pub fn client_err(e: ClientError) -> anyhow::Error {
     match e {
         ClientError::Refused { status: 401, detail, .. } => {
             coded(exit::USAGE, format!("{detail} (pass --token or set TIDEMARK_TOKEN)"))
         }
-        ClientError::Refused { status: 400, detail, .. } => coded(exit::USAGE, detail),
+        ClientError::Refused { status: 400 | 404, detail, .. } => coded(exit::USAGE, detail),
         other => other.into(),
     }
 }

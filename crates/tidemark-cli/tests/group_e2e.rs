@@ -486,6 +486,9 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
     assert_eq!(passed.code, 0, "{}{}", passed.stdout, passed.stderr);
     let failed = drill("exit 3");
     assert_eq!(failed.code, 1, "a failed check fails the drill: {}{}", failed.stdout, failed.stderr);
+    let buckets = w.s3.block_on(w.s3.client().list_buckets().send()).unwrap();
+    let left: Vec<&str> = buckets.buckets().iter().filter_map(|b| b.name()).filter(|n| n.contains("-drill-")).collect();
+    assert!(left.is_empty(), "drills remove their scratch buckets: {left:?}");
     let report = w.json(&["recovery-points", "--group", "app", "--json"]);
     let p1 = point(&report, &m1);
     assert_eq!((p1["record"]["drills"].as_u64(), p1["record"]["drills_passed"].as_u64()), (Some(2), Some(1)), "{p1}");

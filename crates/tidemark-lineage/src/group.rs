@@ -39,11 +39,6 @@ impl ComponentKind {
             _ => None,
         }
     }
-
-    /// Continuous components are restorable over intervals; snapshot-only ones at their snapshots.
-    pub fn is_continuous(self) -> bool {
-        self != ComponentKind::Snapshot
-    }
 }
 
 /// A group as last defined.
@@ -207,9 +202,58 @@ impl Catalog {
         self.groups.get(name).filter(|g| g.def.is_some())
     }
 
+    /// The small part of the catalog — components, group definitions,
+    /// snapshots — without markers, drills or restores: what one append
+    /// batch's admission works on (see [`Catalog::admit_over`]), so a batch
+    /// never copies a history that only grows.
+    pub fn scratch(&self) -> Catalog {
+        Catalog {
+            components: self.components.clone(),
+            groups: self
+                .groups
+                .iter()
+                .filter(|(_, g)| g.def.is_some())
+                .map(|(n, g)| (n.clone(), Group { def: g.def.clone(), ..Group::default() }))
+                .collect(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    /// Takes in a batch admitted on [`Catalog::scratch`]: its small part,
+    /// then its new markers, drills and restores.
+    pub fn absorb(&mut self, scratch: Catalog, changes: Vec<Change>) {
+        self.components = scratch.components;
+        self.snapshots = scratch.snapshots;
+        for (name, g) in scratch.groups {
+            self.groups.entry(name).or_default().def = g.def;
+        }
+        for c in changes {
+            match c {
+                Change::Core => {}
+                Change::Marker(m) => {
+                    self.add_marker(m);
+                }
+                Change::Activity(a) => {
+                    self.add_activity(a);
+                }
+            }
+        }
+    }
+
     /// Rule (admission): refuses an event that contradicts what the catalog
     /// knows, with the reason; otherwise applies it.
     pub fn admit(&mut self, seq: u64, occurred_at: Timestamp, body: &EventBody) -> Result<Option<Change>, String> {
+        self.admit_over(&Catalog::default(), seq, occurred_at, body)
+    }
+
+    /// [`Catalog::admit`] on a scratch copy (`self`) whose markers live in `base`.
+    pub fn admit_over(
+        &mut self,
+        base: &Catalog,
+        seq: u64,
+        occurred_at: Timestamp,
+        body: &EventBody,
+    ) -> Result<Option<Change>, String> {
         match body {
             EventBody::GroupDefined(g) => {
                 for c in &g.components {
@@ -229,8 +273,12 @@ impl Catalog {
                     }
                 }
             }
-            EventBody::MarkerPoint(m) => self.check_marker(m.group.as_str(), m.marker_id.as_str(), &m.components)?,
-            EventBody::MarkerQuiesced(m) => self.check_marker(m.group.as_str(), m.marker_id.as_str(), &m.components)?,
+            EventBody::MarkerPoint(m) => {
+                self.check_marker(base, m.group.as_str(), m.marker_id.as_str(), &m.components)?
+            }
+            EventBody::MarkerQuiesced(m) => {
+                self.check_marker(base, m.group.as_str(), m.marker_id.as_str(), &m.components)?
+            }
             EventBody::SnapshotTaken(s) => {
                 if let Some(existing) = self.snapshots.get(&(s.component.to_string(), s.snapshot_id.clone())) {
                     return Err(format!(
@@ -247,11 +295,12 @@ impl Catalog {
         Ok(self.apply(seq, occurred_at, body))
     }
 
-    fn check_marker(&self, group: &str, marker_id: &str, parts: &[MarkerPart]) -> Result<(), String> {
+    fn check_marker(&self, base: &Catalog, group: &str, marker_id: &str, parts: &[MarkerPart]) -> Result<(), String> {
         let Some(g) = self.group(group) else {
             return Err(format!("marker {marker_id}: group {group} is not defined (`tidemark group define` first)"));
         };
-        if let Some(seq) = g.marker_ids.get(marker_id) {
+        let earlier = base.groups.get(group).and_then(|b| b.marker_ids.get(marker_id));
+        if let Some(seq) = g.marker_ids.get(marker_id).or(earlier) {
             return Err(format!(
                 "conflict: marker {marker_id} of group {group} is already entry {seq}; a new marker needs a new id"
             ));
@@ -1074,7 +1123,7 @@ mod tests {
     #[test]
     fn component_kinds_come_from_the_name() {
         assert_eq!(ComponentKind::of("pg:main"), Some(ComponentKind::Postgresql));
-        assert_eq!(ComponentKind::of("snap:defs").map(ComponentKind::is_continuous), Some(false));
+        assert_eq!(ComponentKind::of("snap:defs"), Some(ComponentKind::Snapshot));
         assert_eq!(ComponentKind::of("redis"), None);
     }
 }

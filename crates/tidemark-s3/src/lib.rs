@@ -166,11 +166,38 @@ impl S3 {
             doomed.extend(entries.into_iter().map(|l| (l.key, l.version_id)));
             Ok(())
         })?;
-        for (key, version) in &doomed {
+        // DeleteObjects takes up to 1000 versions per request.
+        for chunk in doomed.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|(key, version)| {
+                    aws_sdk_s3::types::ObjectIdentifier::builder()
+                        .key(key)
+                        .version_id(version)
+                        .build()
+                        .map_err(|e| req("DeleteObjects", bucket, e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let delete = aws_sdk_s3::types::Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| req("DeleteObjects", bucket, e))?;
             self.count();
-            self.runtime
-                .block_on(self.client.delete_object().bucket(bucket).key(key).version_id(version).send())
-                .map_err(|e| req("DeleteObject", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            let out = self
+                .runtime
+                .block_on(self.client.delete_objects().bucket(bucket).delete(delete).send())
+                .map_err(|e| req("DeleteObjects", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            if let Some(e) = out.errors().first() {
+                let detail = format!(
+                    "{} of {} versions not deleted, e.g. {:?}: {:?}",
+                    out.errors().len(),
+                    chunk.len(),
+                    e.key(),
+                    e.message()
+                );
+                return Err(req("DeleteObjects", bucket, detail));
+            }
         }
         self.count();
         self.runtime

@@ -13,7 +13,7 @@ use tidemark_lineage::group::{
 };
 use tidemark_lineage::group_plan::{self, ComponentPlan, GroupPlan, PlanRequest, PointRef, S3Part};
 use tidemark_lineage::pg::Cluster;
-use tidemark_lineage::pg_plan::{CheckpointRef, PlanOptions, Target};
+use tidemark_lineage::pg_plan::{PlanOptions, Target};
 use tidemark_lineage::s3::{Bucket, KeyHistory, ManifestLine};
 
 use crate::layout::{self, name_prefix};
@@ -88,11 +88,6 @@ fn group_err(e: GroupError) -> StoreError {
 }
 
 impl crate::Ledger {
-    /// The catalog as of the last append.
-    pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.clone()
-    }
-
     fn load_group(&self, name: &str) -> Result<Loaded<'_>, StoreError> {
         let def = self
             .catalog
@@ -142,7 +137,6 @@ impl crate::Ledger {
         request: &PlanRequest,
         options: &PlanOptions,
     ) -> Result<Result<GroupPlan, Vec<String>>, StoreError> {
-        use base64::Engine as _;
         let loaded = self.load_group(name)?;
         let inputs = loaded.inputs();
         let catalog = &self.catalog;
@@ -193,11 +187,7 @@ impl crate::Ledger {
                 (PointRef { id: at.to_string(), class: group::Class::Correlated, at: *at }, pins)
             }
         };
-        let checkpoint = CheckpointRef {
-            origin: self.origin().to_owned(),
-            tree_size: self.size(),
-            root_hash: base64::engine::general_purpose::STANDARD.encode(self.root()),
-        };
+        let checkpoint = self.checkpoint_ref();
         let mut components = Vec::new();
         let mut reasons = Vec::new();
         for c in &def.components {

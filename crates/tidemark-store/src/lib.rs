@@ -215,7 +215,8 @@ struct Prepared {
     new_indices: Vec<usize>,
     registry: Registry,
     id_buckets: HashMap<[u8; 7], Vec<IdRecord>>,
-    /// The catalog after the batch, when the batch changes it, and what changed.
+    /// When the batch touches the catalog: its admission scratch (the small
+    /// part of the catalog after the batch) and what changed.
     catalog: Option<(tidemark_lineage::group::Catalog, Vec<tidemark_lineage::group::Change>)>,
 }
 
@@ -621,9 +622,8 @@ impl Ledger {
             }
             let key = registry.admit(next_seq, &signed.event).map_err(|e| Self::refuse(i, Some(id), e))?;
             if tidemark_lineage::group::concerns_catalog(&signed.event.body) {
-                let (cat, changes) =
-                    catalog.get_or_insert_with(|| (tidemark_lineage::group::Catalog::clone(&self.catalog), Vec::new()));
-                match cat.admit(next_seq, signed.event.occurred_at, &signed.event.body) {
+                let (scratch, changes) = catalog.get_or_insert_with(|| (self.catalog.scratch(), Vec::new()));
+                match scratch.admit_over(&self.catalog, next_seq, signed.event.occurred_at, &signed.event.body) {
                     Ok(Some(change)) => changes.push(change),
                     Ok(None) => {}
                     Err(reason) => return Err(Self::refuse(i, Some(id), Refusal::Inconsistent { reason })),
@@ -794,10 +794,9 @@ impl Ledger {
         }
         let clusters = projection.write(&mut batch);
         s3_projection.write(&mut batch);
-        let catalog = p.catalog.map(|(catalog, changes)| {
-            group::write_changes(&mut batch, &catalog, &changes);
-            catalog
-        });
+        if let Some((scratch, changes)) = &p.catalog {
+            group::write_changes(&mut batch, scratch, changes);
+        }
         batch.insert(layout::PROJECTION_VERSION_KEY, &layout::PROJECTION_VERSION.to_be_bytes());
         // State and the checkpoint that commits to it.
         let new_state = State {
@@ -824,8 +823,9 @@ impl Ledger {
         self.state = new_state;
         self.open_bundles = bundles;
         self.pg_cache.update(clusters);
-        if let Some(c) = catalog {
-            self.catalog = Arc::new(c);
+        if let Some((scratch, changes)) = p.catalog {
+            // In place unless a reader holds the catalog right now.
+            Arc::make_mut(&mut self.catalog).absorb(scratch, changes);
         }
         Ok(results)
     }

@@ -364,6 +364,16 @@ impl crate::Ledger {
 
 /// Questions over the persisted projection (what the CLI and the HTTP API print).
 impl crate::Ledger {
+    /// The log state a plan computed now is computed from.
+    pub(crate) fn checkpoint_ref(&self) -> tidemark_lineage::pg_plan::CheckpointRef {
+        use base64::Engine as _;
+        tidemark_lineage::pg_plan::CheckpointRef {
+            origin: self.origin().to_owned(),
+            tree_size: self.size(),
+            root_hash: base64::engine::general_purpose::STANDARD.encode(self.root()),
+        }
+    }
+
     pub(crate) fn cluster_or_err(&self, component: &str) -> Result<Arc<Cluster>, StoreError> {
         self.pg_cluster(component)?.ok_or_else(|| {
             StoreError::BadRequest(format!(
@@ -402,15 +412,9 @@ impl crate::Ledger {
         target: &tidemark_lineage::pg_plan::Target,
         options: &tidemark_lineage::pg_plan::PlanOptions,
     ) -> Result<Result<tidemark_lineage::pg_plan::Plan, tidemark_lineage::pg::NotRestorable>, StoreError> {
-        use base64::Engine as _;
         let cluster = self.cluster_or_err(component)?;
         let positions = self.pg_positions(component);
-        let checkpoint = tidemark_lineage::pg_plan::CheckpointRef {
-            origin: self.origin().to_owned(),
-            tree_size: self.size(),
-            root_hash: base64::engine::general_purpose::STANDARD.encode(self.root()),
-        };
-        let plan = tidemark_lineage::pg_plan::plan(&cluster, &positions, target, options, checkpoint);
+        let plan = tidemark_lineage::pg_plan::plan(&cluster, &positions, target, options, self.checkpoint_ref());
         positions.check()?;
         Ok(plan)
     }
