@@ -52,6 +52,9 @@ pub struct How {
     /// S3 copies in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// What to do when a target bucket already holds objects (default: refuse that part, nothing changed in it).
+    #[arg(long, value_enum, default_value_t = util::ExistingObjects::Refuse)]
+    existing_objects: util::ExistingObjects,
     #[command(flatten)]
     pg: PgRun,
 }
@@ -147,6 +150,7 @@ struct Targets {
     snapshot_dir: Option<PathBuf>,
     s3_path_style: bool,
     concurrency: usize,
+    existing: tidemark_s3::Existing,
     keep_running: bool,
 }
 
@@ -377,7 +381,7 @@ fn restore_s3(part: &Value, t: &Targets) -> anyhow::Result<(String, String, Opti
         .collect::<anyhow::Result<_>>()?;
     let total = lines.len();
     let created = s3.ensure_bucket(&target)?;
-    let report = s3.restore(bucket, &target, lines, t.concurrency, &|_, _| {});
+    let report = s3.restore(bucket, &target, lines, t.concurrency, t.existing, &|_, _| {})?;
     if !report.failed.is_empty() {
         let shown: Vec<String> = report.failed.iter().take(5).map(|(k, e)| format!("{k}: {e}")).collect();
         anyhow::bail!("{} of {total} keys failed into {target}: {}", report.failed.len(), shown.join("; "));
@@ -537,6 +541,7 @@ pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         snapshot_dir: a.snapshot_dir.clone(),
         s3_path_style: a.how.s3_path_style,
         concurrency: a.how.concurrency,
+        existing: a.how.existing_objects.into(),
         keep_running: a.keep_running,
     };
     let ex = execute(global, &plan, &targets, &a.how.pg);
@@ -609,6 +614,8 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
         snapshot_dir: Some(scratch.join("snapshots")),
         s3_path_style: a.how.s3_path_style,
         concurrency: a.how.concurrency,
+        // Scratch buckets named after the plan: a leftover of an earlier kept drill is made to match T.
+        existing: tidemark_s3::Existing::Remove,
         keep_running: true,
     };
     let started = Instant::now();

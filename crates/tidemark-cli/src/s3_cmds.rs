@@ -116,9 +116,12 @@ pub struct RestoreArgs {
     signer: Signer,
     #[arg(long, value_parser = util::parse_time)]
     at: Timestamp,
-    /// Copy into this bucket (it must exist).
+    /// Copy into this bucket (created, versioned, when absent).
     #[arg(long, conflicts_with = "in_place", required_unless_present = "in_place")]
     target_bucket: Option<String>,
+    /// What to do when the target bucket already holds objects (default: refuse, nothing changed).
+    #[arg(long, value_enum, default_value_t = util::ExistingObjects::Refuse)]
+    existing_objects: util::ExistingObjects,
     /// Restore the bucket itself: copy old versions on top, delete markers for keys created after T.
     #[arg(long)]
     in_place: bool,
@@ -422,11 +425,16 @@ fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let operator = a.signer.key()?;
     let s3 = a.bucket.connect()?;
     let show = std::io::stderr().is_terminal();
-    let report = s3.restore(&a.bucket.bucket, &target, lines, a.concurrency, &|done, total| {
-        if show || done == total {
-            eprint!("\rrestored {done}/{total}");
-        }
-    });
+    let created = if a.in_place { false } else { s3.ensure_bucket(&target)? };
+    if created {
+        eprintln!("created s3://{target} (versioned)");
+    }
+    let report =
+        s3.restore(&a.bucket.bucket, &target, lines, a.concurrency, a.existing_objects.into(), &|done, total| {
+            if show || done == total {
+                eprint!("\rrestored {done}/{total}");
+            }
+        })?;
     eprintln!();
     for (key, why) in &report.failed {
         eprintln!("failed: {key}: {why}");
@@ -439,11 +447,30 @@ fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         "failed"
     };
     let detail = format!(
-        "copied and verified {}, already in place {}, removed {}, failed {}{}",
+        "copied and verified {}, already in place {}, removed {}, failed {}{}{}{}",
         report.copied,
         report.skipped,
         report.removed,
         report.failed.len(),
+        if report.failed.is_empty() {
+            String::new()
+        } else {
+            let keys: Vec<&str> = report.failed.iter().take(10).map(|(k, _)| k.as_str()).collect();
+            format!(
+                " ({}{})",
+                keys.join(", "),
+                if report.failed.len() > 10 {
+                    format!(", … {} more", report.failed.len() - 10)
+                } else {
+                    String::new()
+                }
+            )
+        },
+        if report.kept_not_in_manifest > 0 {
+            format!(", other keys left in the target {}", report.kept_not_in_manifest)
+        } else {
+            String::new()
+        },
         if problems.is_empty() {
             String::new()
         } else {

@@ -72,3 +72,25 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// `--existing-objects`: what a restore does with objects already in its target bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ExistingObjects {
+    /// Refuse a non-empty target before changing anything.
+    #[default]
+    Refuse,
+    /// Make the target match T: keys not in the manifest get a delete marker (also for re-runs).
+    Remove,
+    /// Leave keys not in the manifest as they are (the bucket then holds more than T).
+    Keep,
+}
+
+impl From<ExistingObjects> for tidemark_s3::Existing {
+    fn from(e: ExistingObjects) -> tidemark_s3::Existing {
+        match e {
+            ExistingObjects::Refuse => tidemark_s3::Existing::Refuse,
+            ExistingObjects::Remove => tidemark_s3::Existing::Remove,
+            ExistingObjects::Keep => tidemark_s3::Existing::Keep,
+        }
+    }
+}

@@ -235,9 +235,19 @@ fn s3_lineage_end_to_end() {
     for (k, (_, body)) in &at_t2 {
         assert_eq!(&w.get("restored", k), body, "{k}");
     }
-    // A re-run after an interruption (one object lost) redoes only that one.
+    // A non-empty target is refused before anything changes, unless told what to do with what is there.
     w.delete("restored", "tie");
-    let r = w.run_as("operator.key", &restore);
+    let refused = w.run_as("operator.key", &restore);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("not empty") && refused.stderr.contains("--existing-objects"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!w.keys("restored").contains(&"tie".to_owned()), "the refused restore changed nothing");
+    // A re-run after an interruption (one object lost) redoes only that one.
+    let rerun = [&restore[..], &["--existing-objects", "remove"]].concat();
+    let r = w.run_as("operator.key", &rerun);
     assert!(r.stdout.contains("copied and verified 1,") && r.stdout.contains("failed 0"), "{}", r.stdout);
     assert_eq!(w.get("restored", "tie"), "t2");
     let log = w.ok(&["log", "--kind", "restore.performed", "--json"]);
@@ -264,6 +274,40 @@ fn s3_lineage_end_to_end() {
     assert!(count_versions() > before, "versions were added, none deleted");
     let r = w.run_as("operator.key", &in_place);
     assert!(r.stdout.contains("copied and verified 0,") && r.stdout.contains("removed 0"), "re-run: {}", r.stdout);
+    std::thread::sleep(Duration::from_millis(1100));
+    w.scan("s3:uploads", "uploads");
+
+    // A planned version deleted permanently after the last scan: the restore
+    // (into a bucket it creates) counts that copy as failed, names the key,
+    // exits non-zero and records `partial` with the exact figures.
+    let (tie_version, _) = at_t2["tie"].clone();
+    w.s3.block_on(w.s3.client().delete_object().bucket("uploads").key("tie").version_id(&tie_version).send()).unwrap();
+    let mut failing = vec!["s3", "restore"];
+    failing.extend(w.bucket_args("s3:uploads", "uploads"));
+    failing.extend(["--at", t2s.as_str(), "--target-bucket", "restored-fail", "--concurrency", "1"]);
+    let r = w.run_as("operator.key", &failing);
+    assert_ne!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let others = at_t2.len() - 1;
+    assert!(
+        r.stdout.contains(&format!("copied and verified {others},")) && r.stdout.contains("failed 1 (tie)"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("failed: tie: CopyObject") && r.stderr.lines().filter(|l| l.contains("tie")).count() == 1,
+        "{}",
+        r.stderr
+    );
+    let log = w.ok(&["log", "--kind", "restore.performed", "--json"]);
+    let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let body = &last["event"]["body"];
+    assert_eq!(body["outcome"], "partial", "{last}");
+    let detail = body["components"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("copied and verified {others},")) && detail.contains("failed 1 (tie)"),
+        "{detail}"
+    );
     std::thread::sleep(Duration::from_millis(1100));
     w.scan("s3:uploads", "uploads");
 

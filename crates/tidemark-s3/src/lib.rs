@@ -26,6 +26,10 @@ pub enum S3Error {
     Request { operation: &'static str, bucket: String, detail: String },
     #[error("S3 client setup: {0}")]
     Setup(String),
+    #[error(
+        "the target bucket {bucket} is not empty ({objects} objects, {not_in_manifest} of them not in the manifest): nothing was changed; pass --existing-objects remove to make it match T (re-runs after an interruption too) or --existing-objects keep to leave other keys as they are"
+    )]
+    TargetNotEmpty { bucket: String, objects: u64, not_in_manifest: u64 },
 }
 
 fn req(operation: &'static str, bucket: &str, e: impl std::fmt::Display) -> S3Error {
@@ -349,34 +353,65 @@ impl S3 {
     /// Carries out a manifest: copies each version (server-side, by version
     /// id) into `target`, removes keys absent at T (a delete marker, never a
     /// version deletion), verifies every copy, skips what is already done.
+    ///
+    /// A target that already holds objects is refused unless `existing`
+    /// says what to do with them (nothing has been changed when it is).
+    /// `target == source` is a restore in place: what is there is the
+    /// bucket's own later history, which the manifest accounts for.
     pub fn restore(
         &self,
         source: &str,
         target: &str,
-        lines: Vec<ManifestLine>,
+        mut lines: Vec<ManifestLine>,
         concurrency: usize,
+        existing: Existing,
         progress: &(dyn Fn(u64, u64) + Sync),
-    ) -> RestoreReport {
+    ) -> Result<RestoreReport, S3Error> {
+        // What the target holds now, in one listing (a HEAD per key would triple the requests).
+        let present = self.current_objects(target)?;
+        let in_manifest: std::collections::HashSet<String> = lines.iter().map(line_key).collect();
+        let mut others: Vec<String> = present.keys().filter(|k| !in_manifest.contains(*k)).cloned().collect();
+        others.sort();
+        let mut kept = 0;
+        if source != target && !present.is_empty() {
+            match existing {
+                Existing::Refuse => {
+                    return Err(S3Error::TargetNotEmpty {
+                        bucket: target.to_owned(),
+                        objects: present.len() as u64,
+                        not_in_manifest: others.len() as u64,
+                    });
+                }
+                Existing::Keep => kept = others.len() as u64,
+                Existing::Remove => lines.extend(others.iter().map(|k| ManifestLine::Remove { key: k.clone() })),
+            }
+        }
+        let present = Arc::new(present);
         let total = lines.len() as u64;
         let done = Arc::new(AtomicU64::new(0));
-        // What the target holds now, in one listing (a HEAD per key would triple the requests).
-        let present = match self.current_objects(target) {
-            Ok(p) => Arc::new(p),
-            Err(e) => {
-                let key = |l: &ManifestLine| match l {
-                    ManifestLine::Restore { key, .. }
-                    | ManifestLine::Remove { key }
-                    | ManifestLine::Problem { key, .. } => key.clone(),
-                };
-                return RestoreReport {
-                    failed: lines.iter().map(|l| (key(l), e.to_string())).collect(),
-                    ..RestoreReport::default()
-                };
-            }
-        };
         let results: Vec<(String, Result<Done, String>)> = self.runtime.block_on(async {
             let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
             let mut set = tokio::task::JoinSet::new();
+            let mut out: Vec<(usize, String, Result<Done, String>)> = Vec::with_capacity(lines.len());
+            // Which line each task carries, so a task that panicked still counts as that key's failure.
+            let mut task_line: std::collections::HashMap<tokio::task::Id, (usize, String)> =
+                std::collections::HashMap::new();
+            let joined = |task_line: &mut std::collections::HashMap<tokio::task::Id, (usize, String)>,
+                          r: Result<
+                (tokio::task::Id, (usize, String, Result<Done, String>)),
+                tokio::task::JoinError,
+            >| {
+                match r {
+                    Ok((id, x)) => {
+                        task_line.remove(&id);
+                        x
+                    }
+                    Err(e) => {
+                        let (i, key) = task_line.remove(&e.id()).unwrap_or_default();
+                        (i, key, Err(format!("the copy task failed: {e}")))
+                    }
+                }
+            };
             for (i, line) in lines.into_iter().enumerate() {
                 let permit = sem.clone().acquire_owned().await.expect("semaphore open");
                 let client = self.client.clone();
@@ -384,34 +419,35 @@ impl S3 {
                 let requests = self.requests.clone();
                 let counter = done.clone();
                 let present = present.clone();
-                set.spawn(async move {
-                    let key = match &line {
-                        ManifestLine::Restore { key, .. }
-                        | ManifestLine::Remove { key }
-                        | ManifestLine::Problem { key, .. } => key.clone(),
-                    };
+                let key = line_key(&line);
+                let handle = set.spawn(async move {
+                    let key = line_key(&line);
                     let r = apply_line(&client, &requests, &source, &target, &present, line).await;
                     counter.fetch_add(1, Ordering::Relaxed);
                     drop(permit);
                     (i, key, r)
                 });
+                task_line.insert(handle.id(), (i, key));
+                // Every finished task's result is kept: none is dropped while waiting for room.
                 while set.len() >= concurrency.max(1) * 2 {
-                    if set.join_next().await.is_some() {
-                        progress(done.load(Ordering::Relaxed), total);
+                    match set.join_next_with_id().await {
+                        Some(r) => {
+                            out.push(joined(&mut task_line, r));
+                            progress(done.load(Ordering::Relaxed), total);
+                        }
+                        None => break,
                     }
                 }
             }
-            let mut out = Vec::new();
-            while let Some(r) = set.join_next().await {
-                if let Ok(x) = r {
-                    out.push(x);
-                }
+            while let Some(r) = set.join_next_with_id().await {
+                out.push(joined(&mut task_line, r));
                 progress(done.load(Ordering::Relaxed), total);
             }
             out.sort_by_key(|(i, _, _)| *i);
+            debug_assert_eq!(out.len() as u64, total, "every line has a result");
             out.into_iter().map(|(_, k, r)| (k, r)).collect()
         });
-        let mut report = RestoreReport::default();
+        let mut report = RestoreReport { kept_not_in_manifest: kept, ..RestoreReport::default() };
         for (key, r) in results {
             match r {
                 Ok(Done::Copied) => report.copied += 1,
@@ -421,7 +457,7 @@ impl S3 {
                 Err(e) => report.failed.push((key, e)),
             }
         }
-        report
+        Ok(report)
     }
 }
 
@@ -461,7 +497,23 @@ pub struct RestoreReport {
     pub skipped: u64,
     /// Keys given a delete marker.
     pub removed: u64,
+    /// Objects of the target outside the manifest left as they were (`Existing::Keep`).
+    pub kept_not_in_manifest: u64,
+    /// Every line that failed, with why (one line each).
     pub failed: Vec<(String, String)>,
+}
+
+/// What a restore does with objects already in a target bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Refuse before changing anything.
+    #[default]
+    Refuse,
+    /// Make the target match T: keys outside the manifest get a delete marker
+    /// (identical objects already there are skipped, so a re-run is cheap).
+    Remove,
+    /// Leave keys outside the manifest as they are (the bucket then holds more than T).
+    Keep,
 }
 
 enum Done {
@@ -469,6 +521,32 @@ enum Done {
     AlreadyThere,
     Removed,
     AlreadyAbsent,
+}
+
+fn line_key(l: &ManifestLine) -> String {
+    match l {
+        ManifestLine::Restore { key, .. } | ManifestLine::Remove { key } | ManifestLine::Problem { key, .. } => {
+            key.clone()
+        }
+    }
+}
+
+/// One line for an SDK error: the service's code and message when S3 answered,
+/// else the first line of the transport error (never the SDK's multi-line debug text).
+fn sdk_line<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if let Some(service) = e.as_service_error() {
+        let code = service.code().unwrap_or("error");
+        return match service.message() {
+            Some(m) => format!("{code}: {m}"),
+            None => code.to_owned(),
+        };
+    }
+    let full = aws_sdk_s3::error::DisplayErrorContext(e).to_string();
+    full.lines().next().unwrap_or("request failed").chars().take(300).collect()
 }
 
 fn encode_path(s: &str) -> String {
@@ -491,7 +569,7 @@ async fn blake3_of(client: &Client, bucket: &str, key: &str, version: Option<&st
         .set_version_id(version.map(str::to_owned))
         .send()
         .await
-        .map_err(|e| format!("GetObject {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        .map_err(|e| format!("GetObject {key}: {}", sdk_line(&e)))?;
     let bytes = out.body.collect().await.map_err(|e| format!("reading {key}: {e}"))?.into_bytes();
     Ok(*blake3::hash(&bytes).as_bytes())
 }
@@ -503,11 +581,7 @@ async fn current(client: &Client, bucket: &str, key: &str) -> Result<Option<(Opt
         Err(e) => {
             let not_found = e.as_service_error().is_some_and(|s| s.is_not_found())
                 || e.raw_response().is_some_and(|r| r.status().as_u16() == 404 || r.status().as_u16() == 405);
-            if not_found {
-                Ok(None)
-            } else {
-                Err(format!("HeadObject {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
-            }
+            if not_found { Ok(None) } else { Err(format!("HeadObject {key}: {}", sdk_line(&e))) }
         }
     }
 }
@@ -566,7 +640,7 @@ async fn apply_line(
                 .copy_source(format!("{}/{}?versionId={}", source, encode_path(&key), encode_path(&version_id)))
                 .send()
                 .await
-                .map_err(|e| format!("CopyObject {key}@{version_id}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                .map_err(|e| format!("CopyObject {key}@{version_id}: {}", sdk_line(&e)))?;
             // A single-part object's ETag is its MD5: the copy's ETag must equal the
             // version's. Otherwise read both and compare blake3.
             let copy_etag = copied.copy_object_result().and_then(|r| r.e_tag()).map(str::to_owned);
@@ -605,7 +679,7 @@ async fn apply_line(
                 .key(&key)
                 .send()
                 .await
-                .map_err(|e| format!("DeleteObject {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                .map_err(|e| format!("DeleteObject {key}: {}", sdk_line(&e)))?;
             Ok(Done::Removed)
         }
         ManifestLine::Problem { key, .. } => Err(format!("{key} cannot be reconstructed at T; not restored")),
