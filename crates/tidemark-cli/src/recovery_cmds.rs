@@ -63,17 +63,50 @@ fn check_component(c: &str) -> anyhow::Result<()> {
     }
 }
 
+/// `recovery-points --group G --at T`: is T a restorable correlated time of
+/// the group, and if not, why — the same judgement `plan --group G --at T` makes.
+fn group_at(global: &Global, group: &str, at: &str, json_out: bool) -> anyhow::Result<ExitCode> {
+    let t = util::parse_time(at).map_err(|e| coded(exit::USAGE, format!("--at: {e}")))?;
+    let options = PlanOptions {
+        restore_command: crate::group_cmds::default_restore_command(global)?,
+        use_recovery_target_time: false,
+    };
+    let judged = crate::group_cmds::group_plan(
+        &Source::open(global)?,
+        group,
+        &tidemark_lineage::group_plan::PlanRequest::Time(t),
+        &options,
+    )?;
+    let (restorable, reasons) = match &judged {
+        Ok(_) => (true, Vec::new()),
+        Err(reasons) => (false, reasons.clone()),
+    };
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        let answer = serde_json::json!({"group": group, "at": t, "restorable": restorable, "reasons": reasons});
+        writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+    } else if restorable {
+        writeln!(out, "restorable: {group} at {t} (`tidemark plan --group {group} --at {t}` writes its plan)")?;
+    } else {
+        writeln!(out, "NOT restorable: {group} at {t}: {}", reasons.join("; "))?;
+    }
+    Ok(ExitCode::from(if restorable { exit::OK } else { exit::NOT_RESTORABLE }))
+}
+
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
 pub fn recovery_points(global: &Global, a: RecoveryPointsArgs) -> anyhow::Result<ExitCode> {
     if let Some(group) = &a.group {
-        if a.target.at.is_some() || a.target.lsn.is_some() || a.target.restore_point.is_some() {
+        if a.target.lsn.is_some() || a.target.restore_point.is_some() || a.target.timeline.is_some() {
             return Err(coded(
                 exit::USAGE,
-                "--group lists every point; ask for one with `plan --group G --at T|--point ID`",
+                "--group takes --at T (a correlated time) or nothing (every point); --lsn, --restore-point and --timeline are for one PostgreSQL component",
             ));
+        }
+        if let Some(at) = &a.target.at {
+            return group_at(global, group, at, a.json);
         }
         return crate::group_cmds::recovery_points(global, group, a.latest, a.json);
     }

@@ -421,6 +421,8 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
         tidemark_core::Timestamp::parse_rfc3339(oldest["to"].as_str().unwrap()).unwrap(),
     );
     let mid = tidemark_core::Timestamp::from_micros((from.as_micros() + to.as_micros()) / 2).to_string();
+    let said = w.ok(&["recovery-points", "--group", "app", "--at", &mid]);
+    assert!(said.starts_with("restorable: app at"), "{said}");
     let plan2 = w.plan("app", &["--at", &mid], "plan-mid.json");
     let mid_db = w.restore(&plan2, "restored-mid", "-mid");
     let mid_rows = w.rows(&mid_db);

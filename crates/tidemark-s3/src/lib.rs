@@ -6,6 +6,7 @@
 //! what a manifest holds are decided by `tidemark-lineage`; this crate only
 //! moves bytes and reports what it saw.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -392,24 +393,17 @@ impl S3 {
         let results: Vec<(String, Result<Done, String>)> = self.runtime.block_on(async {
             let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
             let mut set = tokio::task::JoinSet::new();
-            let mut out: Vec<(usize, String, Result<Done, String>)> = Vec::with_capacity(lines.len());
+            let mut out: Vec<LineResult> = Vec::with_capacity(lines.len());
             // Which line each task carries, so a task that panicked still counts as that key's failure.
-            let mut task_line: std::collections::HashMap<tokio::task::Id, (usize, String)> =
-                std::collections::HashMap::new();
-            let joined = |task_line: &mut std::collections::HashMap<tokio::task::Id, (usize, String)>,
-                          r: Result<
-                (tokio::task::Id, (usize, String, Result<Done, String>)),
-                tokio::task::JoinError,
-            >| {
-                match r {
-                    Ok((id, x)) => {
-                        task_line.remove(&id);
-                        x
-                    }
-                    Err(e) => {
-                        let (i, key) = task_line.remove(&e.id()).unwrap_or_default();
-                        (i, key, Err(format!("the copy task failed: {e}")))
-                    }
+            let mut task_line: HashMap<tokio::task::Id, (usize, String)> = HashMap::new();
+            let joined = |task_line: &mut HashMap<tokio::task::Id, (usize, String)>, r: Joined| match r {
+                Ok((id, x)) => {
+                    task_line.remove(&id);
+                    x
+                }
+                Err(e) => {
+                    let (i, key) = task_line.remove(&e.id()).unwrap_or_default();
+                    (i, key, Err(format!("the copy task failed: {e}")))
                 }
             };
             for (i, line) in lines.into_iter().enumerate() {
@@ -515,6 +509,11 @@ pub enum Existing {
     /// Leave keys outside the manifest as they are (the bucket then holds more than T).
     Keep,
 }
+
+/// One manifest line's result: its index, key and what happened.
+type LineResult = (usize, String, Result<Done, String>);
+/// A finished copy task as the join set returns it.
+type Joined = Result<(tokio::task::Id, LineResult), tokio::task::JoinError>;
 
 enum Done {
     Copied,
