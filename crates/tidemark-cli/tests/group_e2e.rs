@@ -173,9 +173,7 @@ fn point<'a>(report: &'a Value, id: &str) -> &'a Value {
 #[test]
 fn an_application_restores_consistently_across_postgresql_and_s3() {
     let (Some(bin), Some(moto)) = (pg_bin(), moto_bin()) else {
-        eprintln!(
-            "\n\n*** SKIPPED: PostgreSQL 15 or moto_server missing (scripts/test.sh installs moto into .venv) ***\n\n"
-        );
+        common::service_missing("PostgreSQL 15 or moto_server missing (scripts/test.sh installs moto into .venv)");
         return;
     };
     let cli = Cli::with_keys();

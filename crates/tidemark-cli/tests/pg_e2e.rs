@@ -145,7 +145,7 @@ fn restored_rows(w: &World, plan: &Value, name: &str) -> String {
 #[test]
 fn postgres_lineage_end_to_end() {
     let Some(bin) = pg_bin() else {
-        eprintln!("\n\n*** SKIPPED: PostgreSQL 15 server binaries not found (set TIDEMARK_PG_BIN) ***\n\n");
+        common::service_missing("PostgreSQL 15 server binaries not found (set TIDEMARK_PG_BIN)");
         return;
     };
     let w = World::new(bin);
@@ -300,9 +300,7 @@ fn pgbackrest(bin: &Path, conf: &Path, args: &[&str]) -> (String, f64) {
 #[test]
 fn pgbackrest_catalog_imports_and_both_tools_answer_the_same_questions() {
     let (Some(bin), Some(pgbr)) = (pg_bin(), which("pgbackrest")) else {
-        eprintln!(
-            "\n\n*** SKIPPED: PostgreSQL 15 or pgbackrest not found (scripts/test.sh installs pgbackrest) ***\n\n"
-        );
+        common::service_missing("PostgreSQL 15 or pgbackrest not found (scripts/test.sh installs pgbackrest)");
         return;
     };
     let w = World::new(bin);

@@ -150,7 +150,7 @@ fn actions(lines: &[Value]) -> (BTreeMap<String, String>, Vec<String>, Vec<Strin
 #[test]
 fn s3_lineage_end_to_end() {
     let Some(moto) = moto_bin() else {
-        eprintln!("\n\n*** SKIPPED: moto_server not found (scripts/test.sh installs it into .venv) ***\n\n");
+        common::service_missing("moto_server not found (scripts/test.sh installs it into .venv)");
         return;
     };
     let w = World::new(&moto);
@@ -326,7 +326,7 @@ fn s3_lineage_end_to_end() {
 #[test]
 fn suspended_versioning_and_object_lock() {
     let Some(moto) = moto_bin() else {
-        eprintln!("\n\n*** SKIPPED: moto_server not found (scripts/test.sh installs it into .venv) ***\n\n");
+        common::service_missing("moto_server not found (scripts/test.sh installs it into .venv)");
         return;
     };
     let w = World::new(&moto);
