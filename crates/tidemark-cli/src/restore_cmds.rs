@@ -384,17 +384,10 @@ fn restore_s3(part: &Value, t: &Targets) -> anyhow::Result<(String, String, Opti
     let report = s3.restore(bucket, &target, lines, t.concurrency, t.existing, &|_, _| {})?;
     if !report.failed.is_empty() {
         let shown: Vec<String> = report.failed.iter().take(5).map(|(k, e)| format!("{k}: {e}")).collect();
-        anyhow::bail!("{} of {total} keys failed into {target}: {}", report.failed.len(), shown.join("; "));
+        anyhow::bail!("{} of {total} keys failed into {target}: {report}; {}", report.failed.len(), shown.join("; "));
     }
     Ok((
-        format!(
-            "{} versions copied and verified, {} already in place, {} removed into {target}{} (as of {})",
-            report.copied,
-            report.skipped,
-            report.removed,
-            if created { " (created)" } else { "" },
-            s(&part["at"])
-        ),
+        format!("{report} into {target}{} (as of {})", if created { " (created)" } else { "" }, s(&part["at"])),
         target,
         url,
     ))

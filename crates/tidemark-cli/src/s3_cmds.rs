@@ -447,30 +447,7 @@ fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         "failed"
     };
     let detail = format!(
-        "copied and verified {}, already in place {}, removed {}, failed {}{}{}{}",
-        report.copied,
-        report.skipped,
-        report.removed,
-        report.failed.len(),
-        if report.failed.is_empty() {
-            String::new()
-        } else {
-            let keys: Vec<&str> = report.failed.iter().take(10).map(|(k, _)| k.as_str()).collect();
-            format!(
-                " ({}{})",
-                keys.join(", "),
-                if report.failed.len() > 10 {
-                    format!(", … {} more", report.failed.len() - 10)
-                } else {
-                    String::new()
-                }
-            )
-        },
-        if report.kept_not_in_manifest > 0 {
-            format!(", other keys left in the target {}", report.kept_not_in_manifest)
-        } else {
-            String::new()
-        },
+        "{report}{}",
         if problems.is_empty() {
             String::new()
         } else {

@@ -391,51 +391,42 @@ impl S3 {
         let total = lines.len() as u64;
         let done = Arc::new(AtomicU64::new(0));
         let results: Vec<(String, Result<Done, String>)> = self.runtime.block_on(async {
-            let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+            // At most `concurrency` copies in flight: a new one starts only when one has been
+            // joined, and every joined result is kept (by its task's id, so a task that
+            // panicked still counts as its key's failure).
+            let limit = concurrency.max(1);
             let mut set = tokio::task::JoinSet::new();
-            let mut out: Vec<LineResult> = Vec::with_capacity(lines.len());
-            // Which line each task carries, so a task that panicked still counts as that key's failure.
-            let mut task_line: HashMap<tokio::task::Id, (usize, String)> = HashMap::new();
-            let joined = |task_line: &mut HashMap<tokio::task::Id, (usize, String)>, r: Joined| match r {
-                Ok((id, x)) => {
-                    task_line.remove(&id);
-                    x
-                }
-                Err(e) => {
-                    let (i, key) = task_line.remove(&e.id()).unwrap_or_default();
-                    (i, key, Err(format!("the copy task failed: {e}")))
-                }
+            let mut line_of: HashMap<tokio::task::Id, (usize, String)> = HashMap::new();
+            let mut out: Vec<(usize, String, Result<Done, String>)> = Vec::with_capacity(lines.len());
+            let mut join_one = |r: Joined, line_of: &mut HashMap<tokio::task::Id, (usize, String)>| {
+                let (id, result) = match r {
+                    Ok((id, result)) => (id, result),
+                    Err(e) => (e.id(), Err(format!("the copy task failed: {e}"))),
+                };
+                let (i, key) = line_of.remove(&id).expect("every task is registered when spawned");
+                out.push((i, key, result));
+                progress(done.load(Ordering::Relaxed), total);
             };
             for (i, line) in lines.into_iter().enumerate() {
-                let permit = sem.clone().acquire_owned().await.expect("semaphore open");
-                let client = self.client.clone();
-                let (source, target) = (source.to_owned(), target.to_owned());
-                let requests = self.requests.clone();
-                let counter = done.clone();
-                let present = present.clone();
-                let key = line_key(&line);
-                let handle = set.spawn(async move {
-                    let key = line_key(&line);
-                    let r = apply_line(&client, &requests, &source, &target, &present, line).await;
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    drop(permit);
-                    (i, key, r)
-                });
-                task_line.insert(handle.id(), (i, key));
-                // Every finished task's result is kept: none is dropped while waiting for room.
-                while set.len() >= concurrency.max(1) * 2 {
+                while set.len() >= limit {
                     match set.join_next_with_id().await {
-                        Some(r) => {
-                            out.push(joined(&mut task_line, r));
-                            progress(done.load(Ordering::Relaxed), total);
-                        }
+                        Some(r) => join_one(r, &mut line_of),
                         None => break,
                     }
                 }
+                let (client, requests, counter, present) =
+                    (self.client.clone(), self.requests.clone(), done.clone(), present.clone());
+                let (source, target) = (source.to_owned(), target.to_owned());
+                let key = line_key(&line);
+                let handle = set.spawn(async move {
+                    let r = apply_line(&client, &requests, &source, &target, &present, line).await;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    r
+                });
+                line_of.insert(handle.id(), (i, key));
             }
             while let Some(r) = set.join_next_with_id().await {
-                out.push(joined(&mut task_line, r));
-                progress(done.load(Ordering::Relaxed), total);
+                join_one(r, &mut line_of);
             }
             out.sort_by_key(|(i, _, _)| *i);
             debug_assert_eq!(out.len() as u64, total, "every line has a result");
@@ -497,6 +488,34 @@ pub struct RestoreReport {
     pub failed: Vec<(String, String)>,
 }
 
+/// Exactly what was done, as the restore's output and its signed
+/// `restore.performed` detail say it: every count, and the failed keys (the
+/// first ten named).
+impl std::fmt::Display for RestoreReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "copied and verified {}, already in place {}, removed {}, failed {}",
+            self.copied,
+            self.skipped,
+            self.removed,
+            self.failed.len()
+        )?;
+        if !self.failed.is_empty() {
+            let keys: Vec<&str> = self.failed.iter().take(10).map(|(k, _)| k.as_str()).collect();
+            write!(f, " ({}", keys.join(", "))?;
+            if self.failed.len() > 10 {
+                write!(f, ", … {} more", self.failed.len() - 10)?;
+            }
+            f.write_str(")")?;
+        }
+        if self.kept_not_in_manifest > 0 {
+            write!(f, ", other keys left in the target {}", self.kept_not_in_manifest)?;
+        }
+        Ok(())
+    }
+}
+
 /// What a restore does with objects already in a target bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Existing {
@@ -510,10 +529,8 @@ pub enum Existing {
     Keep,
 }
 
-/// One manifest line's result: its index, key and what happened.
-type LineResult = (usize, String, Result<Done, String>);
 /// A finished copy task as the join set returns it.
-type Joined = Result<(tokio::task::Id, LineResult), tokio::task::JoinError>;
+type Joined = Result<(tokio::task::Id, Result<Done, String>), tokio::task::JoinError>;
 
 enum Done {
     Copied,
