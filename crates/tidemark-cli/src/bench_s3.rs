@@ -80,7 +80,7 @@ pub fn run(
     for _ in 0..2 {
         let q = Instant::now();
         let mut lines = 0u64;
-        let s = ledger.s3_manifest("s3:bench", mid, &mut |_| {
+        let s = ledger.s3_manifest("s3:bench", mid, 0, &mut |_| {
             lines += 1;
             Ok(())
         })?;

@@ -18,7 +18,7 @@ use tidemark_lineage::pg_plan::PlanOptions;
 use crate::audit_cmds::urlencode;
 use crate::exit::{self, coded};
 use crate::pg_cmds::{Signer, Source, client_err, local_err, record};
-use crate::{Global, s3_cmds, util};
+use crate::{Global, mark_cut, s3_cmds, util};
 
 /// `2s`, `500ms`, `1m`, `0`: a duration in milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
@@ -600,6 +600,24 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
         }
         dbs.push((c.clone(), db));
     }
+    // The buckets, connected before anything is stopped too.
+    let mut buckets = Vec::new();
+    for c in components.iter().filter(|c| c.starts_with("s3:")) {
+        let id = &info["components"][c.as_str()]["s3"];
+        let endpoint = s(&id["endpoint"]);
+        if id.is_null() {
+            return Err(coded(exit::USAGE, format!("{c} is not registered with its bucket (`tidemark s3 register`)")));
+        }
+        let b = s3_cmds::Bucket::new(
+            c,
+            (endpoint != "https://s3.amazonaws.com").then(|| endpoint.to_owned()),
+            s(&id["bucket"]),
+            s(&id["region"]),
+            a.s3_path_style,
+        );
+        let s3 = b.connect()?;
+        buckets.push((c.clone(), b, s3));
+    }
     let mut resume = Resume { cmd: a.exec_after.clone() };
     let stopped_at = if a.quiesced {
         if let Some(cmd) = &a.exec_before {
@@ -614,13 +632,28 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
     let mut parts = Vec::new();
     let restore_point = format!("tidemark-{}-{marker_id}", a.group);
     let mut observed = Vec::new();
-    for (c, db) in &dbs {
-        let o = db.create_restore_point(&restore_point)?;
-        drafts.push(pg_db::restore_point_draft(c, &restore_point, &o));
+    let mut cut_pg = || -> anyhow::Result<()> {
+        for (c, db) in &dbs {
+            observed.push(db.create_restore_point(&restore_point).with_context(|| c.clone())?);
+        }
+        Ok(())
+    };
+    let clocked: Vec<mark_cut::Clocked<'_>> = buckets
+        .iter()
+        .map(|(c, b, s3)| mark_cut::Clocked { component: c, s3, bucket: b.bucket_name() })
+        .collect();
+    // With buckets, PostgreSQL is cut right after S3's clock is seen ticking.
+    let mut cut = if clocked.is_empty() { cut_pg().map(|()| None)? } else { Some(mark_cut::cut(&clocked, &mut cut_pg)?) };
+    if let Some(cut) = cut.as_mut() {
+        for (b, e) in clocked.iter().zip(cut.evidence.iter_mut()) {
+            mark_cut::confirm(b, e)?;
+        }
+    }
+    for ((c, _), o) in dbs.iter().zip(&observed) {
+        drafts.push(pg_db::restore_point_draft(c, &restore_point, o));
         parts.push(
             json!({"component": c, "pg_lsn": o.lsn, "pg_timeline": o.timeline, "pg_restore_point": restore_point}),
         );
-        observed.push(o);
     }
     let at = observed.iter().map(|o| o.at).min().unwrap_or_else(util::now);
     for (c, file) in &files {
@@ -641,27 +674,35 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| c.to_string())?;
         eprintln!("{c}: restore point {restore_point:?} at LSN {} ({}); segment {seg} archived", o.lsn, o.at);
     }
-    let buckets: Vec<&String> = components.iter().filter(|c| c.starts_with("s3:")).collect();
-    if !buckets.is_empty() {
-        // The scan's watermark is a little before it starts: wait until it covers the pinned time and the skew after it.
-        let margin = if a.quiesced { 0 } else { max_skew_ms };
-        let ready = at.saturating_add_micros(((margin + a.clock_skew_ms + 1500) * 1000) as i64);
-        let now = util::now();
-        if ready > now {
-            std::thread::sleep(Duration::from_micros((ready.as_micros() - now.as_micros()) as u64));
-        }
-        for c in buckets {
-            let id = &info["components"][c.as_str()]["s3"];
-            let endpoint = s(&id["endpoint"]);
-            let b = s3_cmds::Bucket::new(
-                c,
-                (endpoint != "https://s3.amazonaws.com").then(|| endpoint.to_owned()),
-                s(&id["bucket"]),
-                s(&id["region"]),
-                a.s3_path_style,
+    if let Some(cut) = cut {
+        for ((b, e), ids) in clocked.iter().zip(cut.evidence).zip(cut.probes) {
+            let versions: Vec<(String, String)> =
+                ids.into_iter().map(|v| (tidemark_s3::CLOCK_KEY.to_owned(), v)).collect();
+            if let Err(err) = b.s3.delete_versions(b.bucket, &versions) {
+                eprintln!("{}: the clock probes were not removed ({err}); they are never recorded", b.component);
+            }
+            let watermark = e.boundary.saturating_add_micros(-1);
+            if e.cut_spread_us() > (max_skew_ms as i64).saturating_mul(1000) {
+                eprintln!(
+                    "{}: WARNING: the cut took longer than the group's max skew of {max_skew_ms} ms: this marker will not be restorable",
+                    b.component
+                );
+            }
+            eprintln!(
+                "{}: S3's clock ticked to {} between two probes; PostgreSQL cut within {} ms of it{}",
+                b.component,
+                e.boundary,
+                e.cut_spread_us() / 1000,
+                if e.uploads_in_progress.is_empty() {
+                    String::new()
+                } else {
+                    format!("; UPLOADS IN PROGRESS across the cut: {}", e.uploads_in_progress.join(", "))
+                }
             );
-            eprintln!("{}", s3_cmds::scan_bucket(global, &key, &b, None, a.clock_skew_ms)?);
-            parts.push(json!({"component": c, "s3_watermark": at}));
+            // The scan starts after the tick: every version stamped before it is listed.
+            let (_, bucket, _) = buckets.iter().find(|(c, _, _)| c == b.component).expect("connected above");
+            eprintln!("{}", s3_cmds::scan_bucket(global, &key, bucket, None, a.clock_skew_ms, Some(watermark))?);
+            parts.push(json!({"component": b.component, "s3_watermark": watermark, "s3_clock": e}));
         }
     }
     parts.sort_by(|x, y| s(&x["component"]).cmp(s(&y["component"])));

@@ -14,6 +14,7 @@ mod exit;
 mod group_cmds;
 mod keys;
 mod ledger_cmds;
+mod mark_cut;
 mod pg_cmds;
 mod recovery_cmds;
 mod remote;

@@ -56,7 +56,11 @@ impl Bucket {
         }
     }
 
-    fn connect(&self) -> anyhow::Result<S3> {
+    pub fn bucket_name(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn connect(&self) -> anyhow::Result<S3> {
         Ok(S3::connect(&Endpoint {
             url: self.endpoint.clone(),
             region: self.region.clone(),
@@ -177,7 +181,7 @@ impl Source {
             Source::Local(l) => {
                 let mut lines = Vec::new();
                 let summary = l
-                    .s3_manifest(component, at, &mut |line| {
+                    .s3_manifest(component, at, 0, &mut |line| {
                         lines.push(line.clone());
                         Ok(())
                     })
@@ -245,19 +249,21 @@ fn version_draft(component: &str, l: &Listed, position: u64, first_seen: Timesta
 
 fn scan(global: &Global, a: ScanArgs) -> anyhow::Result<ExitCode> {
     a.bucket.check()?;
-    let line = scan_bucket(global, &a.signer.key()?, &a.bucket, a.prefix.as_deref(), a.clock_skew_ms)?;
+    let line = scan_bucket(global, &a.signer.key()?, &a.bucket, a.prefix.as_deref(), a.clock_skew_ms, None)?;
     println!("{line}");
     Ok(exit::ok())
 }
 
 /// Lists every version and records what is new, what went missing and the
-/// watermark; returns the one-line summary.
+/// watermark; returns the one-line summary. `proven_through`: a watermark
+/// the caller has proof of (a mark saw S3's clock tick before the scan began).
 pub fn scan_bucket(
     global: &Global,
     key: &tidemark_core::SecretKey,
     b: &Bucket,
     prefix: Option<&str>,
     clock_skew_ms: u64,
+    proven_through: Option<Timestamp>,
 ) -> anyhow::Result<String> {
     let component = b.component.clone();
     let s3 = b.connect()?;
@@ -285,6 +291,9 @@ pub fn scan_bucket(
     let mut missing_drafts = Vec::new();
     let listed = s3.list_versions(bucket, prefix, &mut |entries| {
         let k = entries[0].key.clone();
+        if k.starts_with(tidemark_lineage::s3::RESERVED_PREFIX) {
+            return Ok(());
+        }
         let positions = s3_scan::listing_positions(&entries);
         let history = known.remove(&k);
         let diff = s3_scan::diff_key(&entries, history.as_ref());
@@ -322,7 +331,13 @@ pub fn scan_bucket(
         }
     }
     drafts.extend(missing_drafts);
-    let through = s3_scan::watermark(started_at, clock_skew_ms, oldest_upload);
+    let mut through = s3_scan::watermark(started_at, clock_skew_ms, None);
+    if let Some(p) = proven_through {
+        through = through.max(p);
+    }
+    if let Some(u) = oldest_upload {
+        through = through.min(u.saturating_add_micros(-1));
+    }
     let finished_at = util::now().max(started_at);
     drafts.push(json!({"kind": "s3.scan_complete", "body": {"component": component, "complete_through": through,
         "started_at": started_at, "finished_at": finished_at, "versions_listed": listed}}));

@@ -562,6 +562,78 @@ pub struct MarkerPart {
     pub s3_watermark: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// How the S3 watermark was taken: the bucket's own clock observed
+    /// ticking to a whole second just before the PostgreSQL parts were cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_clock: Option<S3ClockEvidence>,
+}
+
+/// One probe of a bucket's clock: a `CopyObject` under `.tidemark/`, whose
+/// response carries the new version's LastModified (whole seconds, S3's clock).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[serde(deny_unknown_fields)]
+pub struct ClockProbe {
+    pub version_id: String,
+    pub last_modified: Timestamp,
+    /// The recorder's clock when the request was sent and the response received.
+    pub sent_at: Timestamp,
+    pub received_at: Timestamp,
+}
+
+/// The evidence of an exact S3 cut: probe `before` was stamped in the
+/// second before `boundary`, probe `after` (the next request) in the second
+/// starting at it, and every PostgreSQL part was cut between `after`'s
+/// response and `cut_returned_at`. Every version with LastModified before
+/// `boundary` was written before the cut; none at or after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[serde(deny_unknown_fields)]
+pub struct S3ClockEvidence {
+    /// A whole second of S3's clock.
+    pub boundary: Timestamp,
+    pub before: ClockProbe,
+    pub after: ClockProbe,
+    /// When the last PostgreSQL restore point of the marker returned (recorder's clock).
+    pub cut_returned_at: Timestamp,
+    /// Multipart uploads in progress at the cut that were initiated before `boundary`
+    /// (their versions would carry a LastModified before it): their keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uploads_in_progress: Vec<String>,
+}
+
+impl S3ClockEvidence {
+    /// Rule: the longest the cut can be from the S3 boundary: from sending
+    /// the last probe stamped before it to the return of the last restore point.
+    pub fn cut_spread_us(&self) -> i64 {
+        self.cut_returned_at.as_micros() - self.before.sent_at.as_micros()
+    }
+
+    /// Rule: the evidence is self-consistent and pins `watermark` (= boundary − 1 µs).
+    pub fn check(&self, watermark: Timestamp) -> Result<(), String> {
+        const SECOND: i64 = 1_000_000;
+        let b = self.boundary.as_micros();
+        if b.rem_euclid(SECOND) != 0 {
+            return Err(format!("s3_clock.boundary {} is not a whole second", self.boundary));
+        }
+        if watermark.as_micros() != b - 1 {
+            return Err(format!("s3_watermark must be 1 µs before s3_clock.boundary {}", self.boundary));
+        }
+        if self.before.last_modified.as_micros() != b - SECOND || self.after.last_modified.as_micros() != b {
+            return Err("s3_clock probes must be stamped in the second before the boundary and the second at it".into());
+        }
+        non_empty("s3_clock.before.version_id", &self.before.version_id)?;
+        non_empty("s3_clock.after.version_id", &self.after.version_id)?;
+        let order = [
+            self.before.sent_at,
+            self.before.received_at,
+            self.after.sent_at,
+            self.after.received_at,
+            self.cut_returned_at,
+        ];
+        if order.windows(2).any(|w| w[1] < w[0]) {
+            return Err("s3_clock times must be in order: before sent ≤ received ≤ after sent ≤ received ≤ cut returned".into());
+        }
+        list("s3_clock.uploads_in_progress", &self.uploads_in_progress)
+    }
 }
 
 fn marker_parts(parts: &[MarkerPart]) -> Result<(), String> {
@@ -579,6 +651,11 @@ fn marker_parts(parts: &[MarkerPart]) -> Result<(), String> {
         }
         if p.pg_lsn.is_some() != p.pg_timeline.is_some() {
             return Err(format!("component {}: pg_lsn and pg_timeline go together", p.component));
+        }
+        match (&p.s3_clock, p.s3_watermark) {
+            (Some(c), Some(w)) => c.check(w).map_err(|e| format!("component {}: {e}", p.component))?,
+            (Some(_), None) => return Err(format!("component {}: s3_clock goes with s3_watermark", p.component)),
+            _ => {}
         }
     }
     Ok(())

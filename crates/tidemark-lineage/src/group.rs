@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
-use tidemark_core::event::{ComponentRegistered, DrillResult, EventBody, MarkerPart, Outcome, VerifyOutcome};
+use tidemark_core::event::{
+    ComponentRegistered, DrillResult, EventBody, MarkerPart, Outcome, S3ClockEvidence, VerifyOutcome,
+};
 use tidemark_core::{Digest32, Lsn, Timestamp};
 
 use crate::pg::{self, Cluster};
@@ -295,6 +297,19 @@ impl Catalog {
         Ok(self.apply(seq, occurred_at, body))
     }
 
+    /// Rule: S3 facts are admitted only about a component registered with
+    /// its endpoint and bucket (so a scan cannot invent one, and a restore
+    /// always knows where the bucket is).
+    pub fn check_s3_registered(&self, component: &str) -> Result<(), String> {
+        match self.components.get(component) {
+            Some(r) if r.s3.is_some() => Ok(()),
+            Some(_) => Err(format!("{component} is registered, but not as an S3 bucket")),
+            None => Err(format!(
+                "{component} is not registered; register its endpoint and bucket first (`tidemark s3 register --component {component} …`)"
+            )),
+        }
+    }
+
     fn check_marker(&self, base: &Catalog, group: &str, marker_id: &str, parts: &[MarkerPart]) -> Result<(), String> {
         let Some(g) = self.group(group) else {
             return Err(format!("marker {marker_id}: group {group} is not defined (`tidemark group define` first)"));
@@ -463,10 +478,50 @@ pub struct PgInput<'a> {
     pub positions: &'a dyn PositionIndex,
 }
 
-/// An S3 component's state: its summary and the histories of its problem keys.
+/// An S3 component's state: its summary, the histories of its problem keys,
+/// and where to find the keys written near a time.
 pub struct S3Input<'a> {
     pub bucket: &'a Bucket,
     pub problems: &'a [(String, KeyHistory)],
+    pub written: &'a dyn WrittenBetween,
+}
+
+/// The keys with an entry stamped within `[from, to]`, with their histories
+/// (the store reads its time index; tests hold histories in memory).
+pub trait WrittenBetween: Sync {
+    fn written_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<(String, KeyHistory)>, String>;
+}
+
+impl WrittenBetween for Vec<(String, KeyHistory)> {
+    fn written_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<(String, KeyHistory)>, String> {
+        Ok(self
+            .iter()
+            .filter(|(_, h)| h.entries.iter().any(|e| from <= e.last_modified && e.last_modified <= to))
+            .cloned()
+            .collect())
+    }
+}
+
+impl S3Input<'_> {
+    /// Rule: the bucket at T on a clock within `skew_us` of S3's — the
+    /// problem keys and every key written near T judged (see `s3::answer`).
+    pub fn answer_at(&self, t: Timestamp, skew_us: i64) -> s3::S3Answer {
+        let (from, to) = s3::uncertain_band(t, skew_us);
+        match self.written.written_between(from, to) {
+            Ok(mut candidates) => {
+                candidates.extend(self.problems.iter().cloned());
+                s3::answer(self.bucket, &candidates, t, skew_us)
+            }
+            Err(e) => s3::S3Answer {
+                component: self.bucket.component.clone(),
+                at: t,
+                restorable: false,
+                bound: None,
+                problems: Vec::new(),
+                explanation: Some(format!("the keys written near {t} cannot be read: {e}")),
+            },
+        }
+    }
 }
 
 /// Every continuous component's state a group needs.
@@ -582,12 +637,28 @@ pub struct ComponentWindows {
     pub note: Option<String>,
 }
 
-/// The newest restorable point: a marker or the end of the newest window.
+/// The newest restorable point: a marker or a correlated time near the end of the newest window.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Latest {
     Marker { point: RecoveryPoint },
     Time { at: Timestamp, window: CorrelatedWindow },
+}
+
+/// A correlated time resolved to the one instant every part is restored to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CorrelatedPoint {
+    /// The time asked for.
+    pub requested: Timestamp,
+    /// The instant restored: the newest PostgreSQL position observed at or
+    /// before the requested time (the requested time when the group has no PostgreSQL).
+    pub at: Timestamp,
+    pub window: CorrelatedWindow,
+    /// Per PostgreSQL component, the observed position it is restored to.
+    pub pg: BTreeMap<String, pg::Position>,
+    /// How far S3's clock may be from the instant (the group's max skew): S3
+    /// parts are judged with it.
+    pub s3_skew_ms: u64,
 }
 
 /// Everything `recovery-points --group` shows; newest first.
@@ -779,12 +850,21 @@ fn judge_part(catalog: &Catalog, part: &MarkerPart, prepared: &Prepared<'_>, ske
             }
         }
         (Prepared::S3 { input, times }, MarkerPart { s3_watermark: Some(w), .. }) => {
-            let (a, b) =
-                if exact { (*w, *w) } else { (w.saturating_add_micros(-skew_us), w.saturating_add_micros(skew_us)) };
-            if covered(times, a, b) {
-                status.restorable = true;
+            let sigma = s3_part_skew(part, skew_us, exact);
+            let (a, b) = (w.saturating_add_micros(-sigma), w.saturating_add_micros(sigma));
+            if let Some(reason) = part.s3_clock.as_ref().and_then(|c| clock_evidence_problem(c, skew_us)) {
+                status.reason = Some(reason);
+            } else if !covered(times, a, b) {
+                status.reason = Some(s3_reason(input, a, *w, b, sigma));
             } else {
-                status.reason = Some(s3_reason(input, a, *w, b, skew_us));
+                let ans = input.answer_at(*w, sigma);
+                match ans.restorable {
+                    true => status.restorable = true,
+                    false => {
+                        status.reason =
+                            Some(format!("at {w}: {}", ans.explanation.unwrap_or_else(|| "not restorable".into())))
+                    }
+                }
             }
         }
         (_, MarkerPart { snapshot_id: Some(id), .. }) => {
@@ -812,10 +892,38 @@ fn judge_part(catalog: &Catalog, part: &MarkerPart, prepared: &Prepared<'_>, ske
     status
 }
 
+/// Rule: how far an S3 part's time may be from the moment the other parts
+/// were cut — nothing when S3's own clock was observed at the cut (or the
+/// writers were stopped), else the group's max skew.
+pub fn s3_part_skew(part: &MarkerPart, skew_us: i64, quiesced: bool) -> i64 {
+    if part.s3_clock.is_some() || quiesced { 0 } else { skew_us }
+}
+
+/// Rule: the clock evidence of an S3 part vouches for an exact cut unless
+/// uploads were in progress across it or the cut took longer than the group's max skew.
+fn clock_evidence_problem(c: &S3ClockEvidence, skew_us: i64) -> Option<String> {
+    if !c.uploads_in_progress.is_empty() {
+        return Some(format!(
+            "multipart uploads of {} were in progress at the cut: initiated before {}, they would carry a LastModified before the cut if completed after it",
+            c.uploads_in_progress.join(", "),
+            c.boundary
+        ));
+    }
+    let spread = c.cut_spread_us();
+    (spread > skew_us).then(|| {
+        format!(
+            "the PostgreSQL parts were cut up to {} ms after S3's clock was last seen before {}, more than the group's max skew of {} ms",
+            spread / 1000,
+            c.boundary,
+            skew_us / 1000
+        )
+    })
+}
+
 /// The first S3 reason found at the pinned time or the ends of the skew range.
 fn s3_reason(input: &S3Input<'_>, a: Timestamp, w: Timestamp, b: Timestamp, skew_us: i64) -> String {
     for (t, label) in [(w, ""), (a, " (the start of the skew range)"), (b, " (the end of the skew range)")] {
-        let ans = s3::answer(input.bucket, input.problems, t);
+        let ans = s3::answer(input.bucket, input.problems, t, 0);
         if !ans.restorable {
             return format!("at {t}{label}: {}", ans.explanation.unwrap_or_else(|| "not restorable".into()));
         }
@@ -942,6 +1050,70 @@ impl Judge<'_> {
         )
     }
 
+    /// Rule: a correlated time T is restored as of one instant O — the newest
+    /// PostgreSQL position observed at or before T (every cluster's state is
+    /// exactly known only at its observations) — and is a point when O lies
+    /// in a correlated window, every other cluster was observed at O or wrote
+    /// no WAL between its observations around O, and every S3 part is
+    /// certain at O within the group's max skew.
+    fn correlated_at(&self, requested: Timestamp) -> Result<CorrelatedPoint, Vec<String>> {
+        let mut latest: Vec<(&str, u32, pg::Position)> = Vec::new();
+        for (c, p) in &self.prepared {
+            if let Prepared::Pg { cluster, .. } = p {
+                let positions = self.inputs.pg[*c].positions;
+                let found = cluster
+                    .timeline_at(requested, positions)
+                    .and_then(|tl| positions.last_at_or_before(tl, requested).map(|p| (tl, p)));
+                match found {
+                    Some((tl, p)) => latest.push((c, tl, p)),
+                    None => return Err(vec![format!("{c}: no position observed at or before {requested}")]),
+                }
+            }
+        }
+        let at = latest.iter().map(|(_, _, p)| p.observed_at).min().unwrap_or(requested);
+        let mut reasons = Vec::new();
+        let mut pg_at = BTreeMap::new();
+        for (c, tl, _) in &latest {
+            let positions = self.inputs.pg[*c].positions;
+            let before = positions.last_at_or_before(*tl, at).expect("an observation at or before the minimum exists");
+            if before.observed_at != at {
+                let after = positions.first_at_or_after(*tl, at);
+                if after.as_ref().is_none_or(|a| a.lsn != before.lsn) {
+                    reasons.push(format!(
+                        "{c}: not observed at {at} (the instant another cluster was): its nearest positions around it are {}{} and WAL was written between them — a marker pins several clusters at one moment",
+                        before.observed_at,
+                        after.map(|a| format!(" and {}", a.observed_at)).unwrap_or_default()
+                    ));
+                    continue;
+                }
+            }
+            pg_at.insert((*c).to_owned(), before);
+        }
+        let windows = self.windows();
+        let window = match windows.iter().find(|(a, b)| *a <= at && at <= *b) {
+            Some((a, b)) => {
+                CorrelatedWindow { from: *a, to: *b, class: Class::Correlated, record: self.window_record(*a, *b) }
+            }
+            None => {
+                reasons.extend(self.reasons_at(at));
+                return Err(reasons);
+            }
+        };
+        let sigma = skew(self.def);
+        for (c, p) in &self.prepared {
+            if let Prepared::S3 { input, .. } = p {
+                let a = input.answer_at(at, sigma);
+                if !a.restorable {
+                    reasons.push(format!("{c}: {}", a.explanation.unwrap_or_else(|| "not restorable".into())));
+                }
+            }
+        }
+        if !reasons.is_empty() {
+            return Err(reasons);
+        }
+        Ok(CorrelatedPoint { requested, at, window, pg: pg_at, s3_skew_ms: self.def.max_skew_ms })
+    }
+
     /// Why a time is not restorable, per component.
     fn reasons_at(&self, t: Timestamp) -> Vec<String> {
         let mut out = Vec::new();
@@ -954,7 +1126,7 @@ impl Judge<'_> {
                     }
                 }
                 Prepared::S3 { input, .. } => {
-                    let a = s3::answer(input.bucket, input.problems, t);
+                    let a = input.answer_at(t, skew(self.def));
                     if !a.restorable {
                         out.push(format!("{c}: {}", a.explanation.unwrap_or_else(|| "not restorable".into())));
                     }
@@ -1039,16 +1211,12 @@ pub fn latest(catalog: &Catalog, name: &str, inputs: &Inputs<'_>) -> Result<Opti
         .rev()
         .map(|m| judge_marker(catalog, j.def, m, &j.prepared, &j.by_point))
         .find(|p| p.restorable);
-    let window = j.windows().last().map(|(a, b)| CorrelatedWindow {
-        from: *a,
-        to: *b,
-        class: Class::Correlated,
-        record: j.window_record(*a, *b),
-    });
+    // The end of the newest window, when it resolves to a certain instant.
+    let window = j.windows().last().and_then(|(_, b)| j.correlated_at(*b).ok());
     Ok(match (marker, window) {
-        (Some(m), Some(w)) if w.to > m.at => Some(Latest::Time { at: w.to, window: w }),
+        (Some(m), Some(p)) if p.at > m.at => Some(Latest::Time { at: p.at, window: p.window }),
         (Some(m), _) => Some(Latest::Marker { point: m }),
-        (None, Some(w)) => Some(Latest::Time { at: w.to, window: w }),
+        (None, Some(p)) => Some(Latest::Time { at: p.at, window: p.window }),
         (None, None) => None,
     })
 }
@@ -1070,22 +1238,16 @@ pub fn marker_point(
     Ok((m.clone(), judge_marker(catalog, j.def, m, &j.prepared, &j.by_point)))
 }
 
-/// Rule: a time T is a correlated point when it lies in a correlated
-/// window; `Err` carries the reasons when it does not.
+/// Rule: a time T is a correlated point when it resolves to one instant
+/// every part is certain at (see `Judge::correlated_at`); `Err` carries the
+/// reasons when it does not.
 pub fn time_point(
     catalog: &Catalog,
     name: &str,
     at: Timestamp,
     inputs: &Inputs<'_>,
-) -> Result<Result<CorrelatedWindow, Vec<String>>, GroupError> {
-    let j = judge(catalog, name, inputs)?;
-    let windows = j.windows();
-    Ok(match windows.iter().find(|(a, b)| *a <= at && at <= *b) {
-        Some((a, b)) => {
-            Ok(CorrelatedWindow { from: *a, to: *b, class: Class::Correlated, record: j.window_record(*a, *b) })
-        }
-        None => Err(j.reasons_at(at)),
-    })
+) -> Result<Result<CorrelatedPoint, Vec<String>>, GroupError> {
+    Ok(judge(catalog, name, inputs)?.correlated_at(at))
 }
 
 #[cfg(test)]

@@ -80,9 +80,11 @@ pub fn assemble(
     point: PointRef,
     components: Vec<ComponentPlan>,
     checkpoint: CheckpointRef,
+    point_notes: Vec<String>,
 ) -> GroupPlan {
     let mut notes =
         vec!["restore every component's part; a part alone is not a consistent state of the application".to_owned()];
+    notes.extend(point_notes);
     match point.class {
         Class::Quiesced => notes.push("quiesced: writers were stopped while every part was pinned".to_owned()),
         Class::Correlated => notes.push(format!(

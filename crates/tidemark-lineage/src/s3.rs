@@ -8,17 +8,25 @@
 //!   scan saw a later write), then by position in that scan's listing.
 //!   Entries with equal LastModified, first-seen scan and position have no
 //!   known order.
-//! * [`version_at`]: the entry current at T (T inclusive): drop entries with
-//!   LastModified > T, the newest remaining decides — a version means that
+//! * [`written_within`]: S3 gives LastModified in whole seconds, so an entry
+//!   stamped second s was written somewhere in [s, s + 1 s − 1 µs] of S3's
+//!   clock, widened by σ when T comes from another clock (a group's max skew).
+//!   An entry whose range holds T may be before or after it.
+//! * [`version_at`]: the entry current at T (T inclusive): when an entry that
+//!   changes the answer may be before or after T, the key is *uncertain*;
+//!   otherwise drop entries with LastModified > T, the newest remaining decides — a version means that
 //!   version, a delete marker or nothing means absent; an unresolved tie is
 //!   *ambiguous*, never guessed; a `null` version replaced after T (suspended
 //!   versioning overwrites it) and a version reported missing are
 //!   *unrecoverable*.
-//! * [`Bucket::answer`]: bucket B is restorable at T when versioning was
-//!   enabled by T, a scan has completed through ≥ T, and no key is ambiguous
-//!   or unrecoverable at T.
-//! * [`Bucket::windows`]: the restorable ranges, bounded by versioning, the
-//!   scan watermark and the keys whose history has holes.
+//! * [`answer`]: bucket B is restorable at T when versioning was
+//!   enabled by T, a scan has completed through ≥ T, and no key is ambiguous,
+//!   uncertain or unrecoverable at T (the keys written near T — [`uncertain_band`] —
+//!   and the keys whose history has holes are the only ones that can be).
+//! * [`Bucket::windows`]: the ranges bounded by versioning, the scan
+//!   watermark and the keys whose history has holes. Inside a window a T is
+//!   restorable unless a write within its own second (± σ) makes a key
+//!   uncertain: every whole-second boundary s − 1 µs with no skew is exact.
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -71,6 +79,9 @@ impl VersionRecord {
 
 pub const NULL_VERSION: &str = "null";
 
+/// Keys under this prefix are tidemark's own (the bucket clock probes): scans never record them.
+pub const RESERVED_PREFIX: &str = ".tidemark/";
+
 /// The fields of an entry the rules look at (fixed size: stored first, so a
 /// manifest judges a key without decoding its version strings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +133,13 @@ pub enum KeyAt {
         version_ids: Vec<String>,
         last_modified: Timestamp,
     },
+    /// Entries that change the answer may have been written before or after T:
+    /// LastModified has whole seconds (and the clocks may differ by `skew_ms`).
+    Uncertain {
+        version_ids: Vec<String>,
+        last_modified: Vec<Timestamp>,
+        skew_ms: u64,
+    },
     /// The version current at T is gone.
     Unrecoverable {
         version_id: String,
@@ -140,7 +158,7 @@ pub enum Unrecoverable {
 
 impl KeyAt {
     pub fn is_problem(&self) -> bool {
-        matches!(self, KeyAt::Ambiguous { .. } | KeyAt::Unrecoverable { .. })
+        matches!(self, KeyAt::Ambiguous { .. } | KeyAt::Uncertain { .. } | KeyAt::Unrecoverable { .. })
     }
 }
 
@@ -192,18 +210,60 @@ impl KeyHistory {
     }
 }
 
+/// One second of S3's LastModified, in microseconds.
+pub const SECOND_US: i64 = 1_000_000;
+
+/// Rule: the instants at which an entry stamped `last_modified` may have been
+/// written, on a clock that differs from S3's by at most `skew_us`:
+/// `[lm − σ, lm + 1 s − 1 µs + σ]` (LastModified has whole seconds).
+pub fn written_within(last_modified: Timestamp, skew_us: i64) -> (Timestamp, Timestamp) {
+    let second = last_modified.as_micros().div_euclid(SECOND_US) * SECOND_US;
+    (
+        Timestamp::from_micros(second).saturating_add_micros(-skew_us),
+        Timestamp::from_micros(second).saturating_add_micros(SECOND_US - 1 + skew_us),
+    )
+}
+
+/// Rule: the LastModified range of entries that may be written on either side
+/// of T (what [`written_within`] says holds T): `[T − σ − 1 s + 1 µs, T + σ]`.
+pub fn uncertain_band(t: Timestamp, skew_us: i64) -> (Timestamp, Timestamp) {
+    (t.saturating_add_micros(-skew_us - SECOND_US + 1), t.saturating_add_micros(skew_us))
+}
+
 /// What the rule decided, by position in the recency-ordered entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Decision {
     Present(usize),
     Absent,
     Ambiguous(Vec<usize>, Timestamp),
+    Uncertain(Vec<usize>, i64),
     NullReplaced(usize, Timestamp),
     Missing(usize),
 }
 
-/// Rule: the entry current at `t` (inclusive), over heads in recency order.
-fn decide(heads: &[Head], t: Timestamp) -> Decision {
+/// Rule: the entry current at `t` (inclusive), over heads in recency order,
+/// with `t` on a clock within `skew_us` of S3's.
+fn decide(heads: &[Head], t: Timestamp, skew_us: i64) -> Decision {
+    // Entries that may be on either side of T: a run in recency order.
+    let maybe: Vec<usize> = (0..heads.len())
+        .filter(|&i| {
+            let (from, to) = written_within(heads[i].last_modified, skew_us);
+            from <= t && t < to
+        })
+        .collect();
+    if let (Some(&first), Some(&last)) = (maybe.first(), maybe.last()) {
+        // Any of them, or the newest entry surely before T, may be current.
+        let absent = |h: Option<&Head>| h.is_none_or(|h| h.is_delete_marker);
+        if !(heads[first..=last].iter().all(|h| h.is_delete_marker) && absent(heads.get(last + 1))) {
+            return Decision::Uncertain(maybe, skew_us);
+        }
+        return Decision::Absent;
+    }
+    decide_exact(heads, t)
+}
+
+/// Rule: the entry current at `t` when every entry's side of `t` is known.
+fn decide_exact(heads: &[Head], t: Timestamp) -> Decision {
     let Some(top_at) = heads.iter().position(|e| e.last_modified <= t) else { return Decision::Absent };
     let top = &heads[top_at];
     let tied = heads[top_at..].iter().take_while(|e| e.last_modified == top.last_modified).count();
@@ -235,6 +295,14 @@ fn key_at<E>(d: Decision, entry: &dyn Fn(usize) -> Result<VersionRecord, E>) -> 
             version_ids: is.into_iter().map(|i| entry(i).map(|e| e.version_id)).collect::<Result<_, E>>()?,
             last_modified,
         },
+        Decision::Uncertain(is, skew_us) => {
+            let entries = is.into_iter().map(entry).collect::<Result<Vec<_>, E>>()?;
+            KeyAt::Uncertain {
+                version_ids: entries.iter().map(|e| e.version_id.clone()).collect(),
+                last_modified: entries.iter().map(|e| e.last_modified).collect(),
+                skew_ms: (skew_us / 1000) as u64,
+            }
+        }
         Decision::NullReplaced(i, replaced_at) => KeyAt::Unrecoverable {
             version_id: entry(i)?.version_id,
             reason: Unrecoverable::NullReplaced { replaced_at },
@@ -245,11 +313,16 @@ fn key_at<E>(d: Decision, entry: &dyn Fn(usize) -> Result<VersionRecord, E>) -> 
     })
 }
 
-/// Rule: the entry current at `t` (inclusive) — see [`decide`].
+/// Rule: the entry current at `t` (inclusive) on S3's own clock — see [`decide`].
 pub fn version_at(h: &KeyHistory, t: Timestamp) -> KeyAt {
+    version_at_within(h, t, 0)
+}
+
+/// Rule: the entry current at `t` (inclusive) on a clock within `skew_us` of S3's.
+pub fn version_at_within(h: &KeyHistory, t: Timestamp, skew_us: i64) -> KeyAt {
     let heads: Vec<Head> = h.entries.iter().map(Head::of).collect();
     let entry = |i: usize| -> Result<VersionRecord, std::convert::Infallible> { Ok(h.entries[i].clone()) };
-    match key_at(decide(&heads, t), &entry) {
+    match key_at(decide(&heads, t, skew_us), &entry) {
         Ok(k) => k,
         Err(never) => match never {},
     }
@@ -258,14 +331,21 @@ pub fn version_at(h: &KeyHistory, t: Timestamp) -> KeyAt {
 /// `[from, to)` of T at which a key is ambiguous or unrecoverable (`to = None`: still now), and how.
 pub type ProblemInterval = (Timestamp, Option<Timestamp>, KeyAt);
 
-/// The intervals at which a key is ambiguous or unrecoverable.
+/// The intervals at which a key's history has holes: ambiguous or
+/// unrecoverable whatever the second's uncertainty (which [`version_at`]
+/// adds around each entry).
 pub fn problem_intervals(h: &KeyHistory) -> Vec<ProblemInterval> {
     let mut times: Vec<Timestamp> = h.entries.iter().map(|e| e.last_modified).collect();
     times.sort();
     times.dedup();
+    let heads: Vec<Head> = h.entries.iter().map(Head::of).collect();
+    let entry = |i: usize| -> Result<VersionRecord, std::convert::Infallible> { Ok(h.entries[i].clone()) };
     let mut out = Vec::new();
     for (i, t) in times.iter().enumerate() {
-        let at = version_at(h, *t);
+        let at = match key_at(decide_exact(&heads, *t), &entry) {
+            Ok(k) => k,
+            Err(never) => match never {},
+        };
         if at.is_problem() {
             out.push((*t, times.get(i + 1).copied(), at));
         }
@@ -559,9 +639,10 @@ pub enum ManifestLine {
     Problem { key: String, at: KeyAt },
 }
 
-/// Rule: the manifest line of one key at T (`None`: absent then and now, nothing to do).
-pub fn manifest_line(key: &str, h: &KeyHistory, t: Timestamp) -> Option<ManifestLine> {
-    line_for(key, version_at(h, t), h.exists_now())
+/// Rule: the manifest line of one key at T, on a clock within `skew_us` of
+/// S3's (`None`: absent then and now, nothing to do).
+pub fn manifest_line(key: &str, h: &KeyHistory, t: Timestamp, skew_us: i64) -> Option<ManifestLine> {
+    line_for(key, version_at_within(h, t, skew_us), h.exists_now())
 }
 
 /// The manifest line of one key straight from its stored bytes: the rule
@@ -570,10 +651,11 @@ pub fn manifest_line_stored(
     key: &str,
     stored: &StoredHistory<'_>,
     t: Timestamp,
+    skew_us: i64,
 ) -> Result<Option<ManifestLine>, String> {
     let heads = stored.heads();
     let exists_now = heads.first().is_some_and(|e| !e.is_delete_marker && !e.missing);
-    let at = key_at(decide(&heads, t), &|i| stored.entry(i))?;
+    let at = key_at(decide(&heads, t, skew_us), &|i| stored.entry(i))?;
     Ok(line_for(key, at, exists_now))
 }
 
@@ -620,12 +702,17 @@ pub struct S3Answer {
     pub explanation: Option<String>,
 }
 
-/// Rule: bucket bounds first, then every key whose history has holes.
-pub fn answer(bucket: &Bucket, problems: &[(String, KeyHistory)], at: Timestamp) -> S3Answer {
+/// Rule: bucket bounds first, then every key that can be a problem at T:
+/// those whose history has holes and those written near T ([`uncertain_band`]),
+/// judged on a clock within `skew_us` of S3's.
+pub fn answer(bucket: &Bucket, candidates: &[(String, KeyHistory)], at: Timestamp, skew_us: i64) -> S3Answer {
     let bound = bucket.bounds_at(at).err();
-    let lines: Vec<ManifestLine> = problems
+    let when = at;
+    let mut seen = BTreeSet::new();
+    let lines: Vec<ManifestLine> = candidates
         .iter()
-        .filter_map(|(k, h)| manifest_line(k, h, at))
+        .filter(|(k, _)| seen.insert(k.as_str()))
+        .filter_map(|(k, h)| manifest_line(k, h, at, skew_us))
         .filter(|l| matches!(l, ManifestLine::Problem { .. }))
         .collect();
     let mut explanation: Vec<String> = bound.iter().map(ToString::to_string).collect();
@@ -635,6 +722,12 @@ pub fn answer(bucket: &Bucket, problems: &[(String, KeyHistory)], at: Timestamp)
                 KeyAt::Ambiguous { version_ids, last_modified } => {
                     format!("key {key:?} is ambiguous at {last_modified}: versions {} in one second, order unknown", version_ids.join(", "))
                 }
+                KeyAt::Uncertain { version_ids, last_modified, skew_ms } => format!(
+                    "key {key:?} is uncertain at {when}: {} stamped {} may have been written before or after it (S3 gives whole seconds{})",
+                    version_ids.join(", "),
+                    last_modified.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                    if *skew_ms > 0 { format!(", and the clocks may differ by {skew_ms} ms") } else { String::new() }
+                ),
                 KeyAt::Unrecoverable { version_id, reason: Unrecoverable::Missing } => {
                     format!("key {key:?}: version {version_id} current then is missing from the bucket")
                 }
@@ -697,6 +790,11 @@ mod tests {
         Timestamp::from_unix_seconds(1_790_000_000 + s)
     }
 
+    /// The last microsecond of second `s`: every entry stamped `s` was written by then.
+    fn end(s: i64) -> Timestamp {
+        t(s).saturating_add_micros(SECOND_US - 1)
+    }
+
     fn v(id: &str, lm: i64, seen: i64, pos: u64) -> VersionRecord {
         VersionRecord {
             version_id: id.into(),
@@ -736,16 +834,16 @@ mod tests {
     #[test]
     fn rule_t_is_inclusive_and_the_newest_entry_at_or_before_t_decides() {
         let h = history(vec![v("a", 10, 100, 1), v("b", 20, 100, 0)]);
-        assert_eq!(version_at(&h, t(9)), KeyAt::Absent);
-        assert_eq!(present(&version_at(&h, t(10))), "a", "T is inclusive");
-        assert_eq!(present(&version_at(&h, t(19))), "a");
-        assert_eq!(present(&version_at(&h, t(20))), "b");
+        assert_eq!(version_at(&h, end(9)), KeyAt::Absent);
+        assert_eq!(present(&version_at(&h, end(10))), "a", "T is inclusive");
+        assert_eq!(present(&version_at(&h, end(19))), "a");
+        assert_eq!(present(&version_at(&h, end(20))), "b");
     }
 
     #[test]
     fn rule_a_delete_marker_means_absent() {
         let h = history(vec![v("a", 10, 100, 1), dm("d", 20, 100, 0)]);
-        assert_eq!(version_at(&h, t(25)), KeyAt::Absent);
+        assert_eq!(version_at(&h, end(25)), KeyAt::Absent);
         assert!(!h.exists_now());
     }
 
@@ -753,10 +851,10 @@ mod tests {
     fn rule_same_second_ties_follow_the_listing_order_when_known() {
         // Two PUTs in one second, listed newest first in one scan.
         let h = history(vec![v("old", 10, 100, 1), v("new", 10, 100, 0)]);
-        assert_eq!(present(&version_at(&h, t(10))), "new");
+        assert_eq!(present(&version_at(&h, end(10))), "new");
         // Seen by different scans: the later scan saw the later write.
         let h = history(vec![v("first", 10, 100, 0), v("second", 10, 200, 0)]);
-        assert_eq!(present(&version_at(&h, t(10))), "second");
+        assert_eq!(present(&version_at(&h, end(10))), "second");
     }
 
     #[test]
@@ -766,7 +864,7 @@ mod tests {
         let at = version_at(&h, t(15));
         assert!(matches!(&at, KeyAt::Ambiguous { version_ids, .. } if version_ids.len() == 2), "{at:?}");
         assert!(h.has_problems());
-        assert_eq!(present(&version_at(&h, t(30))), "c", "a later entry settles it");
+        assert_eq!(present(&version_at(&h, end(30))), "c", "a later entry settles it");
         assert_eq!(problem_intervals(&h).len(), 1);
         assert_eq!((problem_intervals(&h)[0].0, problem_intervals(&h)[0].1), (t(10), Some(t(30))));
     }
@@ -774,7 +872,7 @@ mod tests {
     #[test]
     fn rule_a_null_version_replaced_after_t_cannot_be_reconstructed() {
         let h = history(vec![v("v1", 5, 100, 2), v("null", 10, 100, 1), v("null", 20, 200, 0)]);
-        assert_eq!(present(&version_at(&h, t(7))), "v1", "versioned history before is intact");
+        assert_eq!(present(&version_at(&h, end(7))), "v1", "versioned history before is intact");
         let at = version_at(&h, t(15));
         assert_eq!(
             at,
@@ -783,7 +881,7 @@ mod tests {
                 reason: Unrecoverable::NullReplaced { replaced_at: t(20) }
             }
         );
-        assert_eq!(present(&version_at(&h, t(20))), "null", "the current null version is still there");
+        assert_eq!(present(&version_at(&h, end(20))), "null", "the current null version is still there");
     }
 
     #[test]
@@ -794,7 +892,7 @@ mod tests {
             version_at(&h, t(15)),
             KeyAt::Unrecoverable { version_id: "a".into(), reason: Unrecoverable::Missing }
         );
-        assert_eq!(present(&version_at(&h, t(25))), "b");
+        assert_eq!(present(&version_at(&h, end(25))), "b");
     }
 
     #[test]
@@ -812,7 +910,15 @@ mod tests {
         let stored = StoredHistory::parse(&bytes).unwrap();
         assert_eq!(stored.decode().unwrap(), h);
         for at in 0..40 {
-            assert_eq!(manifest_line_stored("k", &stored, t(at)).unwrap(), manifest_line("k", &h, t(at)), "at {at}");
+            for when in [t(at), end(at), t(at).saturating_add_micros(300_000)] {
+                for skew in [0, 400_000] {
+                    assert_eq!(
+                        manifest_line_stored("k", &stored, when, skew).unwrap(),
+                        manifest_line("k", &h, when, skew),
+                        "at {when} ± {skew} µs"
+                    );
+                }
+            }
         }
         assert!(StoredHistory::parse(&bytes[..10]).is_err());
     }
@@ -854,5 +960,67 @@ mod tests {
         assert_eq!((w[0].from, w[0].to, w[0].bounded_by.clone()), (t(0), t(10), vec!["k".to_owned()]));
         assert_eq!((w[1].from, w[1].to), (t(20), t(100)));
         assert_eq!(b.suspended_periods(), vec![(t(30), None)]);
+    }
+
+    #[test]
+    fn rule_an_entry_stamped_s_was_written_within_that_second_widened_by_the_skew() {
+        assert_eq!(written_within(t(10), 0), (t(10), end(10)));
+        assert_eq!(
+            written_within(t(10), 250_000),
+            (t(10).saturating_add_micros(-250_000), end(10).saturating_add_micros(250_000))
+        );
+        assert_eq!(uncertain_band(t(10).saturating_add_micros(200_000), 0), (t(9).saturating_add_micros(200_001), t(10).saturating_add_micros(200_000)));
+    }
+
+    #[test]
+    fn rule_a_write_in_the_second_of_t_makes_the_key_uncertain_never_guessed() {
+        // Overwritten in second 20: at 20.3 the write may be before or after T.
+        let h = history(vec![v("a", 10, 100, 1), v("b", 20, 100, 0)]);
+        let at = version_at(&h, t(20).saturating_add_micros(300_000));
+        assert!(
+            matches!(&at, KeyAt::Uncertain { version_ids, skew_ms: 0, .. } if version_ids == &["b".to_owned()]),
+            "{at:?}"
+        );
+        assert!(at.is_problem());
+        // At the second's boundaries the answer is exact.
+        assert_eq!(present(&version_at(&h, t(20).saturating_add_micros(-1))), "a");
+        assert_eq!(present(&version_at(&h, end(20))), "b");
+        // A key created in T's second: present or absent, unknown.
+        let h = history(vec![v("new", 20, 100, 0)]);
+        assert!(matches!(version_at(&h, t(20)), KeyAt::Uncertain { .. }));
+        assert_eq!(version_at(&h, t(20).saturating_add_micros(-1)), KeyAt::Absent);
+        // Not a problem of the history: no hole, so no problem interval.
+        assert!(problem_intervals(&h).is_empty());
+        assert!(!h.has_problems());
+    }
+
+    #[test]
+    fn rule_the_skew_widens_the_uncertainty_to_neighbouring_seconds() {
+        let h = history(vec![v("a", 10, 100, 1), v("b", 20, 100, 0)]);
+        let just_before = t(20).saturating_add_micros(-1);
+        assert_eq!(present(&version_at_within(&h, just_before, 0)), "a");
+        assert!(matches!(version_at_within(&h, just_before, 300_000), KeyAt::Uncertain { skew_ms: 300, .. }));
+        assert!(matches!(version_at_within(&h, end(20), 300_000), KeyAt::Uncertain { .. }));
+        assert_eq!(present(&version_at_within(&h, end(20).saturating_add_micros(300_000), 300_000)), "b");
+    }
+
+    #[test]
+    fn rule_deletes_of_an_absent_key_change_nothing_so_stay_certain() {
+        let h = history(vec![v("a", 10, 100, 2), dm("d1", 15, 100, 1), dm("d2", 20, 100, 0)]);
+        assert_eq!(version_at(&h, t(20).saturating_add_micros(500_000)), KeyAt::Absent);
+        assert!(matches!(version_at(&h, t(15).saturating_add_micros(500_000)), KeyAt::Uncertain { .. }));
+    }
+
+    #[test]
+    fn rule_answer_names_the_keys_written_near_t() {
+        let mut b = Bucket::new("s3:uploads");
+        b.versioning.push((t(0), VersioningStatus::Enabled));
+        b.complete_through = Some(t(100));
+        let near = vec![("k".to_owned(), history(vec![v("a", 10, 100, 1), v("b", 20, 100, 0)]))];
+        let a = answer(&b, &near, t(20).saturating_add_micros(400_000), 0);
+        assert!(!a.restorable);
+        assert!(a.explanation.as_deref().unwrap_or("").contains("uncertain"), "{a:?}");
+        assert!(answer(&b, &near, end(20), 0).restorable);
+        assert!(answer(&b, &near, t(20).saturating_add_micros(-1), 0).restorable);
     }
 }

@@ -101,6 +101,11 @@ fn run(path: &Path) {
         .iter()
         .map(|(c, (b, keys))| (c.clone(), b.problem_keys.iter().map(|k| (k.clone(), keys[k].clone())).collect()))
         .collect();
+    let all: BTreeMap<String, Vec<(String, KeyHistory)>> = world
+        .buckets
+        .iter()
+        .map(|(c, (_, keys))| (c.clone(), keys.iter().map(|(k, h)| (k.clone(), h.clone())).collect()))
+        .collect();
     let inputs = Inputs {
         pg: world
             .clusters
@@ -110,7 +115,9 @@ fn run(path: &Path) {
         s3: world
             .buckets
             .iter()
-            .map(|(c, (bucket, _))| (c.clone(), S3Input { bucket, problems: &problems[c] }))
+            .map(|(c, (bucket, _))| {
+                (c.clone(), S3Input { bucket, problems: &problems[c], written: &all[c] })
+            })
             .collect(),
     };
     let group = scenario["group"].as_str().unwrap();

@@ -17,6 +17,9 @@ use tidemark_core::event::{RetentionMode, VersioningStatus};
 use tidemark_lineage::s3::ManifestLine;
 use tidemark_lineage::s3_scan::Listed;
 
+mod clock;
+pub use clock::{CLOCK_KEY, CLOCK_SOURCE_KEY};
+
 /// Errors, each naming the request that failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -171,8 +174,17 @@ impl S3 {
             doomed.extend(entries.into_iter().map(|l| (l.key, l.version_id)));
             Ok(())
         })?;
-        // DeleteObjects takes up to 1000 versions per request.
-        for chunk in doomed.chunks(1000) {
+        self.delete_versions(bucket, &doomed)?;
+        self.count();
+        self.runtime
+            .block_on(self.client.delete_bucket().bucket(bucket).send())
+            .map_err(|e| req("DeleteBucket", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(doomed.len() as u64)
+    }
+
+    /// Deletes these versions permanently (DeleteObjects, up to 1000 a request).
+    pub fn delete_versions(&self, bucket: &str, versions: &[(String, String)]) -> Result<(), S3Error> {
+        for chunk in versions.chunks(1000) {
             let objects = chunk
                 .iter()
                 .map(|(key, version)| {
@@ -204,11 +216,7 @@ impl S3 {
                 return Err(req("DeleteObjects", bucket, detail));
             }
         }
-        self.count();
-        self.runtime
-            .block_on(self.client.delete_bucket().bucket(bucket).send())
-            .map_err(|e| req("DeleteBucket", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        Ok(doomed.len() as u64)
+        Ok(())
     }
 
     /// Whether the bucket has Object Lock enabled.
@@ -223,7 +231,12 @@ impl S3 {
 
     /// When the oldest multipart upload still in progress started.
     pub fn oldest_upload_in_progress(&self, bucket: &str, prefix: Option<&str>) -> Result<Option<Timestamp>, S3Error> {
-        let mut oldest: Option<Timestamp> = None;
+        Ok(self.uploads_in_progress(bucket, prefix)?.into_iter().map(|(_, t)| t).min())
+    }
+
+    /// Every multipart upload in progress: its key and when it was initiated.
+    pub fn uploads_in_progress(&self, bucket: &str, prefix: Option<&str>) -> Result<Vec<(String, Timestamp)>, S3Error> {
+        let mut found = Vec::new();
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
         loop {
             self.count();
@@ -241,17 +254,16 @@ impl S3 {
                 .map_err(|e| req("ListMultipartUploads", bucket, aws_sdk_s3::error::DisplayErrorContext(e)))?;
             for u in out.uploads() {
                 if let Some(t) = u.initiated() {
-                    let t = ts(t);
-                    oldest = Some(oldest.map_or(t, |o| o.min(t)));
+                    found.push((u.key().unwrap_or_default().to_owned(), ts(t)));
                 }
             }
             if out.is_truncated() != Some(true) {
-                return Ok(oldest);
+                return Ok(found);
             }
             key_marker = out.next_key_marker().map(str::to_owned);
             id_marker = out.next_upload_id_marker().map(str::to_owned);
             if key_marker.is_none() {
-                return Ok(oldest);
+                return Ok(found);
             }
         }
     }
@@ -369,7 +381,9 @@ impl S3 {
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<RestoreReport, S3Error> {
         // What the target holds now, in one listing (a HEAD per key would triple the requests).
-        let present = self.current_objects(target)?;
+        let mut present = self.current_objects(target)?;
+        // tidemark's own clock probes are not the application's objects.
+        present.retain(|k, _| !k.starts_with(tidemark_lineage::s3::RESERVED_PREFIX));
         let in_manifest: std::collections::HashSet<String> = lines.iter().map(line_key).collect();
         let mut others: Vec<String> = present.keys().filter(|k| !in_manifest.contains(*k)).cloned().collect();
         others.sort();

@@ -514,7 +514,7 @@ async fn s3_manifest(State(s): State<AppState>, Query(q): Query<ManifestQuery>) 
     let ledger = s.ledger.read().expect("ledger lock");
     let mut lines = Vec::new();
     let summary = ledger
-        .s3_manifest(&q.component, at, &mut |l| {
+        .s3_manifest(&q.component, at, 0, &mut |l| {
             lines.push(l.clone());
             Ok(())
         })

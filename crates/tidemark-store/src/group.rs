@@ -60,7 +60,19 @@ pub(crate) fn write_changes(batch: &mut sled::Batch, catalog: &Catalog, changes:
 /// What a group question reads, loaded once per question.
 struct Loaded<'t> {
     clusters: BTreeMap<String, (Arc<Cluster>, StorePositions<'t>)>,
-    buckets: BTreeMap<String, (Bucket, Vec<(String, KeyHistory)>)>,
+    buckets: BTreeMap<String, (Bucket, Vec<(String, KeyHistory)>, Written<'t>)>,
+}
+
+/// The time index of one bucket, for the group rules.
+struct Written<'t> {
+    ledger: &'t crate::Ledger,
+    component: String,
+}
+
+impl group::WrittenBetween for Written<'_> {
+    fn written_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<(String, KeyHistory)>, String> {
+        self.ledger.s3_written_between(&self.component, from, to).map_err(|e| e.to_string())
+    }
 }
 
 impl Loaded<'_> {
@@ -71,7 +83,11 @@ impl Loaded<'_> {
                 .iter()
                 .map(|(c, (cluster, positions))| (c.clone(), PgInput { cluster, positions }))
                 .collect(),
-            s3: self.buckets.iter().map(|(c, (bucket, problems))| (c.clone(), S3Input { bucket, problems })).collect(),
+            s3: self
+                .buckets
+                .iter()
+                .map(|(c, (bucket, problems, written))| (c.clone(), S3Input { bucket, problems, written }))
+                .collect(),
         }
     }
 
@@ -105,7 +121,7 @@ impl crate::Ledger {
                 Some(ComponentKind::S3) => {
                     if let Some(bucket) = self.s3_bucket(c)? {
                         let problems = self.s3_problem_histories(&bucket)?;
-                        loaded.buckets.insert(c.clone(), (bucket, problems));
+                        loaded.buckets.insert(c.clone(), (bucket, problems, Written { ledger: self, component: c.clone() }));
                     }
                 }
                 _ => {}
@@ -142,7 +158,7 @@ impl crate::Ledger {
         let catalog = &self.catalog;
         let def = catalog.group(name).and_then(|g| g.def.clone()).expect("load_group checked it");
         // The point, judged; and what each component is restored to.
-        let (point, pins): (PointRef, BTreeMap<String, Pin>) = match request {
+        let (point, pins, point_notes): (PointRef, BTreeMap<String, Pin>, Vec<String>) = match request {
             PlanRequest::Marker(id) => {
                 let (marker, judged) = group::marker_point(catalog, name, id, &inputs).map_err(group_err)?;
                 if !judged.restorable {
@@ -153,38 +169,50 @@ impl crate::Ledger {
                         .collect();
                     return Ok(Err(reasons));
                 }
+                let skew_us = (def.max_skew_ms as i64).saturating_mul(1000);
+                let quiesced = marker.quiesced.is_some();
                 let pins = marker
                     .parts
                     .iter()
                     .map(|p| {
                         let pin = match (p.pg_lsn, p.pg_timeline, p.s3_watermark, &p.snapshot_id) {
                             (Some(lsn), tl, _, _) => Pin::Pg(Target::Lsn { lsn, timeline: tl }),
-                            (_, _, Some(w), _) => Pin::S3(w),
+                            (_, _, Some(w), _) => Pin::S3(w, group::s3_part_skew(p, skew_us, quiesced)),
                             (_, _, _, Some(id)) => Pin::Snapshot(id.clone()),
-                            _ => Pin::S3(marker.at),
+                            _ => Pin::S3(marker.at, skew_us),
                         };
                         (p.component.to_string(), pin)
                     })
                     .collect();
-                (PointRef { id: marker.marker_id.clone(), class: judged.class, at: marker.at }, pins)
+                (PointRef { id: marker.marker_id.clone(), class: judged.class, at: marker.at }, pins, Vec::new())
             }
-            PlanRequest::Time(at) => {
-                match group::time_point(catalog, name, *at, &inputs).map_err(group_err)? {
-                    Ok(w) => w,
+            PlanRequest::Time(requested) => {
+                let point = match group::time_point(catalog, name, *requested, &inputs).map_err(group_err)? {
+                    Ok(p) => p,
                     Err(reasons) => return Ok(Err(reasons)),
                 };
+                let skew_us = (point.s3_skew_ms as i64).saturating_mul(1000);
                 let pins = def
                     .components
                     .iter()
                     .map(|c| {
-                        let pin = match ComponentKind::of(c) {
-                            Some(ComponentKind::Postgresql) => Pin::Pg(Target::Time { at: *at, timeline: None }),
-                            _ => Pin::S3(*at),
+                        let pin = match (ComponentKind::of(c), point.pg.get(c)) {
+                            (Some(ComponentKind::Postgresql), Some(p)) => {
+                                Pin::Pg(Target::Time { at: p.observed_at, timeline: Some(p.timeline) })
+                            }
+                            _ => Pin::S3(point.at, skew_us),
                         };
                         (c.clone(), pin)
                     })
                     .collect();
-                (PointRef { id: at.to_string(), class: group::Class::Correlated, at: *at }, pins)
+                let mut notes = Vec::new();
+                if point.at != point.requested {
+                    notes.push(format!(
+                        "every part is restored as of {}, the newest PostgreSQL position observed at or before the requested {} (a cluster's state is known exactly only where it was observed)",
+                        point.at, point.requested
+                    ));
+                }
+                (PointRef { id: requested.to_string(), class: group::Class::Correlated, at: point.at }, pins, notes)
             }
         };
         let checkpoint = self.checkpoint_ref();
@@ -203,7 +231,7 @@ impl crate::Ledger {
                         Err(e) => reasons.push(format!("{c}: {e}")),
                     }
                 }
-                Some(Pin::S3(at)) => {
+                Some(Pin::S3(at, skew_us)) => {
                     let identity = catalog.components.get(c).and_then(|r| r.s3.clone());
                     let Some(identity) = identity else {
                         reasons
@@ -212,7 +240,7 @@ impl crate::Ledger {
                     };
                     let mut manifest = Vec::new();
                     let mut problems = Vec::new();
-                    let summary = self.s3_manifest(c, *at, &mut |line| {
+                    let summary = self.s3_manifest(c, *at, *skew_us, &mut |line| {
                         match line {
                             ManifestLine::Problem { key, .. } => problems.push(key.clone()),
                             other => manifest.push(other.clone()),
@@ -253,7 +281,7 @@ impl crate::Ledger {
         if !reasons.is_empty() {
             return Ok(Err(reasons));
         }
-        Ok(Ok(group_plan::assemble(&def, point, components, checkpoint)))
+        Ok(Ok(group_plan::assemble(&def, point, components, checkpoint, point_notes)))
     }
 
     /// A group's definition, its components' registered identities and
@@ -276,6 +304,7 @@ impl crate::Ledger {
 /// What one component is restored to.
 enum Pin {
     Pg(Target),
-    S3(Timestamp),
+    /// The time, and how far S3's clock may be from it.
+    S3(Timestamp, i64),
     Snapshot(String),
 }

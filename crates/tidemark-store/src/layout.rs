@@ -36,7 +36,7 @@ pub const STATE: &[u8] = b"S";
 pub const PROJECTION_VERSION_KEY: &[u8] = b"V";
 /// Bumped whenever a projection's stored shape changes: opening an older
 /// ledger rebuilds the projections once from the log.
-pub const PROJECTION_VERSION: u32 = 6;
+pub const PROJECTION_VERSION: u32 = 7;
 /// `G ‖ blake3(component)[..16]` → bincode `tidemark_lineage::pg::Cluster`.
 pub const PG_CLUSTER: u8 = b'G';
 /// `W ‖ blake3(component)[..16] ‖ bucket` → bincode `Vec<crate::pg::ArchivedFile>` sorted by name:
@@ -54,6 +54,9 @@ pub const S3_BUCKET: u8 = b'B';
 /// `O ‖ blake3(component)[..16] ‖ S3 key` → `tidemark_lineage::s3::encode_history` (newest first:
 /// fixed-size heads the rules read in place, then each entry's bincode record).
 pub const S3_KEYS: u8 = b'O';
+/// `Z ‖ blake3(component)[..16] ‖ LastModified ‖ S3 key` → empty: the keys written in each
+/// second, so a question at T reads only the keys whose entries may lie on either side of T.
+pub const S3_TIMES: u8 = b'Z';
 /// `Y` → bincode `tidemark_lineage::group::CatalogCore`: registered components, group
 /// definitions and snapshots (small; rewritten when a batch changes it).
 pub const CATALOG: &[u8] = b"Y";
@@ -62,7 +65,7 @@ pub const MARKERS: u8 = b'M';
 /// `D ‖ blake3(group)[..16] ‖ seq` → bincode `tidemark_lineage::group::Activity` (drills and restores).
 pub const ACTIVITIES: u8 = b'D';
 /// Every projection prefix (cleared and rebuilt together).
-pub const PROJECTION_PREFIXES: [u8; 10] = [
+pub const PROJECTION_PREFIXES: [u8; 11] = [
     PG_CLUSTER,
     PG_FILES,
     PG_POSITIONS_BY_TIME,
@@ -70,6 +73,7 @@ pub const PROJECTION_PREFIXES: [u8; 10] = [
     PG_RESTORE_POINTS,
     S3_BUCKET,
     S3_KEYS,
+    S3_TIMES,
     b'Y',
     MARKERS,
     ACTIVITIES,

@@ -621,6 +621,16 @@ impl Ledger {
                 continue;
             }
             let key = registry.admit(next_seq, &signed.event).map_err(|e| Self::refuse(i, Some(id), e))?;
+            if let Some(c) = tidemark_lineage::s3::Bucket::component_of(&signed.event.body) {
+                // Registered before this batch, or earlier in it.
+                let known = self.catalog.check_s3_registered(&c).or_else(|e| match &catalog {
+                    Some((scratch, _)) => scratch.check_s3_registered(&c),
+                    None => Err(e),
+                });
+                if let Err(reason) = known {
+                    return Err(Self::refuse(i, Some(id), Refusal::Inconsistent { reason }));
+                }
+            }
             if tidemark_lineage::group::concerns_catalog(&signed.event.body) {
                 let (scratch, changes) = catalog.get_or_insert_with(|| (self.catalog.scratch(), Vec::new()));
                 match scratch.admit_over(&self.catalog, next_seq, signed.event.occurred_at, &signed.event.body) {

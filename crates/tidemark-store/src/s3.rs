@@ -24,6 +24,13 @@ fn history_key(component: &str, key: &str) -> Vec<u8> {
     k
 }
 
+fn time_index_key(component: &str, last_modified: Timestamp, key: &str) -> Vec<u8> {
+    let mut k = name_prefix(layout::S3_TIMES, component).to_vec();
+    k.extend_from_slice(&layout::time_bytes(last_modified));
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
 /// A manifest line and its canonical bytes, or nothing to do for a key.
 type Judged = Option<(ManifestLine, Vec<u8>)>;
 
@@ -32,6 +39,8 @@ type Judged = Option<(ManifestLine, Vec<u8>)>;
 pub(crate) struct S3Batch {
     buckets: BTreeMap<String, Bucket>,
     histories: BTreeMap<Vec<u8>, (String, String, KeyHistory, usize)>,
+    /// Time-index keys of the entries this batch recorded.
+    times: Vec<Vec<u8>>,
 }
 
 impl S3Batch {
@@ -66,7 +75,9 @@ impl S3Batch {
             EventBody::S3ObjectVersion(o) => {
                 let record = VersionRecord::from_event(o, entry.seq);
                 self.bucket(tree, &component)?;
-                self.history(tree, &component, &o.key)?.record(record);
+                if self.history(tree, &component, &o.key)?.record(record) {
+                    self.times.push(time_index_key(&component, o.last_modified, &o.key));
+                }
             }
             EventBody::S3VersionMissing(m) => {
                 self.bucket(tree, &component)?;
@@ -83,6 +94,9 @@ impl S3Batch {
                 b.key_changed(key, *before, h);
             }
             batch.insert(hk.as_slice(), s3::encode_history(h));
+        }
+        for k in &self.times {
+            batch.insert(k.as_slice(), &[][..]);
         }
         for (component, b) in &self.buckets {
             batch.insert(&name_prefix(layout::S3_BUCKET, component)[..], encode(b));
@@ -139,10 +153,47 @@ impl crate::Ledger {
             .collect()
     }
 
-    /// "Is the bucket restorable at T?" — from the summary and the problem keys only.
+    /// The histories of every key with an entry stamped within `[from, to]`, in key order.
+    pub fn s3_written_between(
+        &self,
+        component: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(String, KeyHistory)>, StoreError> {
+        let prefix = name_prefix(layout::S3_TIMES, component);
+        let mut start = prefix.to_vec();
+        start.extend_from_slice(&layout::time_bytes(from));
+        let mut end = prefix.to_vec();
+        end.extend_from_slice(&layout::time_bytes(to.saturating_add_micros(1)));
+        let mut keys = std::collections::BTreeSet::new();
+        for r in self.tree.range(start..end) {
+            let (k, _) = r?;
+            let key = std::str::from_utf8(&k[prefix.len() + 8..])
+                .map_err(|_| StoreError::Corrupt("an S3 key in the time index is not UTF-8".into()))?;
+            keys.insert(key.to_owned());
+        }
+        keys.into_iter().map(|k| Ok((k.clone(), self.s3_history(component, &k)?.unwrap_or_default()))).collect()
+    }
+
+    /// The keys that can be a problem at T: those whose history has holes and
+    /// those with an entry that may lie on either side of T.
+    pub(crate) fn s3_candidates(
+        &self,
+        bucket: &Bucket,
+        at: Timestamp,
+        skew_us: i64,
+    ) -> Result<Vec<(String, KeyHistory)>, StoreError> {
+        let (from, to) = s3::uncertain_band(at, skew_us);
+        let mut out = self.s3_problem_histories(bucket)?;
+        out.extend(self.s3_written_between(&bucket.component, from, to)?);
+        Ok(out)
+    }
+
+    /// "Is the bucket restorable at T (on S3's clock)?" — from the summary,
+    /// the problem keys and the keys written in T's second only.
     pub fn s3_answer(&self, component: &str, at: Timestamp) -> Result<s3::S3Answer, StoreError> {
         let bucket = self.s3_bucket_or_err(component)?;
-        Ok(s3::answer(&bucket, &self.s3_problem_histories(&bucket)?, at))
+        Ok(s3::answer(&bucket, &self.s3_candidates(&bucket, at, 0)?, at, 0))
     }
 
     /// Windows, versioning, watermark and problem keys of a bucket.
@@ -151,13 +202,15 @@ impl crate::Ledger {
         Ok(s3::report(&bucket, &self.s3_problem_histories(&bucket)?))
     }
 
-    /// Streams the manifest at T in key order; returns its summary and digest.
+    /// Streams the manifest at T (on a clock within `skew_us` of S3's) in key
+    /// order; returns its summary and digest.
     /// Histories are read in chunks and decoded and judged on all cores; lines
     /// are handed over and hashed in key order.
     pub fn s3_manifest(
         &self,
         component: &str,
         at: Timestamp,
+        skew_us: i64,
         each: &mut dyn FnMut(&ManifestLine) -> Result<(), StoreError>,
     ) -> Result<s3::ManifestSummary, StoreError> {
         use rayon::prelude::*;
@@ -194,7 +247,7 @@ impl crate::Ledger {
                             .map_err(|_| StoreError::Corrupt("an S3 key in the index is not UTF-8".into()))?;
                         let corrupt = |e: String| StoreError::Corrupt(format!("key history of {key:?}: {e}"));
                         let stored = StoredHistory::parse(v).map_err(corrupt)?;
-                        let Some(line) = s3::manifest_line_stored(key, &stored, at).map_err(corrupt)? else {
+                        let Some(line) = s3::manifest_line_stored(key, &stored, at, skew_us).map_err(corrupt)? else {
                             return Ok(None);
                         };
                         let mut bytes = tidemark_core::canonical_writer::to_canonical(&line)

@@ -45,11 +45,16 @@ impl Fixture {
             "last_modified": t(lm), "is_delete_marker": delete, "listing_position": pos, "first_seen_at": t(seen)}}))
     }
 
+    fn register(&mut self) -> SignedEvent {
+        self.sign(json!({"kind": "component.registered", "body": {"component": "s3:uploads",
+            "s3": {"endpoint": "http://127.0.0.1:1", "bucket": "uploads", "region": "us-east-1"}}}))
+    }
+
     fn manifest(&self, at: i64) -> (Vec<ManifestLine>, tidemark_lineage::s3::ManifestSummary) {
         let mut lines = Vec::new();
         let summary = self
             .ledger
-            .s3_manifest("s3:uploads", t(at), &mut |l| {
+            .s3_manifest("s3:uploads", t(at), 0, &mut |l| {
                 lines.push(l.clone());
                 Ok(())
             })
@@ -61,9 +66,12 @@ impl Fixture {
 #[test]
 fn manifests_answers_and_windows_come_from_the_projection() {
     let mut f = Fixture::new();
-    let mut events = vec![f.sign(
-        json!({"kind": "s3.versioning", "body": {"component": "s3:uploads", "status": "enabled", "observed_at": t(1)}}),
-    )];
+    let mut events = vec![
+        f.register(),
+        f.sign(
+            json!({"kind": "s3.versioning", "body": {"component": "s3:uploads", "status": "enabled", "observed_at": t(1)}}),
+        ),
+    ];
     events.push(f.version("a.txt", "a1", 10, 1, 100, false));
     events.push(f.version("a.txt", "a2", 20, 0, 100, false));
     events.push(f.version("b.txt", "b1", 10, 1, 100, false));
@@ -93,4 +101,64 @@ fn manifests_answers_and_windows_come_from_the_projection() {
     let report = f.ledger.s3_report("s3:uploads").unwrap();
     assert_eq!(report.windows.len(), 2, "{report:?}");
     assert_eq!((report.keys, report.entries_recorded), (3, 5));
+}
+
+#[test]
+fn s3_facts_about_an_unregistered_component_are_refused_and_change_nothing() {
+    let mut f = Fixture::new();
+    let before = f.ledger.size();
+    let v = f.version("a.txt", "a1", 10, 0, 100, false);
+    let err = f.ledger.append(vec![v], t(102)).unwrap_err().to_string();
+    assert!(err.contains("s3:uploads is not registered"), "{err}");
+    assert_eq!(f.ledger.size(), before, "nothing appended");
+    assert!(f.ledger.s3_bucket("s3:uploads").unwrap().is_none());
+    // Registered earlier in the same batch: admitted.
+    let events = vec![f.register(), f.version("a.txt", "a1", 10, 0, 100, false)];
+    f.ledger.append(events, t(103)).unwrap();
+}
+
+#[test]
+fn answers_find_the_keys_written_in_the_second_of_t_through_the_time_index() {
+    let mut f = Fixture::new();
+    let mut events = vec![
+        f.register(),
+        f.sign(
+            json!({"kind": "s3.versioning", "body": {"component": "s3:uploads", "status": "enabled", "observed_at": t(1)}}),
+        ),
+    ];
+    events.push(f.version("a.txt", "a1", 10, 1, 100, false));
+    events.push(f.version("a.txt", "a2", 20, 0, 100, false));
+    events.push(f.version("new.txt", "n1", 20, 0, 100, false));
+    events.push(f.version("quiet.txt", "q1", 5, 0, 100, false));
+    events.push(
+        f.sign(json!({"kind": "s3.scan_complete", "body": {"component": "s3:uploads", "complete_through": t(50),
+        "started_at": t(100), "finished_at": t(101), "versions_listed": 4}})),
+    );
+    f.ledger.append(events, t(102)).unwrap();
+    let inside = t(20).saturating_add_micros(400_000);
+    let a = f.ledger.s3_answer("s3:uploads", inside).unwrap();
+    assert!(!a.restorable, "{a:?}");
+    let keys: Vec<String> = a
+        .problems
+        .iter()
+        .filter_map(|l| match l {
+            ManifestLine::Problem { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys, vec!["a.txt".to_owned(), "new.txt".to_owned()], "only the keys written in that second");
+    let (lines, summary) = {
+        let mut lines = Vec::new();
+        let s = f.ledger.s3_manifest("s3:uploads", inside, 0, &mut |l| {
+            lines.push(l.clone());
+            Ok(())
+        });
+        (lines, s.unwrap())
+    };
+    assert!(!summary.restorable && summary.keys_with_problems == 2, "{lines:?}");
+    // Just before the second and at its last microsecond the answer is exact.
+    assert!(f.ledger.s3_answer("s3:uploads", t(20).saturating_add_micros(-1)).unwrap().restorable);
+    assert!(f.ledger.s3_answer("s3:uploads", t(21).saturating_add_micros(-1)).unwrap().restorable);
+    // The index is rebuilt with the projections.
+    assert_eq!(f.ledger.s3_written_between("s3:uploads", t(20), t(20)).unwrap().len(), 2);
 }
