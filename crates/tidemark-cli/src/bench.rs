@@ -152,7 +152,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         )
     } else if a.s3 {
         let s = Setup { admin: SecretKey::from_seed("admin", [1; 32]), agent: SecretKey::from_seed("agent", [3; 32]) };
-        crate::bench_s3::run(a.entries, a.s3_keys, &scratch, &|dir| new_ledger(dir, &s), &s.agent)
+        crate::bench_s3::run(a.entries, a.s3_keys, &scratch, &|dir| new_ledger(dir, &s), &s.admin, &s.agent)
     } else {
         run_in(&a, &scratch)
     };

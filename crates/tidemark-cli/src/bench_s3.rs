@@ -35,10 +35,17 @@ pub fn run(
     keys: u64,
     scratch: &std::path::Path,
     new_ledger: &dyn Fn(&std::path::Path) -> anyhow::Result<Ledger>,
+    admin: &SecretKey,
     agent: &SecretKey,
 ) -> anyhow::Result<String> {
     let dir = scratch.join("s3");
     let mut ledger = new_ledger(&dir)?;
+    let register = json!({"kind": "component.registered", "body": {"component": "s3:bench", "s3": {"endpoint": "https://s3.amazonaws.com", "bucket": "bench", "region": "us-east-1"}}});
+    let registered =
+        Event::from_draft(register, admin.actor_id(), EventId::new_v7(1, [7; 10]), Timestamp::from_unix_seconds(T0))
+            .expect("valid")
+            .sign(admin);
+    ledger.append(vec![registered], crate::util::now())?;
     let setup = [
         json!({"kind": "s3.versioning", "body": {"component": "s3:bench", "status": "enabled", "observed_at": Timestamp::from_unix_seconds(T0)}}),
     ];

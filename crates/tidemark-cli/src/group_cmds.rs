@@ -493,6 +493,9 @@ pub struct MarkArgs {
     /// How long to wait for PostgreSQL to archive the marked segment.
     #[arg(long, default_value = "120s", value_parser = parse_duration_ms)]
     archive_timeout: u64,
+    /// Print the marker and each S3 cut's evidence as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn pairs(values: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -540,7 +543,13 @@ impl Drop for Resume {
 
 pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
     let key = a.signer.key()?;
-    let info = group_info(&Source::open(global)?, &a.group)?;
+    let source = Source::open(global)?;
+    source.check_signer(
+        &key,
+        if a.quiesced { tidemark_core::Kind::MarkerQuiesced } else { tidemark_core::Kind::MarkerPoint },
+    )?;
+    let info = group_info(&source, &a.group)?;
+    drop(source);
     let components: Vec<String> =
         info["definition"]["components"].as_array().into_iter().flatten().map(|c| s(c).to_owned()).collect();
     let max_skew_ms = info["definition"]["max_skew_ms"].as_u64().unwrap_or(0);
@@ -610,7 +619,7 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
         }
         let b = s3_cmds::Bucket::new(
             c,
-            (endpoint != "https://s3.amazonaws.com").then(|| endpoint.to_owned()),
+            (endpoint != s3_cmds::AWS_ENDPOINT).then(|| endpoint.to_owned()),
             s(&id["bucket"]),
             s(&id["region"]),
             a.s3_path_style,
@@ -638,12 +647,11 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     };
-    let clocked: Vec<mark_cut::Clocked<'_>> = buckets
-        .iter()
-        .map(|(c, b, s3)| mark_cut::Clocked { component: c, s3, bucket: b.bucket_name() })
-        .collect();
+    let clocked: Vec<mark_cut::Clocked<'_>> =
+        buckets.iter().map(|(c, b, s3)| mark_cut::Clocked { component: c, s3, bucket: b.bucket_name() }).collect();
     // With buckets, PostgreSQL is cut right after S3's clock is seen ticking.
-    let mut cut = if clocked.is_empty() { cut_pg().map(|()| None)? } else { Some(mark_cut::cut(&clocked, &mut cut_pg)?) };
+    let mut cut =
+        if clocked.is_empty() { cut_pg().map(|()| None)? } else { Some(mark_cut::cut(&clocked, &mut cut_pg)?) };
     if let Some(cut) = cut.as_mut() {
         for (b, e) in clocked.iter().zip(cut.evidence.iter_mut()) {
             mark_cut::confirm(b, e)?;
@@ -674,6 +682,7 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| c.to_string())?;
         eprintln!("{c}: restore point {restore_point:?} at LSN {} ({}); segment {seg} archived", o.lsn, o.at);
     }
+    let mut cuts = Vec::new();
     if let Some(cut) = cut {
         for ((b, e), ids) in clocked.iter().zip(cut.evidence).zip(cut.probes) {
             let versions: Vec<(String, String)> =
@@ -702,6 +711,8 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
             // The scan starts after the tick: every version stamped before it is listed.
             let (_, bucket, _) = buckets.iter().find(|(c, _, _)| c == b.component).expect("connected above");
             eprintln!("{}", s3_cmds::scan_bucket(global, &key, bucket, None, a.clock_skew_ms, Some(watermark))?);
+            cuts.push(json!({"component": b.component, "boundary": e.boundary, "cut_spread_ms": e.cut_spread_us() / 1000,
+                "probe_sent_at": e.before.sent_at, "cut_returned_at": e.cut_returned_at, "uploads_in_progress": e.uploads_in_progress}));
             parts.push(json!({"component": b.component, "s3_watermark": watermark, "s3_clock": e}));
         }
     }
@@ -712,6 +723,14 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
         _ => json!({"kind": "marker.point", "body": {"group": a.group, "marker_id": marker_id, "taken_at": at, "components": parts}}),
     });
     let seqs = record(global, &key, drafts)?;
+    if a.json {
+        println!(
+            "{}",
+            json!({"marker_id": marker_id, "group": a.group, "at": at, "entry": seqs.last().copied().unwrap_or(0),
+                "writers_stopped_at": stopped_at, "writers_resumed_at": resumed_at, "s3_cuts": cuts})
+        );
+        return Ok(exit::ok());
+    }
     println!(
         "marker {marker_id} of group {} at {at}{} recorded as entry {}",
         a.group,

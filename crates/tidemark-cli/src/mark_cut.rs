@@ -130,13 +130,12 @@ pub fn cut(buckets: &[Clocked<'_>], cut: &mut dyn FnMut() -> anyhow::Result<()>)
 /// stamped before the boundary, and a check that the listing stamps the
 /// probes exactly as their responses did (the same clock, the same rounding).
 pub fn confirm(b: &Clocked<'_>, e: &mut S3ClockEvidence) -> anyhow::Result<()> {
-    let mut keys: Vec<String> = b
-        .s3
-        .uploads_in_progress(b.bucket, None)?
-        .into_iter()
-        .filter(|(k, initiated)| *initiated < e.boundary && !k.starts_with(tidemark_lineage::s3::RESERVED_PREFIX))
-        .map(|(k, _)| k)
-        .collect();
+    let mut keys: Vec<String> =
+        b.s3.uploads_in_progress(b.bucket, None)?
+            .into_iter()
+            .filter(|(k, initiated)| *initiated < e.boundary && !k.starts_with(tidemark_lineage::s3::RESERVED_PREFIX))
+            .map(|(k, _)| k)
+            .collect();
     keys.sort();
     keys.dedup();
     e.uploads_in_progress = keys;

@@ -553,6 +553,27 @@ impl Source {
         })
     }
 
+    /// Before long work: the signer may append what the work records
+    /// (enrolled, unrevoked, a role allowing `kind`), so a wrong key is
+    /// refused before anything is touched rather than after.
+    pub fn check_signer(&self, key: &tidemark_core::SecretKey, kind: tidemark_core::Kind) -> anyhow::Result<()> {
+        let actor = key.actor_id();
+        let record = match self {
+            Source::Local(l) => l.registry().get(&actor).cloned(),
+            Source::Remote(c) => {
+                let keys: Vec<tidemark_core::registry::KeyRecord> =
+                    serde_json::from_value(Self::get(c, "/v1/keys")?["keys"].take())?;
+                keys.into_iter().find(|r| r.actor == actor)
+            }
+        };
+        let refused = |e: tidemark_core::registry::AuthError| coded(exit::REFUSED, format!("{e}; nothing was done"));
+        record
+            .ok_or(tidemark_core::registry::AuthError::UnknownKey { actor })
+            .map_err(refused)?
+            .may_append(kind)
+            .map_err(refused)
+    }
+
     pub fn get(c: &Client, path: &str) -> anyhow::Result<Value> {
         Ok(serde_json::from_str(&c.get(path).map_err(client_err)?)?)
     }

@@ -18,7 +18,7 @@ use tidemark_lineage::s3::ManifestLine;
 
 use crate::exit::{self, coded};
 use crate::pg_cmds::{Signer, Source, record};
-use crate::{Global, group_cmds, util};
+use crate::{Global, group_cmds, s3_cmds, util};
 
 /// How restored PostgreSQL clusters are started to replay and verify.
 #[derive(Args, Clone)]
@@ -353,7 +353,7 @@ fn restore_s3(part: &Value, t: &Targets) -> anyhow::Result<(String, String, Opti
     let bucket = s(&part["bucket"]);
     let target = format!("{bucket}{suffix}");
     let endpoint = s(&part["endpoint"]);
-    let url = (endpoint != "https://s3.amazonaws.com").then(|| endpoint.to_owned());
+    let url = (endpoint != s3_cmds::AWS_ENDPOINT).then(|| endpoint.to_owned());
     let s3 = tidemark_s3::S3::connect(&tidemark_s3::Endpoint {
         url: url.clone(),
         region: s(&part["region"]).to_owned(),
@@ -525,6 +525,7 @@ fn check_plan_checkpoint(global: &Global, plan: &Value) -> anyhow::Result<()> {
 
 pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let key = a.signer.key()?;
+    Source::open(global)?.check_signer(&key, tidemark_core::Kind::RestorePerformed)?;
     let plan = read_plan(&a.plan)?;
     check_plan_checkpoint(global, &plan)?;
     let started = Instant::now();
@@ -573,6 +574,7 @@ pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
 
 pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
     let key = a.signer.key()?;
+    Source::open(global)?.check_signer(&key, tidemark_core::Kind::DrillCompleted)?;
     let request = match (&a.point, &a.at) {
         (Some(p), None) => PlanRequest::Marker(p.clone()),
         (None, Some(t)) => PlanRequest::Time(util::parse_time(t).map_err(|e| coded(exit::USAGE, e))?),

@@ -56,6 +56,31 @@ impl Bucket {
         }
     }
 
+    /// Rule: a scan reads the bucket the component is registered as — a
+    /// wrong bucket's listing would record every key of the real one missing.
+    fn matches_registration(&self, registered: &Value) -> anyhow::Result<()> {
+        if registered.is_null() {
+            return Err(coded(
+                exit::USAGE,
+                format!("{} is not registered as an S3 bucket (`tidemark s3 register` first)", self.component),
+            ));
+        }
+        let norm = |e: &str| e.trim_end_matches('/').to_owned();
+        let given = norm(self.endpoint.as_deref().unwrap_or(AWS_ENDPOINT));
+        let (want_bucket, want_endpoint) =
+            (registered["bucket"].as_str().unwrap_or(""), norm(registered["endpoint"].as_str().unwrap_or("")));
+        if self.bucket != want_bucket || given != want_endpoint {
+            return Err(coded(
+                exit::USAGE,
+                format!(
+                    "{} is registered as bucket {want_bucket} at {want_endpoint}, not {} at {given}: nothing was recorded",
+                    self.component, self.bucket
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn bucket_name(&self) -> &str {
         &self.bucket
     }
@@ -69,6 +94,9 @@ impl Bucket {
         })?)
     }
 }
+
+/// The endpoint a bucket registered without `--endpoint` is recorded with.
+pub const AWS_ENDPOINT: &str = "https://s3.amazonaws.com";
 
 #[derive(Subcommand)]
 pub enum S3Command {
@@ -145,7 +173,7 @@ pub fn run(global: &Global, c: S3Command) -> anyhow::Result<ExitCode> {
         S3Command::Register { bucket, signer } => {
             bucket.check()?;
             let draft = json!({"kind": "component.registered", "body": {"component": bucket.component,
-                "s3": {"endpoint": bucket.endpoint.clone().unwrap_or_else(|| "https://s3.amazonaws.com".into()),
+                "s3": {"endpoint": bucket.endpoint.clone().unwrap_or_else(|| AWS_ENDPOINT.into()),
                        "bucket": bucket.bucket, "region": bucket.region}}});
             let seq = record(global, &signer.key()?, vec![draft])?;
             println!("registered {} as entry {}", bucket.component, seq[0]);
@@ -271,10 +299,12 @@ pub fn scan_bucket(
     let started_at = util::now();
     let clock = Instant::now();
     let source = Source::open(global)?;
-    let last_status = source
-        .s3_report(&component)
-        .ok()
-        .and_then(|r| r["versioning"].as_array().and_then(|v| v.last().cloned()))
+    source.check_signer(key, tidemark_core::Kind::S3ScanComplete)?;
+    let report = source.s3_report(&component).map_err(|e| coded(exit::USAGE, format!("{e:#}")))?;
+    b.matches_registration(&report["registered"])?;
+    let last_status = report["versioning"]
+        .as_array()
+        .and_then(|v| v.last().cloned())
         .and_then(|v| serde_json::from_value::<VersioningStatus>(v[1].clone()).ok());
     let mut known = source.s3_known(&component)?;
     drop(source);
@@ -438,6 +468,7 @@ fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         return Ok(exit::ok());
     }
     let operator = a.signer.key()?;
+    Source::open(global)?.check_signer(&operator, tidemark_core::Kind::RestorePerformed)?;
     let s3 = a.bucket.connect()?;
     let show = std::io::stderr().is_terminal();
     let created = if a.in_place { false } else { s3.ensure_bucket(&target)? };

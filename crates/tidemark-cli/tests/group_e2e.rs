@@ -79,12 +79,16 @@ impl World {
     }
 
     fn mark(&self, group: &str, pg: &Postgres, extra: &[&str]) -> String {
+        self.mark_json(group, pg, extra)["marker_id"].as_str().unwrap().to_owned()
+    }
+
+    /// `tidemark mark --json`: the marker and the evidence of each S3 cut.
+    fn mark_json(&self, group: &str, pg: &Postgres, extra: &[&str]) -> Value {
         let dsn = pg.dsn();
-        let mut args = vec!["mark", "--group", group, "--pg-dsn", &dsn, "--s3-path-style", "--clock-skew-ms", "300"];
+        let mut args =
+            vec!["mark", "--group", group, "--pg-dsn", &dsn, "--s3-path-style", "--clock-skew-ms", "300", "--json"];
         args.extend_from_slice(extra);
-        let out = self.ok(&args);
-        // "marker m-… of group app at … recorded as entry N"
-        out.split_whitespace().nth(1).unwrap().to_owned()
+        self.json(&args)
     }
 
     fn scan(&self) -> String {
@@ -159,6 +163,31 @@ impl World {
         self.ok(&args);
         path
     }
+}
+
+/// One operation of the application, timed on this machine's clock.
+struct Op {
+    key: String,
+    overwrite: bool,
+    /// Before the object's PUT was sent, and after its row's change committed.
+    put_start: i64,
+    commit_end: i64,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+fn micros(v: &Value) -> i64 {
+    tidemark_core::Timestamp::parse_rfc3339(v.as_str().unwrap()).unwrap().as_micros()
+}
+
+/// Keys an overwrite left half done across a cut: its new object written,
+/// its row not yet changed. A restore of the cut sees them exactly as a
+/// crash at that moment would leave them; every other row must match.
+fn in_flight(ops: &[Op], cut: &Value) -> Vec<String> {
+    let (from, to) = (micros(&cut["probe_sent_at"]), micros(&cut["cut_returned_at"]));
+    ops.iter().filter(|o| o.overwrite && o.put_start < to && o.commit_end > from).map(|o| o.key.clone()).collect()
 }
 
 fn point<'a>(report: &'a Value, id: &str) -> &'a Value {
@@ -275,33 +304,55 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
     pg.base_backup(&backup);
     w.ok(&["pg", "record-backup", "--cluster", "main", "--dir", backup.to_str().unwrap()]);
 
-    // The application: object first, then the row naming it.
+    // The application: object first, then the row naming it; overwrites
+    // (new object, then the row) and deletes (the row, then the object).
     let stop = AtomicBool::new(false);
     let pause = w.path("writers-paused");
-    let (m1, early_scan, m2, mq, m3) = std::thread::scope(|scope| {
+    let ops = std::sync::Mutex::new(Vec::<Op>::new());
+    let (marks, early_scan, mq) = std::thread::scope(|scope| {
         scope.spawn(|| {
-            let mut i = 0u32;
+            let (mut i, mut live) = (0u32, Vec::<String>::new());
             while !stop.load(Ordering::Relaxed) {
                 if pause.exists() {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
                 }
                 i += 1;
-                let key = format!("doc/{i:05}");
                 let body = format!("document {i} written at {:?}", std::time::SystemTime::now()).into_bytes();
-                w.put("uploads", &key, &body);
-                pg.sql(&format!("INSERT INTO docs VALUES ({i}, '{key}', '{}')", Digest32::blake3_of(&body)));
-                std::thread::sleep(Duration::from_millis(40));
+                let b3 = Digest32::blake3_of(&body);
+                let put_start = now_us();
+                if i % 7 == 0 && live.len() > 4 {
+                    let key = live.remove(live.len() / 2);
+                    pg.sql(&format!("DELETE FROM docs WHERE key = '{key}'"));
+                    w.s3.block_on(w.s3.client().delete_object().bucket("uploads").key(&key).send()).unwrap();
+                } else if i % 4 == 0 && !live.is_empty() {
+                    let key = live[(i as usize * 7) % live.len()].clone();
+                    w.put("uploads", &key, &body);
+                    pg.sql(&format!("UPDATE docs SET b3 = '{b3}' WHERE key = '{key}'"));
+                    ops.lock().unwrap().push(Op { key, overwrite: true, put_start, commit_end: now_us() });
+                } else {
+                    let key = format!("doc/{i:05}");
+                    w.put("uploads", &key, &body);
+                    pg.sql(&format!("INSERT INTO docs VALUES ({i}, '{key}', '{b3}')"));
+                    ops.lock().unwrap().push(Op {
+                        key: key.clone(),
+                        overwrite: false,
+                        put_start,
+                        commit_end: now_us(),
+                    });
+                    live.push(key);
+                }
+                std::thread::sleep(Duration::from_millis(30));
             }
         });
         std::thread::sleep(Duration::from_secs(2));
         let early_scan = w.scan();
         w.watch(&pg);
         std::thread::sleep(Duration::from_secs(1));
-        let m1 = w.mark("app", &pg, &[]);
+        let mut marks = vec![w.mark_json("app", &pg, &[])];
         std::thread::sleep(Duration::from_secs(1));
         w.watch(&pg);
-        let m2 = w.mark("app", &pg, &[]);
+        marks.push(w.mark_json("app", &pg, &[]));
         // Maintenance mode with a snapshot-only component; writers must come back even when stopping them fails.
         std::fs::write(w.path("defs.json"), br#"{"queues":["orders"]}"#).unwrap();
         let failed = w.run(&[
@@ -335,21 +386,38 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
             ],
         );
         assert!(!pause.exists(), "writers resumed");
-        std::thread::sleep(Duration::from_secs(1));
-        w.watch(&pg);
-        let m3 = w.mark("app", &pg, &[]);
+        // Markers while the application writes, every few hundred milliseconds.
+        for i in 0..6 {
+            std::thread::sleep(Duration::from_millis(200 + 150 * i));
+            if i % 2 == 0 {
+                w.watch(&pg);
+            }
+            marks.push(w.mark_json("app", &pg, &[]));
+        }
         std::thread::sleep(Duration::from_secs(1));
         w.watch(&pg);
         stop.store(true, Ordering::Relaxed);
-        (m1, early_scan, m2, mq, m3)
+        (marks, early_scan, mq)
     });
-    // Everything written is observed, archived and scanned; then disaster.
+    let ops = ops.into_inner().unwrap();
+    let ids: Vec<String> = marks.iter().map(|m| m["marker_id"].as_str().unwrap().to_owned()).collect();
+    let (m1, m2, m3) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    for m in &marks {
+        let cut = &m["s3_cuts"][0];
+        assert!(cut["cut_spread_ms"].as_i64().unwrap() < 1000, "each cut is taken right after S3's clock ticks: {m}");
+        assert_eq!(cut["uploads_in_progress"], serde_json::json!([]));
+    }
+    // Idle: a position observed well after the last write, then everything archived and scanned; then disaster.
+    std::thread::sleep(Duration::from_millis(2500));
     w.watch(&pg);
+    std::thread::sleep(Duration::from_millis(100));
+    let idle_at = tidemark_core::Timestamp::from_micros(now_us()).to_string();
     pg.switch_and_wait_archived();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     w.scan();
     let all_rows = w.rows(&pg);
     assert!(all_rows.len() > 40, "the application wrote {} rows", all_rows.len());
+    assert!(ops.iter().filter(|o| o.overwrite).count() > 10, "and overwrote objects");
     pg.sql("DROP TABLE docs");
     for (k, _) in all_rows.iter().step_by(3) {
         w.put("uploads", k, b"overwritten by the disaster");
@@ -360,9 +428,9 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
 
     // Choose: every marker restorable with its class; windows; the quiesced group's point.
     let report = w.json(&["recovery-points", "--group", "app", "--json"]);
-    for id in [&m1, &m2, &m3] {
+    for id in &ids {
         let p = point(&report, id);
-        assert_eq!(p["restorable"], true, "{p}");
+        assert_eq!(p["restorable"], true, "every marker taken during writes is exact: {p}");
         assert_eq!(p["class"], "correlated");
     }
     assert!(!report["windows"].as_array().unwrap().is_empty(), "{report}");
@@ -411,21 +479,42 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
         "every row's object restored with its blake3"
     );
 
-    // A correlated time inside the oldest window.
-    let windows = report["windows"].as_array().unwrap();
-    let oldest = windows.last().unwrap();
-    let (from, to) = (
-        tidemark_core::Timestamp::parse_rfc3339(oldest["from"].as_str().unwrap()).unwrap(),
-        tidemark_core::Timestamp::parse_rfc3339(oldest["to"].as_str().unwrap()).unwrap(),
-    );
-    let mid = tidemark_core::Timestamp::from_micros((from.as_micros() + to.as_micros()) / 2).to_string();
-    let said = w.ok(&["recovery-points", "--group", "app", "--at", &mid]);
+    // Every marker taken while the application wrote, restored and checked row by row.
+    for (n, m) in marks.iter().enumerate() {
+        let id = m["marker_id"].as_str().unwrap();
+        let plan = w.plan("app", &["--point", id], &format!("plan-{n}.json"));
+        let db = w.restore(&plan, &format!("restored-{n}"), &format!("-m{n}"));
+        let rows = w.rows(&db);
+        let allowed = in_flight(&ops, &m["s3_cuts"][0]);
+        let wrong = w.dangling(&rows, &format!("uploads-m{n}"));
+        assert!(
+            wrong.iter().all(|k| allowed.contains(k)),
+            "marker {id}: rows {wrong:?} do not match their objects (only {allowed:?} were half done at the cut)"
+        );
+        eprintln!(
+            "marker {id}: {} rows, {} half-done overwrites at the cut, {} rows differ",
+            rows.len(),
+            allowed.len(),
+            wrong.len()
+        );
+        db.stop();
+    }
+
+    // A correlated time while the application wrote is not claimed: S3 gives whole seconds.
+    let during = tidemark_core::Timestamp::from_micros(micros(&point(&report, &m2)["at"]) + 400_000).to_string();
+    let r = w.run(&["recovery-points", "--group", "app", "--at", &during]);
+    assert_eq!(r.code, 6, "{}{}", r.stdout, r.stderr);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(said.contains("may have been written before or after it"), "{said}");
+    // A correlated time after the writes stopped: one instant for both parts, every row matches.
+    let said = w.ok(&["recovery-points", "--group", "app", "--at", &idle_at]);
     assert!(said.starts_with("restorable: app at"), "{said}");
-    let plan2 = w.plan("app", &["--at", &mid], "plan-mid.json");
-    let mid_db = w.restore(&plan2, "restored-mid", "-mid");
-    let mid_rows = w.rows(&mid_db);
-    assert!(!mid_rows.is_empty() && mid_rows.len() < latest_rows.len(), "{} vs {}", mid_rows.len(), latest_rows.len());
-    assert_eq!(w.dangling(&mid_rows, "uploads-mid"), Vec::<String>::new());
+    let plan2 = w.plan("app", &["--at", &idle_at], "plan-idle.json");
+    let idle_db = w.restore(&plan2, "restored-idle", "-idle");
+    let idle_rows = w.rows(&idle_db);
+    assert_eq!(idle_rows, all_rows, "the application as it was when it went idle");
+    assert_eq!(w.dangling(&idle_rows, "uploads-idle"), Vec::<String>::new());
+    idle_db.stop();
 
     // The naive combination on the same data: the newest database with the bucket of an earlier, independent scan.
     let through = early_scan.split("complete through ").nth(1).unwrap().split(';').next().unwrap().to_owned();
@@ -456,7 +545,6 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
         latest_rows.len()
     );
     latest_db.stop();
-    mid_db.stop();
 
     // Drills: one passing, one failing; both recorded, neither hidden.
     let psql = w.bin.join("psql");
@@ -493,7 +581,7 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
     let p1 = point(&report, &m1);
     assert_eq!((p1["record"]["drills"].as_u64(), p1["record"]["drills_passed"].as_u64()), (Some(2), Some(1)), "{p1}");
     assert_eq!(p1["record"]["last_drill"]["result"], "failed");
-    assert!(p1["record"]["restores"].as_u64().is_none_or(|n| n == 0));
+    assert_eq!(p1["record"]["restores"].as_u64(), Some(1), "its restore above is on its record: {p1}");
 
     // A picture, locally rendered by the server as HTML and as SVG.
     let svg = w.path("app.svg");
@@ -529,38 +617,26 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
     assert_eq!(checked.code, 4, "{}{}", checked.stdout, checked.stderr);
     let m2_at = point(&report, &m2)["at"].as_str().unwrap().to_owned();
     let m3_at = point(&report, &m3)["at"].as_str().unwrap().to_owned();
-    let key_between = {
-        // A key present at m3 and not at m2 (there it is a key "to remove").
-        let restored = |at: &str| -> Vec<String> {
+    let (key_between, version_at_m3) = {
+        // A key present at m3 and not at m2 (there it is a key "to remove"), and its version at m3.
+        let restored = |at: &str| -> Vec<(String, String)> {
             w.ok(&["s3", "manifest", "--component", "s3:uploads", "--at", at])
                 .lines()
                 .filter(|l| l.starts_with("restore"))
-                .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+                .map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f[1].to_owned(), f[2].to_owned())
+                })
                 .collect()
         };
-        let before = restored(&m2_at);
+        let before: Vec<String> = restored(&m2_at).into_iter().map(|(k, _)| k).collect();
         restored(&m3_at)
             .into_iter()
-            .find(|k| !before.contains(k))
+            .find(|(k, _)| !before.contains(k))
             .unwrap_or_else(|| panic!("no key between {m2_at} and {m3_at}"))
     };
-    let versions =
-        w.s3.block_on(w.s3.client().list_object_versions().bucket("uploads").prefix(&key_between).send()).unwrap();
-    let first = versions
-        .versions()
-        .iter()
-        .filter(|v| v.key() == Some(key_between.as_str()))
-        .min_by_key(|v| v.last_modified().map(|d| d.secs()))
+    w.s3.block_on(w.s3.client().delete_object().bucket("uploads").key(&key_between).version_id(&version_at_m3).send())
         .unwrap();
-    w.s3.block_on(
-        w.s3.client()
-            .delete_object()
-            .bucket("uploads")
-            .key(&key_between)
-            .version_id(first.version_id().unwrap())
-            .send(),
-    )
-    .unwrap();
     w.scan();
     let report = w.json(&["recovery-points", "--group", "app", "--json"]);
     assert_eq!(point(&report, &m1)["restorable"], true, "m1 needs neither");

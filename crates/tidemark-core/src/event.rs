@@ -630,7 +630,9 @@ impl S3ClockEvidence {
             self.cut_returned_at,
         ];
         if order.windows(2).any(|w| w[1] < w[0]) {
-            return Err("s3_clock times must be in order: before sent ≤ received ≤ after sent ≤ received ≤ cut returned".into());
+            return Err(
+                "s3_clock times must be in order: before sent ≤ received ≤ after sent ≤ received ≤ cut returned".into(),
+            );
         }
         list("s3_clock.uploads_in_progress", &self.uploads_in_progress)
     }

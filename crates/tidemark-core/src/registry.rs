@@ -33,7 +33,7 @@ pub enum AuthError {
 }
 
 /// One enrolled key.
-#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize, serde::Deserialize)]
 pub struct KeyRecord {
     pub actor: ActorId,
     pub public_key: PublicKey,
@@ -46,6 +46,22 @@ pub struct KeyRecord {
 impl KeyRecord {
     pub fn roles_text(&self) -> String {
         self.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Rule: this key may append `kind` — unrevoked, with a role whose category allows it.
+    pub fn may_append(&self, kind: Kind) -> Result<(), AuthError> {
+        if let Some(revoked_at_seq) = self.revoked_at_seq {
+            return Err(AuthError::RevokedKey { actor: self.actor, name: self.name.to_string(), revoked_at_seq });
+        }
+        if !self.roles.iter().any(|r| kind.category().allows(*r)) {
+            return Err(AuthError::RoleMayNotAppend {
+                actor: self.actor,
+                name: self.name.to_string(),
+                roles: self.roles_text(),
+                kind: kind.name(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -98,18 +114,7 @@ impl Registry {
             return Err(AuthError::GenesisFirst);
         }
         let signer = self.keys.get(&event.actor).ok_or(AuthError::UnknownKey { actor: event.actor })?;
-        if let Some(revoked_at_seq) = signer.revoked_at_seq {
-            return Err(AuthError::RevokedKey { actor: event.actor, name: signer.name.to_string(), revoked_at_seq });
-        }
-        let kind: Kind = event.kind();
-        if !signer.roles.iter().any(|r| kind.category().allows(*r)) {
-            return Err(AuthError::RoleMayNotAppend {
-                actor: event.actor,
-                name: signer.name.to_string(),
-                roles: signer.roles_text(),
-                kind: kind.name(),
-            });
-        }
+        signer.may_append(event.kind())?;
         let public_key = signer.public_key;
         match &event.body {
             EventBody::KeyEnrolled(k) => {

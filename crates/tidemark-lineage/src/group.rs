@@ -1021,11 +1021,20 @@ fn judge<'a>(catalog: &'a Catalog, name: &str, inputs: &'a Inputs<'a>) -> Result
 
 impl Judge<'_> {
     /// Correlated windows, oldest first (none when a snapshot-only component is in the group).
+    /// PostgreSQL is restored to an observed position (exact on its own
+    /// clock); a bucket must be restorable within the max skew of it, so its
+    /// intervals are shortened by the skew at both ends.
     fn windows(&self) -> Vec<(Timestamp, Timestamp)> {
+        let s = skew(self.def);
         let mut acc: Option<Vec<(Timestamp, Timestamp)>> = None;
         for p in self.prepared.values() {
             let times = match p {
-                Prepared::Pg { times, .. } | Prepared::S3 { times, .. } => times.clone(),
+                Prepared::Pg { times, .. } => times.clone(),
+                Prepared::S3 { times, .. } => times
+                    .iter()
+                    .map(|(a, b)| (a.saturating_add_micros(s), b.saturating_add_micros(-s)))
+                    .filter(|(a, b)| a <= b)
+                    .collect(),
                 Prepared::Snapshot { .. } | Prepared::Unknown => Vec::new(),
             };
             acc = Some(match acc {
@@ -1033,12 +1042,7 @@ impl Judge<'_> {
                 Some(a) => intersect(&a, &times),
             });
         }
-        let s = skew(self.def);
         acc.unwrap_or_default()
-            .into_iter()
-            .map(|(a, b)| (a.saturating_add_micros(s), b.saturating_add_micros(-s)))
-            .filter(|(a, b)| a <= b)
-            .collect()
     }
 
     fn window_record(&self, from: Timestamp, to: Timestamp) -> Record {

@@ -154,6 +154,10 @@ pub enum Unrecoverable {
     Missing,
     /// Overwritten under suspended versioning at `replaced_at`: the `null` version current at T no longer exists.
     NullReplaced { replaced_at: Timestamp },
+    /// A `null` version written at `replaced_at` under suspended versioning
+    /// may have replaced a `null` version no scan saw, written after `since`
+    /// (when the key was last provably versioned).
+    UnseenNull { since: Timestamp, replaced_at: Timestamp },
 }
 
 impl KeyAt {
@@ -238,12 +242,36 @@ enum Decision {
     Ambiguous(Vec<usize>, Timestamp),
     Uncertain(Vec<usize>, i64),
     NullReplaced(usize, Timestamp),
+    UnseenNull(Timestamp, Timestamp),
     Missing(usize),
+}
+
+/// Rule: under suspended versioning a write replaces the key's `null`
+/// version, so each `null` entry R may have replaced a `null` version no scan
+/// saw, written after the key was last provably versioned — the bucket's
+/// last observation as enabled at or before R, or the key's newest versioned
+/// entry before R (only enabled versioning makes those). Spans `[since, R)`.
+fn unseen_null_spans(heads: &[Head], versioning: &[(Timestamp, VersioningStatus)]) -> Vec<(Timestamp, Timestamp)> {
+    heads
+        .iter()
+        .filter(|r| r.is_null)
+        .filter_map(|r| {
+            let enabled = versioning
+                .iter()
+                .filter(|(t, st)| *st == VersioningStatus::Enabled && *t <= r.last_modified)
+                .map(|(t, _)| *t)
+                .max();
+            let versioned =
+                heads.iter().filter(|h| !h.is_null && h.last_modified < r.last_modified).map(|h| h.last_modified).max();
+            let since = enabled.max(versioned).unwrap_or(Timestamp::from_micros(i64::MIN));
+            (since < r.last_modified).then_some((since, r.last_modified))
+        })
+        .collect()
 }
 
 /// Rule: the entry current at `t` (inclusive), over heads in recency order,
 /// with `t` on a clock within `skew_us` of S3's.
-fn decide(heads: &[Head], t: Timestamp, skew_us: i64) -> Decision {
+fn decide(heads: &[Head], t: Timestamp, skew_us: i64, versioning: &[(Timestamp, VersioningStatus)]) -> Decision {
     // Entries that may be on either side of T: a run in recency order.
     let maybe: Vec<usize> = (0..heads.len())
         .filter(|&i| {
@@ -259,7 +287,17 @@ fn decide(heads: &[Head], t: Timestamp, skew_us: i64) -> Decision {
         }
         return Decision::Absent;
     }
-    decide_exact(heads, t)
+    match decide_exact(heads, t) {
+        d @ (Decision::Present(_) | Decision::Absent) => {
+            // The earliest null entry after T is the one that would have replaced it.
+            match unseen_null_spans(heads, versioning).into_iter().filter(|(a, b)| *a < t && t < *b).min_by_key(|x| x.1)
+            {
+                Some((since, replaced_at)) => Decision::UnseenNull(since, replaced_at),
+                None => d,
+            }
+        }
+        known_problem => known_problem,
+    }
 }
 
 /// Rule: the entry current at `t` when every entry's side of `t` is known.
@@ -307,6 +345,10 @@ fn key_at<E>(d: Decision, entry: &dyn Fn(usize) -> Result<VersionRecord, E>) -> 
             version_id: entry(i)?.version_id,
             reason: Unrecoverable::NullReplaced { replaced_at },
         },
+        Decision::UnseenNull(since, replaced_at) => KeyAt::Unrecoverable {
+            version_id: NULL_VERSION.to_owned(),
+            reason: Unrecoverable::UnseenNull { since, replaced_at },
+        },
         Decision::Missing(i) => {
             KeyAt::Unrecoverable { version_id: entry(i)?.version_id, reason: Unrecoverable::Missing }
         }
@@ -315,14 +357,20 @@ fn key_at<E>(d: Decision, entry: &dyn Fn(usize) -> Result<VersionRecord, E>) -> 
 
 /// Rule: the entry current at `t` (inclusive) on S3's own clock — see [`decide`].
 pub fn version_at(h: &KeyHistory, t: Timestamp) -> KeyAt {
-    version_at_within(h, t, 0)
+    version_at_within(h, t, 0, &[])
 }
 
-/// Rule: the entry current at `t` (inclusive) on a clock within `skew_us` of S3's.
-pub fn version_at_within(h: &KeyHistory, t: Timestamp, skew_us: i64) -> KeyAt {
+/// Rule: the entry current at `t` (inclusive) on a clock within `skew_us` of
+/// S3's, given the bucket's versioning observations.
+pub fn version_at_within(
+    h: &KeyHistory,
+    t: Timestamp,
+    skew_us: i64,
+    versioning: &[(Timestamp, VersioningStatus)],
+) -> KeyAt {
     let heads: Vec<Head> = h.entries.iter().map(Head::of).collect();
     let entry = |i: usize| -> Result<VersionRecord, std::convert::Infallible> { Ok(h.entries[i].clone()) };
-    match key_at(decide(&heads, t, skew_us), &entry) {
+    match key_at(decide(&heads, t, skew_us, versioning), &entry) {
         Ok(k) => k,
         Err(never) => match never {},
     }
@@ -334,11 +382,21 @@ pub type ProblemInterval = (Timestamp, Option<Timestamp>, KeyAt);
 /// The intervals at which a key's history has holes: ambiguous or
 /// unrecoverable whatever the second's uncertainty (which [`version_at`]
 /// adds around each entry).
-pub fn problem_intervals(h: &KeyHistory) -> Vec<ProblemInterval> {
+pub fn problem_intervals(h: &KeyHistory, versioning: &[(Timestamp, VersioningStatus)]) -> Vec<ProblemInterval> {
     let mut times: Vec<Timestamp> = h.entries.iter().map(|e| e.last_modified).collect();
     times.sort();
     times.dedup();
     let heads: Vec<Head> = h.entries.iter().map(Head::of).collect();
+    let mut unseen: Vec<ProblemInterval> = unseen_null_spans(&heads, versioning)
+        .into_iter()
+        .map(|(since, replaced_at)| {
+            let at = KeyAt::Unrecoverable {
+                version_id: NULL_VERSION.to_owned(),
+                reason: Unrecoverable::UnseenNull { since, replaced_at },
+            };
+            (since.saturating_add_micros(1), Some(replaced_at), at)
+        })
+        .collect();
     let entry = |i: usize| -> Result<VersionRecord, std::convert::Infallible> { Ok(h.entries[i].clone()) };
     let mut out = Vec::new();
     for (i, t) in times.iter().enumerate() {
@@ -350,6 +408,8 @@ pub fn problem_intervals(h: &KeyHistory) -> Vec<ProblemInterval> {
             out.push((*t, times.get(i + 1).copied(), at));
         }
     }
+    out.append(&mut unseen);
+    out.sort_by_key(|x| x.0);
     out
 }
 
@@ -368,6 +428,9 @@ pub struct Bucket {
     pub earliest_last_modified: Option<Timestamp>,
     /// Keys whose history can make some T ambiguous or unrecoverable.
     pub problem_keys: BTreeSet<String>,
+    /// The newest `null` entry written before versioning was first observed
+    /// enabled: until then an unseen overwrite may have replaced any key.
+    pub unversioned_until: Option<Timestamp>,
 }
 
 /// Why a bucket is not restorable at T (beyond per-key problems).
@@ -401,6 +464,7 @@ impl Bucket {
             keys: 0,
             earliest_last_modified: None,
             problem_keys: BTreeSet::new(),
+            unversioned_until: None,
         }
     }
 
@@ -440,7 +504,21 @@ impl Bucket {
         if let Some(oldest) = h.entries.iter().map(|e| e.last_modified).min() {
             self.earliest_last_modified = Some(self.earliest_last_modified.map_or(oldest, |e| e.min(oldest)));
         }
-        if h.has_problems() {
+        // A null entry from before versioning was first observed enabled
+        // bounds the whole bucket (the unversioned era kept only the latest);
+        // one after it makes the key a problem key (a suspension).
+        let mut suspended_null = false;
+        for e in h.entries.iter().filter(|e| e.version_id == NULL_VERSION) {
+            let enabled_before =
+                self.versioning.iter().any(|(t, st)| *st == VersioningStatus::Enabled && *t <= e.last_modified);
+            if enabled_before {
+                suspended_null = true;
+            } else {
+                self.unversioned_until =
+                    Some(self.unversioned_until.map_or(e.last_modified, |u| u.max(e.last_modified)));
+            }
+        }
+        if h.has_problems() || suspended_null {
             self.problem_keys.insert(key.to_owned());
         } else {
             self.problem_keys.remove(key);
@@ -452,12 +530,14 @@ impl Bucket {
     /// so its whole recorded history counts (from the oldest LastModified);
     /// otherwise, from the first observation of it enabled.
     pub fn enabled_since(&self) -> Option<Timestamp> {
-        match self.versioning.first() {
+        let since = match self.versioning.first() {
             Some((_, VersioningStatus::Enabled)) => {
                 Some(self.earliest_last_modified.map_or(self.versioning[0].0, |e| e.min(self.versioning[0].0)))
             }
             _ => self.versioning.iter().find(|(_, s)| *s == VersioningStatus::Enabled).map(|(t, _)| *t),
-        }
+        };
+        // The unversioned era's keys are known only from their last write on.
+        since.map(|s| self.unversioned_until.map_or(s, |u| s.max(u.saturating_add_micros(SECOND_US - 1))))
     }
 
     /// Periods in which versioning was observed suspended: `[from, to)`, `to = None` while still suspended.
@@ -502,7 +582,7 @@ impl Bucket {
         // Bad intervals [a, b) with the keys that make them bad.
         let mut bad: Vec<(Timestamp, Option<Timestamp>, String)> = Vec::new();
         for (key, h) in problems {
-            for (a, b, _) in problem_intervals(h) {
+            for (a, b, _) in problem_intervals(h, &self.versioning) {
                 bad.push((a, b, key.clone()));
             }
         }
@@ -641,8 +721,14 @@ pub enum ManifestLine {
 
 /// Rule: the manifest line of one key at T, on a clock within `skew_us` of
 /// S3's (`None`: absent then and now, nothing to do).
-pub fn manifest_line(key: &str, h: &KeyHistory, t: Timestamp, skew_us: i64) -> Option<ManifestLine> {
-    line_for(key, version_at_within(h, t, skew_us), h.exists_now())
+pub fn manifest_line(
+    key: &str,
+    h: &KeyHistory,
+    t: Timestamp,
+    skew_us: i64,
+    versioning: &[(Timestamp, VersioningStatus)],
+) -> Option<ManifestLine> {
+    line_for(key, version_at_within(h, t, skew_us, versioning), h.exists_now())
 }
 
 /// The manifest line of one key straight from its stored bytes: the rule
@@ -652,10 +738,11 @@ pub fn manifest_line_stored(
     stored: &StoredHistory<'_>,
     t: Timestamp,
     skew_us: i64,
+    versioning: &[(Timestamp, VersioningStatus)],
 ) -> Result<Option<ManifestLine>, String> {
     let heads = stored.heads();
     let exists_now = heads.first().is_some_and(|e| !e.is_delete_marker && !e.missing);
-    let at = key_at(decide(&heads, t, skew_us), &|i| stored.entry(i))?;
+    let at = key_at(decide(&heads, t, skew_us, versioning), &|i| stored.entry(i))?;
     Ok(line_for(key, at, exists_now))
 }
 
@@ -712,25 +799,43 @@ pub fn answer(bucket: &Bucket, candidates: &[(String, KeyHistory)], at: Timestam
     let lines: Vec<ManifestLine> = candidates
         .iter()
         .filter(|(k, _)| seen.insert(k.as_str()))
-        .filter_map(|(k, h)| manifest_line(k, h, at, skew_us))
+        .filter_map(|(k, h)| manifest_line(k, h, at, skew_us, &bucket.versioning))
         .filter(|l| matches!(l, ManifestLine::Problem { .. }))
         .collect();
     let mut explanation: Vec<String> = bound.iter().map(ToString::to_string).collect();
-    for l in lines.iter().take(20) {
+    // Keys written near T, in one sentence (under live writes there are many).
+    let uncertain: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| match l {
+            ManifestLine::Problem { key, at: KeyAt::Uncertain { .. } } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !uncertain.is_empty() {
+        explanation.push(format!(
+            "{} key{} written within {} of {when} may have been written before or after it (S3 gives LastModified in whole seconds{}): {}{}",
+            uncertain.len(),
+            if uncertain.len() == 1 { "" } else { "s" },
+            if skew_us > 0 { format!("1 s + {} ms", skew_us / 1000) } else { "the same second".to_owned() },
+            if skew_us > 0 { ", and the clocks may differ by the group's max skew" } else { "" },
+            uncertain.iter().take(10).map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", "),
+            if uncertain.len() > 10 { format!(" and {} more", uncertain.len() - 10) } else { String::new() }
+        ));
+    }
+    let others: Vec<&ManifestLine> =
+        lines.iter().filter(|l| !matches!(l, ManifestLine::Problem { at: KeyAt::Uncertain { .. }, .. })).collect();
+    for l in others.iter().take(20) {
         if let ManifestLine::Problem { key, at } = l {
             explanation.push(match at {
                 KeyAt::Ambiguous { version_ids, last_modified } => {
                     format!("key {key:?} is ambiguous at {last_modified}: versions {} in one second, order unknown", version_ids.join(", "))
                 }
-                KeyAt::Uncertain { version_ids, last_modified, skew_ms } => format!(
-                    "key {key:?} is uncertain at {when}: {} stamped {} may have been written before or after it (S3 gives whole seconds{})",
-                    version_ids.join(", "),
-                    last_modified.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-                    if *skew_ms > 0 { format!(", and the clocks may differ by {skew_ms} ms") } else { String::new() }
-                ),
                 KeyAt::Unrecoverable { version_id, reason: Unrecoverable::Missing } => {
                     format!("key {key:?}: version {version_id} current then is missing from the bucket")
                 }
+                KeyAt::Unrecoverable { reason: Unrecoverable::UnseenNull { since, replaced_at }, .. } => format!(
+                    "key {key:?}: its null version written at {replaced_at} under suspended versioning may have replaced a null version no scan saw, written after {since}"
+                ),
                 KeyAt::Unrecoverable { version_id, reason: Unrecoverable::NullReplaced { replaced_at } } => format!(
                     "key {key:?}: its {version_id} version current then was overwritten at {replaced_at} under suspended versioning"
                 ),
@@ -738,8 +843,8 @@ pub fn answer(bucket: &Bucket, candidates: &[(String, KeyHistory)], at: Timestam
             });
         }
     }
-    if lines.len() > 20 {
-        explanation.push(format!("… and {} more keys", lines.len() - 20));
+    if others.len() > 20 {
+        explanation.push(format!("… and {} more keys", others.len() - 20));
     }
     S3Answer {
         component: bucket.component.clone(),
@@ -765,10 +870,18 @@ pub struct S3Report {
     pub windows: Vec<S3Window>,
     /// Per problem key: the T ranges `[from, to)` at which it is ambiguous or unrecoverable.
     pub problem_keys: Vec<(String, Vec<ProblemInterval>)>,
+    /// Where the bucket is, as registered (scans are checked against it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registered: Option<tidemark_core::event::S3Identity>,
 }
 
-pub fn report(bucket: &Bucket, problems: &[(String, KeyHistory)]) -> S3Report {
+pub fn report(
+    bucket: &Bucket,
+    problems: &[(String, KeyHistory)],
+    registered: Option<tidemark_core::event::S3Identity>,
+) -> S3Report {
     S3Report {
+        registered,
         component: bucket.component.clone(),
         versioning: bucket.versioning.clone(),
         versioning_enabled_since: bucket.enabled_since(),
@@ -778,7 +891,7 @@ pub fn report(bucket: &Bucket, problems: &[(String, KeyHistory)]) -> S3Report {
         keys: bucket.keys,
         entries_recorded: bucket.entries_recorded,
         windows: bucket.windows(problems),
-        problem_keys: problems.iter().map(|(k, h)| (k.clone(), problem_intervals(h))).collect(),
+        problem_keys: problems.iter().map(|(k, h)| (k.clone(), problem_intervals(h, &bucket.versioning))).collect(),
     }
 }
 
@@ -865,14 +978,21 @@ mod tests {
         assert!(matches!(&at, KeyAt::Ambiguous { version_ids, .. } if version_ids.len() == 2), "{at:?}");
         assert!(h.has_problems());
         assert_eq!(present(&version_at(&h, end(30))), "c", "a later entry settles it");
-        assert_eq!(problem_intervals(&h).len(), 1);
-        assert_eq!((problem_intervals(&h)[0].0, problem_intervals(&h)[0].1), (t(10), Some(t(30))));
+        assert_eq!(problem_intervals(&h, &[]).len(), 1);
+        assert_eq!((problem_intervals(&h, &[])[0].0, problem_intervals(&h, &[])[0].1), (t(10), Some(t(30))));
     }
 
     #[test]
     fn rule_a_null_version_replaced_after_t_cannot_be_reconstructed() {
         let h = history(vec![v("v1", 5, 100, 2), v("null", 10, 100, 1), v("null", 20, 200, 0)]);
-        assert_eq!(present(&version_at(&h, end(7))), "v1", "versioned history before is intact");
+        assert!(
+            matches!(
+                version_at(&h, end(7)),
+                KeyAt::Unrecoverable { reason: Unrecoverable::UnseenNull { since, replaced_at }, .. }
+                    if since == t(5) && replaced_at == t(10)
+            ),
+            "after v1 a suspension may have written a null version the null at 10 replaced"
+        );
         let at = version_at(&h, t(15));
         assert_eq!(
             at,
@@ -913,8 +1033,8 @@ mod tests {
             for when in [t(at), end(at), t(at).saturating_add_micros(300_000)] {
                 for skew in [0, 400_000] {
                     assert_eq!(
-                        manifest_line_stored("k", &stored, when, skew).unwrap(),
-                        manifest_line("k", &h, when, skew),
+                        manifest_line_stored("k", &stored, when, skew, &[]).unwrap(),
+                        manifest_line("k", &h, when, skew, &[]),
                         "at {when} ± {skew} µs"
                     );
                 }
@@ -969,7 +1089,10 @@ mod tests {
             written_within(t(10), 250_000),
             (t(10).saturating_add_micros(-250_000), end(10).saturating_add_micros(250_000))
         );
-        assert_eq!(uncertain_band(t(10).saturating_add_micros(200_000), 0), (t(9).saturating_add_micros(200_001), t(10).saturating_add_micros(200_000)));
+        assert_eq!(
+            uncertain_band(t(10).saturating_add_micros(200_000), 0),
+            (t(9).saturating_add_micros(200_001), t(10).saturating_add_micros(200_000))
+        );
     }
 
     #[test]
@@ -990,7 +1113,7 @@ mod tests {
         assert!(matches!(version_at(&h, t(20)), KeyAt::Uncertain { .. }));
         assert_eq!(version_at(&h, t(20).saturating_add_micros(-1)), KeyAt::Absent);
         // Not a problem of the history: no hole, so no problem interval.
-        assert!(problem_intervals(&h).is_empty());
+        assert!(problem_intervals(&h, &[]).is_empty());
         assert!(!h.has_problems());
     }
 
@@ -998,10 +1121,10 @@ mod tests {
     fn rule_the_skew_widens_the_uncertainty_to_neighbouring_seconds() {
         let h = history(vec![v("a", 10, 100, 1), v("b", 20, 100, 0)]);
         let just_before = t(20).saturating_add_micros(-1);
-        assert_eq!(present(&version_at_within(&h, just_before, 0)), "a");
-        assert!(matches!(version_at_within(&h, just_before, 300_000), KeyAt::Uncertain { skew_ms: 300, .. }));
-        assert!(matches!(version_at_within(&h, end(20), 300_000), KeyAt::Uncertain { .. }));
-        assert_eq!(present(&version_at_within(&h, end(20).saturating_add_micros(300_000), 300_000)), "b");
+        assert_eq!(present(&version_at_within(&h, just_before, 0, &[])), "a");
+        assert!(matches!(version_at_within(&h, just_before, 300_000, &[]), KeyAt::Uncertain { skew_ms: 300, .. }));
+        assert!(matches!(version_at_within(&h, end(20), 300_000, &[]), KeyAt::Uncertain { .. }));
+        assert_eq!(present(&version_at_within(&h, end(20).saturating_add_micros(300_000), 300_000, &[])), "b");
     }
 
     #[test]
@@ -1019,8 +1142,39 @@ mod tests {
         let near = vec![("k".to_owned(), history(vec![v("a", 10, 100, 1), v("b", 20, 100, 0)]))];
         let a = answer(&b, &near, t(20).saturating_add_micros(400_000), 0);
         assert!(!a.restorable);
-        assert!(a.explanation.as_deref().unwrap_or("").contains("uncertain"), "{a:?}");
+        assert!(a.explanation.as_deref().unwrap_or("").contains("may have been written before or after it"), "{a:?}");
         assert!(answer(&b, &near, end(20), 0).restorable);
         assert!(answer(&b, &near, t(20).saturating_add_micros(-1), 0).restorable);
+    }
+
+    #[test]
+    fn rule_a_null_version_may_have_replaced_one_no_scan_saw() {
+        // Created while versioning was suspended, overwritten before any scan: only the overwrite is recorded.
+        let versioning = vec![(t(0), VersioningStatus::Enabled), (t(25), VersioningStatus::Suspended)];
+        let h = history(vec![v("null", 20, 100, 0)]);
+        let at = version_at_within(&h, end(12), 0, &versioning);
+        assert_eq!(
+            at,
+            KeyAt::Unrecoverable {
+                version_id: "null".into(),
+                reason: Unrecoverable::UnseenNull { since: t(0), replaced_at: t(20) }
+            },
+            "not absent: the key may have existed"
+        );
+        assert_eq!(present(&version_at_within(&h, end(20), 0, &versioning)), "null");
+        let intervals = problem_intervals(&h, &versioning);
+        assert_eq!((intervals[0].0, intervals[0].1), (t(0).saturating_add_micros(1), Some(t(20))));
+        // The bucket knows it is a problem key.
+        let mut b = Bucket::new("s3:uploads");
+        b.versioning = versioning;
+        b.key_changed("k", 0, &h);
+        assert!(b.problem_keys.contains("k"));
+        // A null version from before versioning was ever enabled bounds the whole bucket instead.
+        let mut old = Bucket::new("s3:old");
+        old.versioning = vec![(t(100), VersioningStatus::Enabled)];
+        old.key_changed("a", 0, &history(vec![v("null", 30, 100, 0)]));
+        old.key_changed("b", 0, &history(vec![v("v2", 40, 100, 0)]));
+        assert!(old.problem_keys.is_empty());
+        assert_eq!(old.enabled_since(), Some(end(30)));
     }
 }

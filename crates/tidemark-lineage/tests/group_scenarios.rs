@@ -115,9 +115,7 @@ fn run(path: &Path) {
         s3: world
             .buckets
             .iter()
-            .map(|(c, (bucket, _))| {
-                (c.clone(), S3Input { bucket, problems: &problems[c], written: &all[c] })
-            })
+            .map(|(c, (bucket, _))| (c.clone(), S3Input { bucket, problems: &problems[c], written: &all[c] }))
             .collect(),
     };
     let group = scenario["group"].as_str().unwrap();

@@ -121,7 +121,9 @@ impl crate::Ledger {
                 Some(ComponentKind::S3) => {
                     if let Some(bucket) = self.s3_bucket(c)? {
                         let problems = self.s3_problem_histories(&bucket)?;
-                        loaded.buckets.insert(c.clone(), (bucket, problems, Written { ledger: self, component: c.clone() }));
+                        loaded
+                            .buckets
+                            .insert(c.clone(), (bucket, problems, Written { ledger: self, component: c.clone() }));
                     }
                 }
                 _ => {}

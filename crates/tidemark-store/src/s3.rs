@@ -113,7 +113,7 @@ impl crate::Ledger {
     pub(crate) fn s3_bucket_or_err(&self, component: &str) -> Result<Bucket, StoreError> {
         self.s3_bucket(component)?.ok_or_else(|| {
             StoreError::BadRequest(format!(
-                "nothing is recorded about S3 component {component:?}; run `tidemark s3 scan --component {component}` first"
+                "nothing is recorded about S3 component {component:?}: register it (`tidemark s3 register --component {component} …`) and scan it (`tidemark s3 scan --component {component} …`) first"
             ))
         })
     }
@@ -196,10 +196,16 @@ impl crate::Ledger {
         Ok(s3::answer(&bucket, &self.s3_candidates(&bucket, at, 0)?, at, 0))
     }
 
-    /// Windows, versioning, watermark and problem keys of a bucket.
+    /// Windows, versioning, watermark and problem keys of a bucket, and its
+    /// registered identity (a registered bucket not yet scanned has an empty report).
     pub fn s3_report(&self, component: &str) -> Result<s3::S3Report, StoreError> {
-        let bucket = self.s3_bucket_or_err(component)?;
-        Ok(s3::report(&bucket, &self.s3_problem_histories(&bucket)?))
+        let registered = self.catalog.components.get(component).and_then(|r| r.s3.clone());
+        let bucket = match (self.s3_bucket(component)?, &registered) {
+            (Some(b), _) => b,
+            (None, Some(_)) => Bucket::new(component),
+            (None, None) => self.s3_bucket_or_err(component)?,
+        };
+        Ok(s3::report(&bucket, &self.s3_problem_histories(&bucket)?, registered))
     }
 
     /// Streams the manifest at T (on a clock within `skew_us` of S3's) in key
@@ -247,7 +253,9 @@ impl crate::Ledger {
                             .map_err(|_| StoreError::Corrupt("an S3 key in the index is not UTF-8".into()))?;
                         let corrupt = |e: String| StoreError::Corrupt(format!("key history of {key:?}: {e}"));
                         let stored = StoredHistory::parse(v).map_err(corrupt)?;
-                        let Some(line) = s3::manifest_line_stored(key, &stored, at, skew_us).map_err(corrupt)? else {
+                        let Some(line) =
+                            s3::manifest_line_stored(key, &stored, at, skew_us, &bucket.versioning).map_err(corrupt)?
+                        else {
                             return Ok(None);
                         };
                         let mut bytes = tidemark_core::canonical_writer::to_canonical(&line)
