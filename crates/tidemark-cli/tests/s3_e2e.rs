@@ -57,6 +57,15 @@ impl World {
         vec!["--component", component, "--endpoint", &self.moto.url, "--bucket", bucket, "--path-style"]
     }
 
+    /// `s3 register` (admin) of a bucket.
+    fn register(&self, component: &str, bucket: &str) {
+        let admin = admin_key(&self.cli);
+        let mut args = vec!["s3", "register"];
+        args.extend(self.bucket_args(component, bucket));
+        args.extend(["--signer", admin.as_str()]);
+        self.ok(&args);
+    }
+
     fn scan(&self, component: &str, bucket: &str) -> String {
         let mut args = vec!["s3", "scan"];
         args.extend(self.bucket_args(component, bucket));
@@ -330,8 +339,23 @@ fn suspended_versioning_and_object_lock() {
         return;
     };
     let w = World::new(&moto);
-    // Suspended versioning: a null version overwritten cannot be reconstructed in between.
+    // A component never registered cannot be scanned: nothing is recorded.
     w.create_bucket("susp", false);
+    let mut args = vec!["s3", "scan"];
+    args.extend(w.bucket_args("s3:susp", "susp"));
+    let r = w.run_as("agent.key", &args);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("register"), "{}", r.stderr);
+    assert!(!w.ok(&["log", "--json"]).contains("s3:susp"), "nothing recorded about it");
+    w.register("s3:susp", "susp");
+    // A scan of another bucket than the registered one is refused before listing.
+    w.create_bucket("other", false);
+    let mut args = vec!["s3", "scan"];
+    args.extend(w.bucket_args("s3:susp", "other"));
+    let r = w.run_as("agent.key", &args);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("is registered as bucket susp"), "{}", r.stderr);
+    // Suspended versioning: a null version overwritten cannot be reconstructed in between.
     w.versioning("susp", BucketVersioningStatus::Enabled);
     second_boundary();
     w.put("susp", "kept", "v1");
@@ -348,6 +372,17 @@ fn suspended_versioning_and_object_lock() {
     second_boundary();
     std::thread::sleep(Duration::from_millis(1200));
     w.scan("s3:susp", "susp");
+    // Created under suspended versioning and overwritten before any scan saw it:
+    // before the overwrite it may have existed, so it is never called absent.
+    w.put("susp", "fresh", "f1");
+    let unseen = second_boundary();
+    w.put("susp", "fresh", "f2");
+    second_boundary();
+    std::thread::sleep(Duration::from_millis(1200));
+    w.scan("s3:susp", "susp");
+    let r = w.run_as("agent.key", &["recovery-points", "--component", "s3:susp", "--at", &unseen.to_string()]);
+    assert_eq!(r.code, 6, "{}", r.stdout);
+    assert!(r.stdout.contains("\"fresh\"") && r.stdout.contains("no scan saw"), "{}", r.stdout);
     let answer = w.run_as("agent.key", &["recovery-points", "--component", "s3:susp", "--at", &between.to_string()]);
     assert_eq!(answer.code, 6, "{}", answer.stdout);
     assert!(
@@ -357,7 +392,7 @@ fn suspended_versioning_and_object_lock() {
     );
     let (lines, _, code) = w.manifest("s3:susp", between);
     let (restore, _, problems) = actions(&lines);
-    assert_eq!((problems, code), (vec!["s".to_owned()], 6), "{lines:?}");
+    assert_eq!((problems, code), (vec!["fresh".to_owned(), "s".to_owned()], 6), "{lines:?}");
     assert!(restore.contains_key("kept"), "other keys are fine: {lines:?}");
     let report = w.ok(&["recovery-points", "--component", "s3:susp"]);
     assert!(report.contains("versioning suspended from"), "{report}");
@@ -365,6 +400,7 @@ fn suspended_versioning_and_object_lock() {
 
     // Object Lock: the scan records each version's retention (HEAD).
     w.create_bucket("locked", true);
+    w.register("s3:locked", "locked");
     let until = aws_sdk_s3::primitives::DateTime::from_secs(4_102_444_800); // 2100-01-01
     w.s3.block_on(
         w.s3.client()
