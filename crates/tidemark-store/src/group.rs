@@ -60,7 +60,14 @@ pub(crate) fn write_changes(batch: &mut sled::Batch, catalog: &Catalog, changes:
 /// What a group question reads, loaded once per question.
 struct Loaded<'t> {
     clusters: BTreeMap<String, (Arc<Cluster>, StorePositions<'t>)>,
-    buckets: BTreeMap<String, (Bucket, Vec<(String, KeyHistory)>, Written<'t>)>,
+    buckets: BTreeMap<String, LoadedBucket<'t>>,
+}
+
+/// A bucket's summary, its problem keys' histories, and its time index.
+struct LoadedBucket<'t> {
+    bucket: Bucket,
+    problems: Vec<(String, KeyHistory)>,
+    written: Written<'t>,
 }
 
 /// The time index of one bucket, for the group rules.
@@ -86,7 +93,7 @@ impl Loaded<'_> {
             s3: self
                 .buckets
                 .iter()
-                .map(|(c, (bucket, problems, written))| (c.clone(), S3Input { bucket, problems, written }))
+                .map(|(c, b)| (c.clone(), S3Input { bucket: &b.bucket, problems: &b.problems, written: &b.written }))
                 .collect(),
         }
     }
@@ -121,9 +128,8 @@ impl crate::Ledger {
                 Some(ComponentKind::S3) => {
                     if let Some(bucket) = self.s3_bucket(c)? {
                         let problems = self.s3_problem_histories(&bucket)?;
-                        loaded
-                            .buckets
-                            .insert(c.clone(), (bucket, problems, Written { ledger: self, component: c.clone() }));
+                        let written = Written { ledger: self, component: c.clone() };
+                        loaded.buckets.insert(c.clone(), LoadedBucket { bucket, problems, written });
                     }
                 }
                 _ => {}
