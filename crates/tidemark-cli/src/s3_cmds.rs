@@ -24,14 +24,17 @@ pub struct Bucket {
     /// The component, e.g. s3:uploads.
     #[arg(long)]
     component: String,
-    /// S3 endpoint URL (default: AWS for --region).
+    /// S3 endpoint URL (default: the registered one; AWS when registering without it).
     #[arg(long)]
     endpoint: Option<String>,
+    /// The bucket (default: the registered one; required to register).
     #[arg(long)]
-    bucket: String,
-    #[arg(long, default_value = "us-east-1", env = "AWS_REGION")]
-    region: String,
-    /// Path-style addressing (http://endpoint/bucket/key), for MinIO, moto and other non-AWS endpoints.
+    bucket: Option<String>,
+    /// Region (default: the registered one, else AWS_REGION, else us-east-1).
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
+    /// Path-style addressing (http://endpoint/bucket/key), for MinIO, moto and other
+    /// non-AWS endpoints (default: on for a registered endpoint that is not AWS).
     #[arg(long)]
     path_style: bool,
 }
@@ -42,10 +45,28 @@ impl Bucket {
         Bucket {
             component: component.to_owned(),
             endpoint,
-            bucket: bucket.to_owned(),
-            region: region.to_owned(),
+            bucket: Some(bucket.to_owned()),
+            region: Some(region.to_owned()),
             path_style,
         }
+    }
+
+    /// Rule: what is not given comes from the registration — the endpoint,
+    /// bucket and region; path-style addressing for an endpoint that is not AWS.
+    /// What is given must match it (see `matches_registration`).
+    pub fn resolve(&self, registered: &Value) -> anyhow::Result<Bucket> {
+        self.matches_registration(registered)?;
+        let endpoint = registered["endpoint"].as_str().unwrap_or(AWS_ENDPOINT);
+        Ok(Bucket {
+            component: self.component.clone(),
+            endpoint: self.endpoint.clone().or_else(|| (endpoint != AWS_ENDPOINT).then(|| endpoint.to_owned())),
+            bucket: self.bucket.clone().or_else(|| registered["bucket"].as_str().map(str::to_owned)),
+            region: self
+                .region
+                .clone()
+                .or_else(|| registered["region"].as_str().filter(|r| !r.is_empty()).map(str::to_owned)),
+            path_style: self.path_style || endpoint != AWS_ENDPOINT,
+        })
     }
 
     fn check(&self) -> anyhow::Result<()> {
@@ -66,15 +87,16 @@ impl Bucket {
             ));
         }
         let norm = |e: &str| e.trim_end_matches('/').to_owned();
-        let given = norm(self.endpoint.as_deref().unwrap_or(AWS_ENDPOINT));
         let (want_bucket, want_endpoint) =
             (registered["bucket"].as_str().unwrap_or(""), norm(registered["endpoint"].as_str().unwrap_or("")));
-        if self.bucket != want_bucket || given != want_endpoint {
+        let given_bucket = self.bucket.as_deref().unwrap_or(want_bucket);
+        let given = self.endpoint.as_deref().map_or_else(|| want_endpoint.clone(), norm);
+        if given_bucket != want_bucket || given != want_endpoint {
             return Err(coded(
                 exit::USAGE,
                 format!(
-                    "{} is registered as bucket {want_bucket} at {want_endpoint}, not {} at {given}: nothing was recorded",
-                    self.component, self.bucket
+                    "{} is registered as bucket {want_bucket} at {want_endpoint}, not {given_bucket} at {given}: nothing was done",
+                    self.component
                 ),
             ));
         }
@@ -82,13 +104,13 @@ impl Bucket {
     }
 
     pub fn bucket_name(&self) -> &str {
-        &self.bucket
+        self.bucket.as_deref().unwrap_or("")
     }
 
     pub fn connect(&self) -> anyhow::Result<S3> {
         Ok(S3::connect(&Endpoint {
             url: self.endpoint.clone(),
-            region: self.region.clone(),
+            region: self.region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
             path_style: self.path_style,
             static_credentials: None,
         })?)
@@ -172,9 +194,12 @@ pub fn run(global: &Global, c: S3Command) -> anyhow::Result<ExitCode> {
     match c {
         S3Command::Register { bucket, signer } => {
             bucket.check()?;
+            let Some(name) = &bucket.bucket else {
+                return Err(coded(exit::USAGE, "s3 register needs --bucket"));
+            };
             let draft = json!({"kind": "component.registered", "body": {"component": bucket.component,
                 "s3": {"endpoint": bucket.endpoint.clone().unwrap_or_else(|| AWS_ENDPOINT.into()),
-                       "bucket": bucket.bucket, "region": bucket.region}}});
+                       "bucket": name, "region": bucket.region.clone().unwrap_or_else(|| "us-east-1".into())}}});
             let seq = record(global, &signer.key()?, vec![draft])?;
             println!("registered {} as entry {}", bucket.component, seq[0]);
             Ok(exit::ok())
@@ -294,14 +319,14 @@ pub fn scan_bucket(
     proven_through: Option<Timestamp>,
 ) -> anyhow::Result<String> {
     let component = b.component.clone();
-    let s3 = b.connect()?;
-    let bucket = &b.bucket;
-    let started_at = util::now();
-    let clock = Instant::now();
     let source = Source::open(global)?;
     source.check_signer(key, tidemark_core::Kind::S3ScanComplete)?;
     let report = source.s3_report(&component).map_err(|e| coded(exit::USAGE, format!("{e:#}")))?;
-    b.matches_registration(&report["registered"])?;
+    let b = b.resolve(&report["registered"])?;
+    let s3 = b.connect()?;
+    let bucket = b.bucket_name();
+    let started_at = util::now();
+    let clock = Instant::now();
     let last_status = report["versioning"]
         .as_array()
         .and_then(|v| v.last().cloned())
@@ -430,7 +455,11 @@ fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     a.bucket.check()?;
     let component = a.bucket.component.clone();
     let started = Instant::now();
-    let m = Source::open(global)?.s3_manifest(&component, a.at)?;
+    let source = Source::open(global)?;
+    let report = source.s3_report(&component).map_err(|e| coded(exit::USAGE, format!("{e:#}")))?;
+    let bucket = a.bucket.resolve(&report["registered"])?;
+    let m = source.s3_manifest(&component, a.at)?;
+    drop(source);
     let summary = m["summary"].clone();
     if let Some(reason) = summary["bound"]["reason"].as_str() {
         return Err(coded(
@@ -454,7 +483,8 @@ fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
             ),
         ));
     }
-    let target = if a.in_place { a.bucket.bucket.clone() } else { a.target_bucket.clone().expect("clap requires one") };
+    let target =
+        if a.in_place { bucket.bucket_name().to_owned() } else { a.target_bucket.clone().expect("clap requires one") };
     if a.dry_run {
         let mut out = std::io::stdout().lock();
         for l in m["lines"].as_array().into_iter().flatten() {
@@ -469,14 +499,14 @@ fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     let operator = a.signer.key()?;
     Source::open(global)?.check_signer(&operator, tidemark_core::Kind::RestorePerformed)?;
-    let s3 = a.bucket.connect()?;
+    let s3 = bucket.connect()?;
     let show = std::io::stderr().is_terminal();
     let created = if a.in_place { false } else { s3.ensure_bucket(&target)? };
     if created {
         eprintln!("created s3://{target} (versioned)");
     }
     let report =
-        s3.restore(&a.bucket.bucket, &target, lines, a.concurrency, a.existing_objects.into(), &|done, total| {
+        s3.restore(bucket.bucket_name(), &target, lines, a.concurrency, a.existing_objects.into(), &|done, total| {
             if show || done == total {
                 eprint!("\rrestored {done}/{total}");
             }

@@ -88,7 +88,10 @@ impl World {
         let mut args =
             vec!["mark", "--group", group, "--pg-dsn", &dsn, "--s3-path-style", "--clock-skew-ms", "300", "--json"];
         args.extend_from_slice(extra);
-        self.json(&args)
+        let started = std::time::Instant::now();
+        let mut v = self.json(&args);
+        v["measured_ms"] = Value::from(started.elapsed().as_millis() as u64);
+        v
     }
 
     fn scan(&self) -> String {
@@ -402,6 +405,20 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
     let ops = ops.into_inner().unwrap();
     let ids: Vec<String> = marks.iter().map(|m| m["marker_id"].as_str().unwrap().to_owned()).collect();
     let (m1, m2, m3) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    let median_max = |mut v: Vec<i64>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() - 1])
+    };
+    let took = median_max(marks.iter().map(|m| m["measured_ms"].as_i64().unwrap()).collect());
+    let spread = median_max(marks.iter().map(|m| m["s3_cuts"][0]["cut_spread_ms"].as_i64().unwrap()).collect());
+    eprintln!(
+        "{} marks during writes: each took {} ms median, {} ms max (the whole command); cut spread {} ms median, {} ms max",
+        marks.len(),
+        took.0,
+        took.1,
+        spread.0,
+        spread.1
+    );
     for m in &marks {
         let cut = &m["s3_cuts"][0];
         assert!(cut["cut_spread_ms"].as_i64().unwrap() < 1000, "each cut is taken right after S3's clock ticks: {m}");
