@@ -1548,4 +1548,35 @@ mod tests {
         );
         assert_eq!(Entry::from_value(serde_json::from_str(&leaf).unwrap()).unwrap(), entry);
     }
+
+    #[test]
+    fn rule_clock_evidence_pins_its_watermark_and_is_in_order() {
+        let t = |s: &str| Timestamp::parse_rfc3339(s).unwrap();
+        let probe = |lm: &str, sent: &str, recv: &str| ClockProbe {
+            version_id: "v".into(),
+            last_modified: t(lm),
+            sent_at: t(sent),
+            received_at: t(recv),
+        };
+        let good = S3ClockEvidence {
+            boundary: t("2026-11-23T01:10:01Z"),
+            before: probe("2026-11-23T01:10:00Z", "2026-11-23T01:10:00.980Z", "2026-11-23T01:10:00.985Z"),
+            after: probe("2026-11-23T01:10:01Z", "2026-11-23T01:10:00.986Z", "2026-11-23T01:10:00.992Z"),
+            cut_returned_at: t("2026-11-23T01:10:00.999Z"),
+            uploads_in_progress: vec![],
+        };
+        let w = t("2026-11-23T01:10:00.999999Z");
+        assert_eq!(good.check(w), Ok(()));
+        assert_eq!(good.cut_spread_us(), 19_000);
+        assert!(good.check(t("2026-11-23T01:10:00.5Z")).unwrap_err().contains("1 µs before"));
+        let off = S3ClockEvidence { boundary: t("2026-11-23T01:10:01.5Z"), ..good.clone() };
+        assert!(off.check(w).unwrap_err().contains("whole second"));
+        let skipped = S3ClockEvidence {
+            before: probe("2026-11-23T01:09:58Z", "2026-11-23T01:10:00.980Z", "2026-11-23T01:10:00.985Z"),
+            ..good.clone()
+        };
+        assert!(skipped.check(w).unwrap_err().contains("stamped in the second before"));
+        let early = S3ClockEvidence { cut_returned_at: t("2026-11-23T01:10:00.990Z"), ..good };
+        assert!(early.check(w).unwrap_err().contains("in order"));
+    }
 }
