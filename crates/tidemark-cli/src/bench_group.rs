@@ -88,8 +88,15 @@ pub fn run(
         .map(|k| {
             let segno = 5 + k * step;
             let at = time_of(segno).saturating_add_micros(5_000_000);
+            // As `tidemark mark` takes them: the bucket cut at a tick of S3's clock, with the evidence.
+            let boundary = Timestamp::from_micros((at.as_micros().div_euclid(1_000_000) + 1) * 1_000_000);
+            let probe = |lm: i64, sent: i64| json!({"version_id": format!("p{k}-{lm}"), "last_modified": boundary.saturating_add_micros(lm),
+                "sent_at": at.saturating_add_micros(sent), "received_at": at.saturating_add_micros(sent + 3_000)});
+            let clock = json!({"boundary": boundary, "before": probe(-1_000_000, 0), "after": probe(0, 4_000),
+                "cut_returned_at": at.saturating_add_micros(12_000)});
             let d = json!({"kind": "marker.point", "body": {"group": "app", "marker_id": format!("m{k:05}"), "taken_at": at,
-                "components": [{"component": "pg:main", "pg_lsn": lsn(segno, 0x1000), "pg_timeline": 1}, {"component": "s3:bench", "s3_watermark": at}]}});
+                "components": [{"component": "pg:main", "pg_lsn": lsn(segno, 0x1000), "pg_timeline": 1},
+                    {"component": "s3:bench", "s3_watermark": boundary.saturating_add_micros(-1), "s3_clock": clock}]}});
             sign(agent, 100 + k, d, at)
         })
         .collect();

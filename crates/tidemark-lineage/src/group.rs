@@ -490,6 +490,8 @@ pub struct S3Input<'a> {
 /// (the store reads its time index; tests hold histories in memory).
 pub trait WrittenBetween: Sync {
     fn written_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<(String, KeyHistory)>, String>;
+    /// Every run of whole seconds in which some entry was stamped (`s3::busy_runs`).
+    fn busy(&self) -> Result<Vec<(Timestamp, Timestamp)>, String>;
 }
 
 impl WrittenBetween for Vec<(String, KeyHistory)> {
@@ -499,6 +501,10 @@ impl WrittenBetween for Vec<(String, KeyHistory)> {
             .filter(|(_, h)| h.entries.iter().any(|e| from <= e.last_modified && e.last_modified <= to))
             .cloned()
             .collect())
+    }
+
+    fn busy(&self) -> Result<Vec<(Timestamp, Timestamp)>, String> {
+        Ok(s3::busy_runs(self.iter().flat_map(|(_, h)| h.entries.iter().map(|e| e.last_modified))))
     }
 }
 
@@ -705,7 +711,7 @@ struct WindowBackup {
 /// restorable intervals, so each marker is judged by a binary search.
 enum Prepared<'a> {
     Pg { cluster: &'a Cluster, lsn_windows: BTreeMap<u32, Vec<LsnWindow>>, times: Vec<(Timestamp, Timestamp)> },
-    S3 { input: &'a S3Input<'a>, times: Vec<(Timestamp, Timestamp)> },
+    S3 { input: &'a S3Input<'a>, times: Vec<(Timestamp, Timestamp)>, window_times: Vec<(Timestamp, Timestamp)> },
     Snapshot { times: Vec<Timestamp> },
     Unknown,
 }
@@ -778,17 +784,27 @@ fn prepare<'a>(catalog: &Catalog, component: &str, inputs: &'a Inputs<'a>) -> Pr
         },
         Some(ComponentKind::S3) => match inputs.s3.get(component) {
             Some(input) => {
-                let times = input
-                    .bucket
-                    .windows(input.problems)
-                    .into_iter()
-                    .map(|w| {
-                        let watermark = w.bounded_by.len() == 1 && w.bounded_by[0] == "scan watermark";
-                        (w.from, if watermark { w.to } else { w.to.saturating_add_micros(-1) })
-                    })
-                    .filter(|(a, b)| a <= b)
-                    .collect();
-                Prepared::S3 { input, times: merge(times) }
+                let inclusive = |windows: Vec<s3::S3Window>| -> Vec<(Timestamp, Timestamp)> {
+                    let times = windows
+                        .into_iter()
+                        .map(|w| {
+                            let watermark = w.bounded_by.len() == 1 && w.bounded_by[0] == "scan watermark";
+                            (w.from, if watermark { w.to } else { w.to.saturating_add_micros(-1) })
+                        })
+                        .filter(|(a, b)| a <= b)
+                        .collect();
+                    merge(times)
+                };
+                // Markers are points: judged on the holes, then exactly at their time
+                // (a second boundary inside a run of busy seconds is exact). Correlated
+                // windows are ranges: they leave out every second with writes. A bucket
+                // whose busy seconds cannot be read has no correlated windows.
+                let times = inclusive(input.bucket.windows(input.problems, &[]));
+                let window_times = match input.written.busy() {
+                    Ok(busy) => inclusive(input.bucket.windows(input.problems, &busy)),
+                    Err(_) => Vec::new(),
+                };
+                Prepared::S3 { input, times, window_times }
             }
             None => Prepared::Unknown,
         },
@@ -849,7 +865,7 @@ fn judge_part(catalog: &Catalog, part: &MarkerPart, prepared: &Prepared<'_>, ske
                 }
             }
         }
-        (Prepared::S3 { input, times }, MarkerPart { s3_watermark: Some(w), .. }) => {
+        (Prepared::S3 { input, times, .. }, MarkerPart { s3_watermark: Some(w), .. }) => {
             let sigma = s3_part_skew(part, skew_us, exact);
             let (a, b) = (w.saturating_add_micros(-sigma), w.saturating_add_micros(sigma));
             if let Some(reason) = part.s3_clock.as_ref().and_then(|c| clock_evidence_problem(c, skew_us)) {
@@ -1030,7 +1046,7 @@ impl Judge<'_> {
         for p in self.prepared.values() {
             let times = match p {
                 Prepared::Pg { times, .. } => times.clone(),
-                Prepared::S3 { times, .. } => times
+                Prepared::S3 { window_times, .. } => window_times
                     .iter()
                     .map(|(a, b)| (a.saturating_add_micros(s), b.saturating_add_micros(-s)))
                     .filter(|(a, b)| a <= b)
@@ -1170,7 +1186,7 @@ pub fn recovery_points(catalog: &Catalog, name: &str, inputs: &Inputs<'_>) -> Re
     for (c, p) in &j.prepared {
         let kind = ComponentKind::of(c).unwrap_or(ComponentKind::Snapshot);
         let (intervals, snapshots, note) = match p {
-            Prepared::Pg { times, .. } | Prepared::S3 { times, .. } => (times.clone(), Vec::new(), None),
+            Prepared::Pg { times, .. } | Prepared::S3 { window_times: times, .. } => (times.clone(), Vec::new(), None),
             Prepared::Snapshot { times } => {
                 notes.push(format!(
                     "{c} is snapshot-only: the group's recovery points are the markers that pin one of its snapshots"

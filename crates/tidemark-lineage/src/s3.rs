@@ -229,8 +229,13 @@ pub fn written_within(last_modified: Timestamp, skew_us: i64) -> (Timestamp, Tim
 }
 
 /// Rule: the LastModified range of entries that may be written on either side
-/// of T (what [`written_within`] says holds T): `[T − σ − 1 s + 1 µs, T + σ]`.
+/// of T (what [`written_within`] says holds T): `[T − σ − 1 s + 1 µs, T + σ]`,
+/// empty (`from > to`) at the last microsecond of a second with no skew —
+/// there every entry's side is known.
 pub fn uncertain_band(t: Timestamp, skew_us: i64) -> (Timestamp, Timestamp) {
+    if skew_us == 0 && t.as_micros().rem_euclid(SECOND_US) == SECOND_US - 1 {
+        return (t.saturating_add_micros(1), t);
+    }
     (t.saturating_add_micros(-skew_us - SECOND_US + 1), t.saturating_add_micros(skew_us))
 }
 
@@ -573,8 +578,15 @@ impl Bucket {
     }
 
     /// Rule: restorable ranges within [versioning enabled, watermark],
-    /// split where a problem key is ambiguous or unrecoverable.
-    pub fn windows(&self, problems: &[(String, KeyHistory)]) -> Vec<S3Window> {
+    /// split where a problem key is ambiguous or unrecoverable, and without
+    /// the seconds in which something was written (`busy`: runs of whole
+    /// seconds `[first, last]`; a T inside such a second is uncertain, its
+    /// last microsecond is exact) — see [`without_busy`].
+    pub fn windows(&self, problems: &[(String, KeyHistory)], busy: &[(Timestamp, Timestamp)]) -> Vec<S3Window> {
+        without_busy(self.hole_windows(problems), busy)
+    }
+
+    fn hole_windows(&self, problems: &[(String, KeyHistory)]) -> Vec<S3Window> {
         let (Some(from), Some(to)) = (self.enabled_since(), self.complete_through) else { return Vec::new() };
         if to < from {
             return Vec::new();
@@ -621,6 +633,50 @@ impl Bucket {
         }
         windows
     }
+}
+
+/// Rule: windows minus the T that a write makes uncertain: for a run of busy
+/// seconds `[first, last]`, every T in `[first, last + 1 s − 1 µs)`.
+pub fn without_busy(windows: Vec<S3Window>, busy: &[(Timestamp, Timestamp)]) -> Vec<S3Window> {
+    let mut out = Vec::new();
+    for w in windows {
+        // The window's inclusive end (problem-bounded windows end just before `to`).
+        let watermark = w.bounded_by.len() == 1 && w.bounded_by[0] == "scan watermark";
+        let end = if watermark { w.to } else { w.to.saturating_add_micros(-1) };
+        let mut from = w.from;
+        let first = busy.partition_point(|(_, last)| last.saturating_add_micros(SECOND_US - 1) <= from);
+        for (a, b) in &busy[first..] {
+            if *a > end {
+                break;
+            }
+            let busy_end = b.saturating_add_micros(SECOND_US - 1); // exact again from here
+            if *a > from {
+                out.push(S3Window { from, to: *a, bounded_by: vec![format!("writes from {a} to {busy_end}")] });
+            }
+            from = from.max(busy_end);
+        }
+        if from <= end {
+            out.push(S3Window { from, to: w.to, bounded_by: w.bounded_by });
+        }
+    }
+    out
+}
+
+/// Rule: runs of busy seconds from the seconds entries were stamped in (sorted, merged when adjacent).
+pub fn busy_runs(seconds: impl IntoIterator<Item = Timestamp>) -> Vec<(Timestamp, Timestamp)> {
+    let mut secs: Vec<i64> = seconds.into_iter().map(|t| t.as_micros().div_euclid(SECOND_US)).collect();
+    secs.sort_unstable();
+    secs.dedup();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for s in secs {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == s => *last = s,
+            _ => runs.push((s, s)),
+        }
+    }
+    runs.into_iter()
+        .map(|(a, b)| (Timestamp::from_micros(a * SECOND_US), Timestamp::from_micros(b * SECOND_US)))
+        .collect()
 }
 
 /// Bytes of one stored head: LastModified, first seen, position, flags, record offset and length.
@@ -878,6 +934,7 @@ pub struct S3Report {
 pub fn report(
     bucket: &Bucket,
     problems: &[(String, KeyHistory)],
+    busy: &[(Timestamp, Timestamp)],
     registered: Option<tidemark_core::event::S3Identity>,
 ) -> S3Report {
     S3Report {
@@ -890,7 +947,7 @@ pub fn report(
         scans_completed: bucket.scans_completed,
         keys: bucket.keys,
         entries_recorded: bucket.entries_recorded,
-        windows: bucket.windows(problems),
+        windows: bucket.windows(problems, busy),
         problem_keys: problems.iter().map(|(k, h)| (k.clone(), problem_intervals(h, &bucket.versioning))).collect(),
     }
 }
@@ -1075,7 +1132,7 @@ mod tests {
         b.complete_through = Some(t(100));
         let mut h = history(vec![v("a", 10, 100, 1), v("b", 20, 100, 0)]);
         h.mark_missing("a");
-        let w = b.windows(&[("k".into(), h)]);
+        let w = b.windows(&[("k".into(), h)], &[]);
         assert_eq!(w.len(), 2, "{w:?}");
         assert_eq!((w[0].from, w[0].to, w[0].bounded_by.clone()), (t(0), t(10), vec!["k".to_owned()]));
         assert_eq!((w[1].from, w[1].to), (t(20), t(100)));
@@ -1176,5 +1233,19 @@ mod tests {
         old.key_changed("b", 0, &history(vec![v("v2", 40, 100, 0)]));
         assert!(old.problem_keys.is_empty());
         assert_eq!(old.enabled_since(), Some(end(30)));
+    }
+
+    #[test]
+    fn rule_windows_leave_out_the_seconds_with_writes_but_keep_their_last_microsecond() {
+        let mut b = Bucket::new("s3:uploads");
+        b.versioning = vec![(t(0), VersioningStatus::Enabled)];
+        b.complete_through = Some(t(100));
+        let busy = busy_runs([t(10), t(11).saturating_add_micros(500), t(12), t(40)]);
+        assert_eq!(busy, vec![(t(10), t(12)), (t(40), t(40))]);
+        let w = b.windows(&[], &busy);
+        let spans: Vec<(Timestamp, Timestamp)> = w.iter().map(|w| (w.from, w.to)).collect();
+        assert_eq!(spans, vec![(t(0), t(10)), (end(12), t(40)), (end(40), t(100))], "{w:?}");
+        assert!(w[0].bounded_by[0].starts_with("writes from"));
+        assert_eq!(w[2].bounded_by, vec!["scan watermark".to_owned()]);
     }
 }

@@ -80,6 +80,10 @@ impl group::WrittenBetween for Written<'_> {
     fn written_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<(String, KeyHistory)>, String> {
         self.ledger.s3_written_between(&self.component, from, to).map_err(|e| e.to_string())
     }
+
+    fn busy(&self) -> Result<Vec<(Timestamp, Timestamp)>, String> {
+        self.ledger.s3_busy(&self.component).map_err(|e| e.to_string())
+    }
 }
 
 impl Loaded<'_> {

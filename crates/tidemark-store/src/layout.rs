@@ -57,6 +57,9 @@ pub const S3_KEYS: u8 = b'O';
 /// `Z ‖ blake3(component)[..16] ‖ LastModified ‖ S3 key` → empty: the keys written in each
 /// second, so a question at T reads only the keys whose entries may lie on either side of T.
 pub const S3_TIMES: u8 = b'Z';
+/// `U ‖ blake3(component)[..16] ‖ first second` → the last second (i64, big-endian) of a run of
+/// whole seconds in which something was written: the times those writes make uncertain.
+pub const S3_BUSY: u8 = b'U';
 /// `Y` → bincode `tidemark_lineage::group::CatalogCore`: registered components, group
 /// definitions and snapshots (small; rewritten when a batch changes it).
 pub const CATALOG: &[u8] = b"Y";
@@ -65,7 +68,7 @@ pub const MARKERS: u8 = b'M';
 /// `D ‖ blake3(group)[..16] ‖ seq` → bincode `tidemark_lineage::group::Activity` (drills and restores).
 pub const ACTIVITIES: u8 = b'D';
 /// Every projection prefix (cleared and rebuilt together).
-pub const PROJECTION_PREFIXES: [u8; 11] = [
+pub const PROJECTION_PREFIXES: [u8; 12] = [
     PG_CLUSTER,
     PG_FILES,
     PG_POSITIONS_BY_TIME,
@@ -74,6 +77,7 @@ pub const PROJECTION_PREFIXES: [u8; 11] = [
     S3_BUCKET,
     S3_KEYS,
     S3_TIMES,
+    S3_BUSY,
     b'Y',
     MARKERS,
     ACTIVITIES,

@@ -803,7 +803,7 @@ impl Ledger {
             s3_projection.apply(&self.tree, e)?;
         }
         let clusters = projection.write(&mut batch);
-        s3_projection.write(&mut batch);
+        s3_projection.write(&self.tree, &mut batch)?;
         if let Some((scratch, changes)) = &p.catalog {
             group::write_changes(&mut batch, scratch, changes);
         }

@@ -350,7 +350,7 @@ impl crate::Ledger {
             }
             let mut batch = sled::Batch::default();
             let clusters = projection.write(&mut batch);
-            s3_projection.write(&mut batch);
+            s3_projection.write(&self.tree, &mut batch)?;
             crate::group::write_changes(&mut batch, &catalog, &changes);
             self.tree.apply_batch(batch)?;
             self.pg_cache.update(clusters);

@@ -41,6 +41,34 @@ pub(crate) struct S3Batch {
     histories: BTreeMap<Vec<u8>, (String, String, KeyHistory, usize)>,
     /// Time-index keys of the entries this batch recorded.
     times: Vec<Vec<u8>>,
+    /// Per component, the seconds (Unix) those entries were stamped in.
+    seconds: BTreeMap<String, std::collections::BTreeSet<i64>>,
+}
+
+/// The key of a busy run starting at `second` (Unix seconds, sign-flipped big-endian).
+fn busy_key(component: &str, second: i64) -> Vec<u8> {
+    let mut k = name_prefix(layout::S3_BUSY, component).to_vec();
+    k.extend_from_slice(&((second as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
+
+/// A stored run as (first, last) Unix seconds.
+fn busy_run(prefix_len: usize, k: &[u8], v: &[u8]) -> Result<(i64, i64), StoreError> {
+    let start: [u8; 8] = k[prefix_len..].try_into().map_err(|_| StoreError::Corrupt("a busy-run key".into()))?;
+    let end: [u8; 8] = v.try_into().map_err(|_| StoreError::Corrupt("a busy-run value".into()))?;
+    Ok(((u64::from_be_bytes(start) ^ (1 << 63)) as i64, i64::from_be_bytes(end)))
+}
+
+/// The stored run that holds or ends just before `second`, if any.
+fn run_before(tree: &sled::Tree, component: &str, second: i64) -> Result<Option<(i64, i64)>, StoreError> {
+    let prefix = name_prefix(layout::S3_BUSY, component);
+    match tree.range(prefix.to_vec()..=busy_key(component, second)).next_back() {
+        Some(r) => {
+            let (k, v) = r?;
+            Ok(Some(busy_run(prefix.len(), &k, &v)?))
+        }
+        None => Ok(None),
+    }
 }
 
 impl S3Batch {
@@ -77,6 +105,8 @@ impl S3Batch {
                 self.bucket(tree, &component)?;
                 if self.history(tree, &component, &o.key)?.record(record) {
                     self.times.push(time_index_key(&component, o.last_modified, &o.key));
+                    let second = o.last_modified.as_micros().div_euclid(s3::SECOND_US);
+                    self.seconds.entry(component.clone()).or_default().insert(second);
                 }
             }
             EventBody::S3VersionMissing(m) => {
@@ -88,7 +118,36 @@ impl S3Batch {
         Ok(())
     }
 
-    pub(crate) fn write(mut self, batch: &mut sled::Batch) {
+    pub(crate) fn write(mut self, tree: &sled::Tree, batch: &mut sled::Batch) -> Result<(), StoreError> {
+        // Busy runs: merge the batch's seconds with the stored runs they touch.
+        for (component, seconds) in &self.seconds {
+            let mut runs: BTreeMap<i64, i64> = BTreeMap::new();
+            let mut stored = std::collections::BTreeSet::new();
+            for &s in seconds {
+                for probe in [s, s.saturating_add(1)] {
+                    if let Some((a, b)) = run_before(tree, component, probe)?
+                        && b.saturating_add(1) >= s
+                        && stored.insert(a)
+                    {
+                        runs.insert(a, b);
+                    }
+                }
+                runs.insert(s, runs.get(&s).copied().unwrap_or(s).max(s));
+            }
+            let mut merged: Vec<(i64, i64)> = Vec::new();
+            for (a, b) in runs {
+                match merged.last_mut() {
+                    Some((_, last)) if a <= last.saturating_add(1) => *last = (*last).max(b),
+                    _ => merged.push((a, b)),
+                }
+            }
+            for a in stored {
+                batch.remove(busy_key(component, a));
+            }
+            for (a, b) in merged {
+                batch.insert(busy_key(component, a), &b.to_be_bytes()[..]);
+            }
+        }
         for (hk, (component, key, h, before)) in &self.histories {
             if let Some(b) = self.buckets.get_mut(component) {
                 b.key_changed(key, *before, h);
@@ -101,6 +160,7 @@ impl S3Batch {
         for (component, b) in &self.buckets {
             batch.insert(&name_prefix(layout::S3_BUCKET, component)[..], encode(b));
         }
+        Ok(())
     }
 }
 
@@ -160,6 +220,9 @@ impl crate::Ledger {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<(String, KeyHistory)>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
         let prefix = name_prefix(layout::S3_TIMES, component);
         let mut start = prefix.to_vec();
         start.extend_from_slice(&layout::time_bytes(from));
@@ -173,6 +236,19 @@ impl crate::Ledger {
             keys.insert(key.to_owned());
         }
         keys.into_iter().map(|k| Ok((k.clone(), self.s3_history(component, &k)?.unwrap_or_default()))).collect()
+    }
+
+    /// Every run of whole seconds `[first, last]` in which an entry of the bucket was stamped.
+    pub fn s3_busy(&self, component: &str) -> Result<Vec<(Timestamp, Timestamp)>, StoreError> {
+        let prefix = name_prefix(layout::S3_BUSY, component);
+        self.tree
+            .scan_prefix(prefix)
+            .map(|r| {
+                let (k, v) = r?;
+                let (a, b) = busy_run(prefix.len(), &k, &v)?;
+                Ok((Timestamp::from_micros(a * s3::SECOND_US), Timestamp::from_micros(b * s3::SECOND_US)))
+            })
+            .collect()
     }
 
     /// The keys that can be a problem at T: those whose history has holes and
@@ -205,7 +281,7 @@ impl crate::Ledger {
             (None, Some(_)) => Bucket::new(component),
             (None, None) => self.s3_bucket_or_err(component)?,
         };
-        Ok(s3::report(&bucket, &self.s3_problem_histories(&bucket)?, registered))
+        Ok(s3::report(&bucket, &self.s3_problem_histories(&bucket)?, &self.s3_busy(component)?, registered))
     }
 
     /// Streams the manifest at T (on a clock within `skew_us` of S3's) in key

@@ -99,7 +99,7 @@ fn manifests_answers_and_windows_come_from_the_projection() {
     assert!(answer.explanation.unwrap().contains("a1"));
     assert!(f.ledger.s3_answer("s3:uploads", t(25)).unwrap().restorable);
     let report = f.ledger.s3_report("s3:uploads").unwrap();
-    assert_eq!(report.windows.len(), 2, "{report:?}");
+    assert_eq!(report.windows.len(), 4, "a hole, and the seconds with writes: {report:?}");
     assert_eq!((report.keys, report.entries_recorded), (3, 5));
 }
 
@@ -159,6 +159,15 @@ fn answers_find_the_keys_written_in_the_second_of_t_through_the_time_index() {
     // Just before the second and at its last microsecond the answer is exact.
     assert!(f.ledger.s3_answer("s3:uploads", t(20).saturating_add_micros(-1)).unwrap().restorable);
     assert!(f.ledger.s3_answer("s3:uploads", t(21).saturating_add_micros(-1)).unwrap().restorable);
-    // The index is rebuilt with the projections.
     assert_eq!(f.ledger.s3_written_between("s3:uploads", t(20), t(20)).unwrap().len(), 2);
+    // The seconds with writes, as runs, merged across batches.
+    assert_eq!(f.ledger.s3_busy("s3:uploads").unwrap(), vec![(t(5), t(5)), (t(10), t(10)), (t(20), t(20))]);
+    let more = vec![f.version("b.txt", "b1", 21, 0, 110, false), f.version("c.txt", "c1", 19, 0, 110, false)];
+    f.ledger.append(more, t(111)).unwrap();
+    assert_eq!(f.ledger.s3_busy("s3:uploads").unwrap(), vec![(t(5), t(5)), (t(10), t(10)), (t(19), t(21))]);
+    // The component's windows leave those seconds out (their last microsecond is exact).
+    let report = f.ledger.s3_report("s3:uploads").unwrap();
+    let spans: Vec<(Timestamp, Timestamp)> = report.windows.iter().map(|w| (w.from, w.to)).collect();
+    let end = |s: i64| t(s).saturating_add_micros(999_999);
+    assert_eq!(spans, vec![(t(1), t(5)), (end(5), t(10)), (end(10), t(19)), (end(21), t(50))], "{report:?}");
 }
