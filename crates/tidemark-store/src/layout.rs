@@ -54,8 +54,8 @@ pub const S3_BUCKET: u8 = b'B';
 /// `O ‖ blake3(component)[..16] ‖ S3 key` → `tidemark_lineage::s3::encode_history` (newest first:
 /// fixed-size heads the rules read in place, then each entry's bincode record).
 pub const S3_KEYS: u8 = b'O';
-/// `Z ‖ blake3(component)[..16] ‖ LastModified ‖ S3 key` → empty: the keys written in each
-/// second, so a question at T reads only the keys whose entries may lie on either side of T.
+/// `Z ‖ blake3(component)[..16] ‖ second` → bincode sorted `Vec<String>`: the keys with an entry
+/// stamped in that second, so a question at T reads only the keys whose entries may lie on either side of T.
 pub const S3_TIMES: u8 = b'Z';
 /// `U ‖ blake3(component)[..16] ‖ first second` → the last second (i64, big-endian) of a run of
 /// whole seconds in which something was written: the times those writes make uncertain.

@@ -24,11 +24,15 @@ fn history_key(component: &str, key: &str) -> Vec<u8> {
     k
 }
 
-fn time_index_key(component: &str, last_modified: Timestamp, key: &str) -> Vec<u8> {
-    let mut k = name_prefix(layout::S3_TIMES, component).to_vec();
-    k.extend_from_slice(&layout::time_bytes(last_modified));
-    k.extend_from_slice(key.as_bytes());
+/// The time-index key of one second (Unix seconds, sign-flipped big-endian).
+fn second_key(prefix: u8, component: &str, second: i64) -> Vec<u8> {
+    let mut k = name_prefix(prefix, component).to_vec();
+    k.extend_from_slice(&((second as u64) ^ (1 << 63)).to_be_bytes());
     k
+}
+
+fn decode_keys(v: &[u8]) -> Result<Vec<String>, StoreError> {
+    decode(v, "time index")
 }
 
 /// A manifest line and its canonical bytes, or nothing to do for a key.
@@ -39,17 +43,13 @@ type Judged = Option<(ManifestLine, Vec<u8>)>;
 pub(crate) struct S3Batch {
     buckets: BTreeMap<String, Bucket>,
     histories: BTreeMap<Vec<u8>, (String, String, KeyHistory, usize)>,
-    /// Time-index keys of the entries this batch recorded.
-    times: Vec<Vec<u8>>,
-    /// Per component, the seconds (Unix) those entries were stamped in.
-    seconds: BTreeMap<String, std::collections::BTreeSet<i64>>,
+    /// Per component and second (Unix), the keys this batch recorded entries of.
+    seconds: BTreeMap<String, BTreeMap<i64, Vec<String>>>,
 }
 
-/// The key of a busy run starting at `second` (Unix seconds, sign-flipped big-endian).
+/// The key of a busy run starting at `second`.
 fn busy_key(component: &str, second: i64) -> Vec<u8> {
-    let mut k = name_prefix(layout::S3_BUSY, component).to_vec();
-    k.extend_from_slice(&((second as u64) ^ (1 << 63)).to_be_bytes());
-    k
+    second_key(layout::S3_BUSY, component, second)
 }
 
 /// A stored run as (first, last) Unix seconds.
@@ -104,9 +104,8 @@ impl S3Batch {
                 let record = VersionRecord::from_event(o, entry.seq);
                 self.bucket(tree, &component)?;
                 if self.history(tree, &component, &o.key)?.record(record) {
-                    self.times.push(time_index_key(&component, o.last_modified, &o.key));
                     let second = o.last_modified.as_micros().div_euclid(s3::SECOND_US);
-                    self.seconds.entry(component.clone()).or_default().insert(second);
+                    self.seconds.entry(component.clone()).or_default().entry(second).or_default().push(o.key.clone());
                 }
             }
             EventBody::S3VersionMissing(m) => {
@@ -119,20 +118,41 @@ impl S3Batch {
     }
 
     pub(crate) fn write(mut self, tree: &sled::Tree, batch: &mut sled::Batch) -> Result<(), StoreError> {
-        // Busy runs: merge the batch's seconds with the stored runs they touch.
         for (component, seconds) in &self.seconds {
+            // The time index: one key per second, its keys sorted.
+            for (second, keys) in seconds {
+                let k = second_key(layout::S3_TIMES, component, *second);
+                let mut all = match tree.get(&k)? {
+                    Some(v) => decode_keys(&v)?,
+                    None => Vec::new(),
+                };
+                all.extend(keys.iter().cloned());
+                all.sort_unstable();
+                all.dedup();
+                batch.insert(k, encode(&all));
+            }
+            // Busy runs: the batch's runs of seconds merged with the stored runs they touch.
             let mut runs: BTreeMap<i64, i64> = BTreeMap::new();
-            let mut stored = std::collections::BTreeSet::new();
-            for &s in seconds {
-                for probe in [s, s.saturating_add(1)] {
-                    if let Some((a, b)) = run_before(tree, component, probe)?
-                        && b.saturating_add(1) >= s
-                        && stored.insert(a)
-                    {
-                        runs.insert(a, b);
-                    }
+            let mut stored = Vec::new();
+            let batch_runs = s3::busy_runs(seconds.keys().map(|s| Timestamp::from_micros(s * s3::SECOND_US)));
+            for (a, b) in batch_runs {
+                let (a, b) = (a.as_micros() / s3::SECOND_US, b.as_micros() / s3::SECOND_US);
+                // The stored run holding or ending just before `a`, and those starting inside `[a, b + 1]`.
+                if let Some((x, y)) = run_before(tree, component, a)?
+                    && y.saturating_add(1) >= a
+                {
+                    stored.push(x);
+                    runs.insert(x, y);
                 }
-                runs.insert(s, runs.get(&s).copied().unwrap_or(s).max(s));
+                for r in tree.range(busy_key(component, a.saturating_add(1))..=busy_key(component, b.saturating_add(1)))
+                {
+                    let (k, v) = r?;
+                    let (x, y) = busy_run(name_prefix(layout::S3_BUSY, component).len(), &k, &v)?;
+                    stored.push(x);
+                    runs.insert(x, y);
+                }
+                let end = runs.get(&a).copied().unwrap_or(b).max(b);
+                runs.insert(a, end);
             }
             let mut merged: Vec<(i64, i64)> = Vec::new();
             for (a, b) in runs {
@@ -153,9 +173,6 @@ impl S3Batch {
                 b.key_changed(key, *before, h);
             }
             batch.insert(hk.as_slice(), s3::encode_history(h));
-        }
-        for k in &self.times {
-            batch.insert(k.as_slice(), &[][..]);
         }
         for (component, b) in &self.buckets {
             batch.insert(&name_prefix(layout::S3_BUCKET, component)[..], encode(b));
@@ -223,17 +240,13 @@ impl crate::Ledger {
         if from > to {
             return Ok(Vec::new());
         }
-        let prefix = name_prefix(layout::S3_TIMES, component);
-        let mut start = prefix.to_vec();
-        start.extend_from_slice(&layout::time_bytes(from));
-        let mut end = prefix.to_vec();
-        end.extend_from_slice(&layout::time_bytes(to.saturating_add_micros(1)));
+        let (first, last) = (from.as_micros().div_euclid(s3::SECOND_US), to.as_micros().div_euclid(s3::SECOND_US));
         let mut keys = std::collections::BTreeSet::new();
-        for r in self.tree.range(start..end) {
-            let (k, _) = r?;
-            let key = std::str::from_utf8(&k[prefix.len() + 8..])
-                .map_err(|_| StoreError::Corrupt("an S3 key in the time index is not UTF-8".into()))?;
-            keys.insert(key.to_owned());
+        for r in self
+            .tree
+            .range(second_key(layout::S3_TIMES, component, first)..=second_key(layout::S3_TIMES, component, last))
+        {
+            keys.extend(decode_keys(&r?.1)?);
         }
         keys.into_iter().map(|k| Ok((k.clone(), self.s3_history(component, &k)?.unwrap_or_default()))).collect()
     }
