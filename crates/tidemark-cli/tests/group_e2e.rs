@@ -389,9 +389,11 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
             ],
         );
         assert!(!pause.exists(), "writers resumed");
-        // Markers while the application writes, every few hundred milliseconds.
-        for i in 0..6 {
-            std::thread::sleep(Duration::from_millis(200 + 150 * i));
+        // Markers while the application writes, every few hundred milliseconds
+        // (TIDEMARK_GROUP_MARKS more than the default 6 for a longer measurement).
+        let more: u64 = std::env::var("TIDEMARK_GROUP_MARKS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+        for i in 0..more {
+            std::thread::sleep(Duration::from_millis(200 + 150 * (i % 6)));
             if i % 2 == 0 {
                 w.watch(&pg);
             }

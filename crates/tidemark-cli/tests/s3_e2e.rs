@@ -233,6 +233,18 @@ fn s3_lineage_end_to_end() {
     restore.extend(w.bucket_args("s3:uploads", "uploads"));
     let t2s = t2.to_string();
     restore.extend(["--at", t2s.as_str(), "--target-bucket", "restored", "--concurrency", "4"]);
+    // A key whose role may not record the restore is refused before any copy (the agent key here).
+    let wrong_args: Vec<&str> = restore.iter().map(|a| if *a == "restored" { "never-made" } else { a }).collect();
+    let wrong = w.run_as("agent.key", &wrong_args);
+    assert_eq!(wrong.code, 3, "{}{}", wrong.stdout, wrong.stderr);
+    assert!(
+        wrong.stderr.contains("may append restore.performed") || wrong.stderr.contains("none of which may append"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(wrong.stderr.contains("nothing was done"), "{}", wrong.stderr);
+    let buckets = w.s3.block_on(w.s3.client().list_buckets().send()).unwrap();
+    assert!(!buckets.buckets().iter().any(|b| b.name() == Some("never-made")), "no bucket was created");
     let dry = w.run_as("operator.key", &[&restore[..], &["--dry-run"]].concat());
     assert!(dry.code == 0 && dry.stdout.contains("dry run"), "{}{}", dry.stdout, dry.stderr);
     assert!(w.keys("restored").is_empty(), "a dry run changes nothing");
