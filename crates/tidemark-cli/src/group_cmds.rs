@@ -640,18 +640,25 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
     let mut drafts = Vec::new();
     let mut parts = Vec::new();
     let restore_point = format!("tidemark-{}-{marker_id}", a.group);
-    let mut observed = Vec::new();
-    let mut cut_pg = || -> anyhow::Result<()> {
-        for (c, db) in &dbs {
-            observed.push(db.create_restore_point(&restore_point).with_context(|| c.clone())?);
-        }
-        Ok(())
+    // One restore point per cluster; an attempt that S3's clock did not bracket
+    // leaves its (harmless, differently named) restore points unrecorded.
+    let cut_pg = |attempt: u32| -> anyhow::Result<(String, Vec<pg_db::Observed>)> {
+        let name = if attempt == 0 { restore_point.clone() } else { format!("{restore_point}.{attempt}") };
+        let observed = dbs
+            .iter()
+            .map(|(c, db)| db.create_restore_point(&name).with_context(|| c.clone()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((name, observed))
     };
     let clocked: Vec<mark_cut::Clocked<'_>> =
         buckets.iter().map(|(c, b, s3)| mark_cut::Clocked { component: c, s3, bucket: b.bucket_name() }).collect();
-    // With buckets, PostgreSQL is cut right after S3's clock is seen ticking.
-    let mut cut =
-        if clocked.is_empty() { cut_pg().map(|()| None)? } else { Some(mark_cut::cut(&clocked, &mut cut_pg)?) };
+    // With buckets, PostgreSQL is cut while S3's clock is seen ticking.
+    let (mut cut, (restore_point, observed)) = if clocked.is_empty() {
+        (None, cut_pg(0)?)
+    } else {
+        let (cut, pg) = mark_cut::cut(&clocked, &cut_pg)?;
+        (Some(cut), pg)
+    };
     if let Some(cut) = cut.as_mut() {
         for (b, e) in clocked.iter().zip(cut.evidence.iter_mut()) {
             mark_cut::confirm(b, e)?;

@@ -2,10 +2,11 @@
 //! seconds of its own clock, so a marker cannot say "LastModified ≤ T" for
 //! a T inside a second with writes. Instead the mark watches each bucket's
 //! clock (copies onto a reserved key, `tidemark_s3::CLOCK_KEY`) until two
-//! back-to-back probes are stamped s − 1 and s, and cuts every PostgreSQL
-//! part at once: versions stamped before s were written before the cut,
-//! none stamped s or later was written before the last probe stamped s − 1
-//! was sent. The evidence goes into the marker (`S3ClockEvidence`).
+//! back-to-back probes are stamped s − 1 and s, cutting every PostgreSQL
+//! part concurrently with the second probe: the tick and the cut both lie
+//! between sending the first probe and the later of the second's response
+//! and the cut's return — that span, a few milliseconds, is the cut's
+//! spread. The evidence goes into the marker (`S3ClockEvidence`).
 
 use std::time::Duration;
 
@@ -61,13 +62,21 @@ fn clean_tick(before: &[ClockProbe], after: &[ClockProbe]) -> Option<i64> {
         .then_some(s)
 }
 
-/// Watches the buckets' clocks and runs `cut` right after a clean tick.
-pub fn cut(buckets: &[Clocked<'_>], cut: &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<Cut> {
+/// Watches the buckets' clocks and runs `cut` at a tick: first it locates
+/// the tick on this clock to within a round trip, then, a second later, it
+/// runs `cut` concurrently with each probe from just before the predicted
+/// tick until one round of probes is stamped a second after the previous
+/// one. The cut then lies between the previous round's sending and its own
+/// return, as does the tick. Each attempt gets its number (0 first).
+pub fn cut<T: Send>(
+    buckets: &[Clocked<'_>],
+    cut: &(dyn Fn(u32) -> anyhow::Result<T> + Sync),
+) -> anyhow::Result<(Cut, T)> {
     for b in buckets {
         b.s3.prepare_clock(b.bucket).with_context(|| b.component.to_owned())?;
     }
     let mut probes = vec![Vec::new(); buckets.len()];
-    // Where S3's second ticks on this clock, to within the probe interval.
+    // Where S3's second ticks on this clock, to within the probe interval…
     let mut prev = round(buckets, &mut probes)?;
     let mut tick: Option<i64> = None;
     for _ in 0..40 {
@@ -82,48 +91,75 @@ pub fn cut(buckets: &[Clocked<'_>], cut: &mut dyn FnMut() -> anyhow::Result<()>)
     let Some(mut tick) = tick else {
         return Err(coded(exit::FAILURE, "S3's clock did not tick in 1.6 s of probing: LastModified is not advancing"));
     };
-    for _ in 0..6 {
-        // Wake a little before the next tick, then probe back to back.
+    // …then to within a round trip (back-to-back probes around the next tick),
+    // and then the cut, concurrent with the probes, around the one after.
+    let mut calibrated = false;
+    let mut round_trip = 20_000i64;
+    let mut attempt = 0u32;
+    for _ in 0..8 {
         let now = util::now().as_micros();
         let mut next = tick + ((now - tick).div_euclid(SECOND_US) + 1) * SECOND_US;
-        if next - 80_000 < now + 5_000 {
+        let early = if calibrated { 2 * round_trip + 2_000 } else { 80_000 };
+        if next - early < now + 2_000 {
             next += SECOND_US;
         }
-        if let Some(d) = micros_until(next - 80_000) {
+        if let Some(d) = micros_until(next - early) {
             std::thread::sleep(d);
         }
         let mut before = round(buckets, &mut probes)?;
         loop {
-            let after = round(buckets, &mut probes)?;
-            if let Some(s) = clean_tick(&before, &after) {
-                cut()?;
-                let cut_returned_at = util::now();
-                let boundary = Timestamp::from_micros(s * SECOND_US);
-                let evidence = before
-                    .into_iter()
-                    .zip(after)
-                    .map(|(b, a)| S3ClockEvidence {
-                        boundary,
-                        before: b,
-                        after: a,
-                        cut_returned_at,
-                        uploads_in_progress: Vec::new(),
-                    })
-                    .collect();
-                return Ok(Cut { evidence, probes });
+            let (after, attempted) = if calibrated {
+                let (done, after) = std::thread::scope(|scope| {
+                    let n = attempt;
+                    let pg = scope.spawn(move || cut(n).map(|t| (t, util::now())));
+                    let after = round(buckets, &mut probes);
+                    (pg.join().expect("the cut does not panic"), after)
+                });
+                attempt += 1;
+                (after?, Some(done?))
+            } else {
+                (round(buckets, &mut probes)?, None)
+            };
+            let (first, last) = (&before[0], &after[0]);
+            round_trip = round_trip.min(last.received_at.as_micros() - last.sent_at.as_micros()).max(500);
+            match (clean_tick(&before, &after), attempted) {
+                (Some(s), Some((t, cut_returned_at))) => {
+                    let boundary = Timestamp::from_micros(s * SECOND_US);
+                    let evidence = before
+                        .into_iter()
+                        .zip(after)
+                        .map(|(b, a)| S3ClockEvidence {
+                            boundary,
+                            before: b,
+                            after: a,
+                            cut_returned_at,
+                            uploads_in_progress: Vec::new(),
+                        })
+                        .collect();
+                    return Ok((Cut { evidence, probes }, t));
+                }
+                (Some(_), None) => {
+                    // Located to within a round trip: the tick lies between these two probes.
+                    tick = (first.sent_at.as_micros() + last.received_at.as_micros()) / 2;
+                    calibrated = true;
+                    break;
+                }
+                _ => {}
             }
             if after.iter().zip(&before).any(|(a, b)| second(a.last_modified) != second(b.last_modified)) {
-                // A tick, but not one every bucket showed between two rounds: try the next second.
+                // A tick, but not one every bucket showed between two rounds: locate it again.
                 tick = after[0].sent_at.as_micros();
+                calibrated = false;
                 break;
             }
             if util::now().as_micros() > next + 250_000 {
+                calibrated = false;
                 break;
             }
             before = after;
         }
     }
-    Err(coded(exit::FAILURE, "could not see S3's clock tick between two back-to-back probes in 6 attempts"))
+    Err(coded(exit::FAILURE, "could not see S3's clock tick between two back-to-back probes in 8 attempts"))
 }
 
 /// After the cut: the uploads in progress that could still add versions

@@ -582,9 +582,10 @@ pub struct ClockProbe {
 
 /// The evidence of an exact S3 cut: probe `before` was stamped in the
 /// second before `boundary`, probe `after` (the next request) in the second
-/// starting at it, and every PostgreSQL part was cut between `after`'s
-/// response and `cut_returned_at`. Every version with LastModified before
-/// `boundary` was written before the cut; none at or after it.
+/// starting at it, and every PostgreSQL part was cut after `before`'s
+/// response and before `cut_returned_at` (concurrently with `after`). The
+/// tick and the cut both lie within [`S3ClockEvidence::cut_spread_us`] of
+/// `before.sent_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct S3ClockEvidence {
@@ -602,9 +603,11 @@ pub struct S3ClockEvidence {
 
 impl S3ClockEvidence {
     /// Rule: the longest the cut can be from the S3 boundary: from sending
-    /// the last probe stamped before it to the return of the last restore point.
+    /// the last probe stamped before it to the later of the next probe's
+    /// response and the last restore point's return (both the tick and the
+    /// cut lie in that span).
     pub fn cut_spread_us(&self) -> i64 {
-        self.cut_returned_at.as_micros() - self.before.sent_at.as_micros()
+        self.cut_returned_at.max(self.after.received_at).as_micros() - self.before.sent_at.as_micros()
     }
 
     /// Rule: the evidence is self-consistent and pins `watermark` (= boundary − 1 µs).
@@ -622,17 +625,9 @@ impl S3ClockEvidence {
         }
         non_empty("s3_clock.before.version_id", &self.before.version_id)?;
         non_empty("s3_clock.after.version_id", &self.after.version_id)?;
-        let order = [
-            self.before.sent_at,
-            self.before.received_at,
-            self.after.sent_at,
-            self.after.received_at,
-            self.cut_returned_at,
-        ];
-        if order.windows(2).any(|w| w[1] < w[0]) {
-            return Err(
-                "s3_clock times must be in order: before sent ≤ received ≤ after sent ≤ received ≤ cut returned".into(),
-            );
+        let order = [self.before.sent_at, self.before.received_at, self.after.sent_at, self.after.received_at];
+        if order.windows(2).any(|w| w[1] < w[0]) || self.cut_returned_at < self.before.received_at {
+            return Err("s3_clock times must be in order: before sent ≤ received ≤ after sent ≤ received, and the cut returned after before was received".into());
         }
         list("s3_clock.uploads_in_progress", &self.uploads_in_progress)
     }
@@ -1576,7 +1571,7 @@ mod tests {
             ..good.clone()
         };
         assert!(skipped.check(w).unwrap_err().contains("stamped in the second before"));
-        let early = S3ClockEvidence { cut_returned_at: t("2026-11-23T01:10:00.990Z"), ..good };
+        let early = S3ClockEvidence { cut_returned_at: t("2026-11-23T01:10:00.984Z"), ..good };
         assert!(early.check(w).unwrap_err().contains("in order"));
     }
 }
