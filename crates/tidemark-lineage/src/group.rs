@@ -1058,7 +1058,26 @@ impl Judge<'_> {
                 Some(a) => intersect(&a, &times),
             });
         }
+        // A time is restored as of the newest PostgreSQL observation at or
+        // before it: a window's points begin at its first observation.
         acc.unwrap_or_default()
+            .into_iter()
+            .filter_map(|(a, b)| {
+                let mut from = a;
+                for (c, p) in &self.prepared {
+                    if let Prepared::Pg { cluster, .. } = p {
+                        let positions = self.inputs.pg[*c].positions;
+                        let first = cluster
+                            .timelines()
+                            .filter_map(|tl| positions.first_at_or_after(tl, a))
+                            .map(|o| o.observed_at)
+                            .min()?;
+                        from = from.max(first);
+                    }
+                }
+                (from <= b).then_some((from, b))
+            })
+            .collect()
     }
 
     fn window_record(&self, from: Timestamp, to: Timestamp) -> Record {
