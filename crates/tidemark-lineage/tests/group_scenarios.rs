@@ -141,6 +141,14 @@ fn run(path: &Path) {
     let want: Vec<(String, String)> =
         expect["windows"].as_array().unwrap().iter().map(|w| (t(&w[0]).to_string(), t(&w[1]).to_string())).collect();
     assert_eq!(windows, want, "{name}: correlated windows (newest first)");
+    // Every time inside a listed window resolves to a restorable point.
+    for w in &report.windows {
+        let mid = Timestamp::from_micros(w.from.as_micros() + (w.to.as_micros() - w.from.as_micros()) / 2);
+        for at in [w.from, mid, w.to] {
+            let point = group::time_point(&world.catalog, group, at, &inputs).unwrap();
+            assert!(point.is_ok(), "{name}: {at} is inside window {w:?} but {point:?}");
+        }
+    }
     for (i, needle) in expect.get("gap_reasons_contain").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let needle = needle.as_str().unwrap();
         assert!(
