@@ -617,12 +617,13 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
         if id.is_null() {
             return Err(coded(exit::USAGE, format!("{c} is not registered with its bucket (`tidemark s3 register`)")));
         }
+        // Path-style addressing also follows from a registered endpoint that is not AWS.
         let b = s3_cmds::Bucket::new(
             c,
             (endpoint != s3_cmds::AWS_ENDPOINT).then(|| endpoint.to_owned()),
             s(&id["bucket"]),
             s(&id["region"]),
-            a.s3_path_style,
+            a.s3_path_style || endpoint != s3_cmds::AWS_ENDPOINT,
         );
         let s3 = b.connect()?;
         buckets.push((c.clone(), b, s3));

@@ -357,7 +357,8 @@ fn restore_s3(part: &Value, t: &Targets) -> anyhow::Result<(String, String, Opti
     let s3 = tidemark_s3::S3::connect(&tidemark_s3::Endpoint {
         url: url.clone(),
         region: s(&part["region"]).to_owned(),
-        path_style: t.s3_path_style,
+        // Path-style addressing also follows from an endpoint that is not AWS.
+        path_style: t.s3_path_style || url.is_some(),
         static_credentials: None,
     })?;
     let lines: Vec<ManifestLine> = part["manifest"]
@@ -662,7 +663,7 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
             let removed = tidemark_s3::S3::connect(&tidemark_s3::Endpoint {
                 url: url.clone(),
                 region,
-                path_style: a.how.s3_path_style,
+                path_style: a.how.s3_path_style || url.is_some(),
                 static_credentials: None,
             })
             .map_err(anyhow::Error::from)
