@@ -36,7 +36,7 @@ pub const STATE: &[u8] = b"S";
 pub const PROJECTION_VERSION_KEY: &[u8] = b"V";
 /// Bumped whenever a projection's stored shape changes: opening an older
 /// ledger rebuilds the projections once from the log.
-pub const PROJECTION_VERSION: u32 = 7;
+pub const PROJECTION_VERSION: u32 = 8;
 /// `G ‖ blake3(component)[..16]` → bincode `tidemark_lineage::pg::Cluster`.
 pub const PG_CLUSTER: u8 = b'G';
 /// `W ‖ blake3(component)[..16] ‖ bucket` → bincode `Vec<crate::pg::ArchivedFile>` sorted by name:
