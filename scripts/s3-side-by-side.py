@@ -66,6 +66,7 @@ try:
         tm("key", "new", "--name", name, "--out", f"{name}.key")
         tm("key", "enroll", "--pub", f"{name}.key.pub", "--roles", role, "--signer", os.path.join(led, "keys/admin.key"))
     common = ["--component", "s3:src", "--endpoint", url, "--bucket", "src", "--path-style"]
+    tm("s3", "register", *common, "--signer", os.path.join(led, "keys/admin.key"))
     t0 = time.time(); out = tm("s3", "scan", *common, "--signer", "agent.key"); scan_s = time.time() - t0
     t_iso = T.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     t0 = time.time()
