@@ -612,19 +612,7 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
     // The buckets, connected before anything is stopped too.
     let mut buckets = Vec::new();
     for c in components.iter().filter(|c| c.starts_with("s3:")) {
-        let id = &info["components"][c.as_str()]["s3"];
-        let endpoint = s(&id["endpoint"]);
-        if id.is_null() {
-            return Err(coded(exit::USAGE, format!("{c} is not registered with its bucket (`tidemark s3 register`)")));
-        }
-        // Path-style addressing also follows from a registered endpoint that is not AWS.
-        let b = s3_cmds::Bucket::new(
-            c,
-            (endpoint != s3_cmds::AWS_ENDPOINT).then(|| endpoint.to_owned()),
-            s(&id["bucket"]),
-            s(&id["region"]),
-            a.s3_path_style || endpoint != s3_cmds::AWS_ENDPOINT,
-        );
+        let b = s3_cmds::Bucket::registered(c, a.s3_path_style).resolve(&info["components"][c.as_str()]["s3"])?;
         let s3 = b.connect()?;
         buckets.push((c.clone(), b, s3));
     }

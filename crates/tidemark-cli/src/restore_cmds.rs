@@ -353,12 +353,11 @@ fn restore_s3(part: &Value, t: &Targets) -> anyhow::Result<(String, String, Opti
     let bucket = s(&part["bucket"]);
     let target = format!("{bucket}{suffix}");
     let endpoint = s(&part["endpoint"]);
-    let url = (endpoint != s3_cmds::AWS_ENDPOINT).then(|| endpoint.to_owned());
+    let url = s3_cmds::endpoint_url(endpoint);
     let s3 = tidemark_s3::S3::connect(&tidemark_s3::Endpoint {
         url: url.clone(),
         region: s(&part["region"]).to_owned(),
-        // Path-style addressing also follows from an endpoint that is not AWS.
-        path_style: t.s3_path_style || url.is_some(),
+        path_style: s3_cmds::path_style(endpoint, t.s3_path_style),
         static_credentials: None,
     })?;
     let lines: Vec<ManifestLine> = part["manifest"]
@@ -663,6 +662,7 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
             let removed = tidemark_s3::S3::connect(&tidemark_s3::Endpoint {
                 url: url.clone(),
                 region,
+                // A URL is a non-AWS endpoint (`s3_cmds::path_style`).
                 path_style: a.how.s3_path_style || url.is_some(),
                 static_credentials: None,
             })

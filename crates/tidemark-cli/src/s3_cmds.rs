@@ -40,15 +40,9 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// A bucket as a group's registered identity names it.
-    pub fn new(component: &str, endpoint: Option<String>, bucket: &str, region: &str, path_style: bool) -> Bucket {
-        Bucket {
-            component: component.to_owned(),
-            endpoint,
-            bucket: Some(bucket.to_owned()),
-            region: Some(region.to_owned()),
-            path_style,
-        }
+    /// A bucket known only by its component: everything else from its registration (`resolve`).
+    pub fn registered(component: &str, path_style: bool) -> Bucket {
+        Bucket { component: component.to_owned(), endpoint: None, bucket: None, region: None, path_style }
     }
 
     /// Rule: what is not given comes from the registration — the endpoint,
@@ -59,13 +53,13 @@ impl Bucket {
         let endpoint = registered["endpoint"].as_str().unwrap_or(AWS_ENDPOINT);
         Ok(Bucket {
             component: self.component.clone(),
-            endpoint: self.endpoint.clone().or_else(|| (endpoint != AWS_ENDPOINT).then(|| endpoint.to_owned())),
+            endpoint: self.endpoint.clone().or_else(|| endpoint_url(endpoint)),
             bucket: self.bucket.clone().or_else(|| registered["bucket"].as_str().map(str::to_owned)),
             region: self
                 .region
                 .clone()
                 .or_else(|| registered["region"].as_str().filter(|r| !r.is_empty()).map(str::to_owned)),
-            path_style: self.path_style || endpoint != AWS_ENDPOINT,
+            path_style: path_style(endpoint, self.path_style),
         })
     }
 
@@ -119,6 +113,16 @@ impl Bucket {
 
 /// The endpoint a bucket registered without `--endpoint` is recorded with.
 pub const AWS_ENDPOINT: &str = "https://s3.amazonaws.com";
+
+/// The URL to connect to for a registered endpoint (`None`: AWS's own).
+pub fn endpoint_url(registered: &str) -> Option<String> {
+    (registered != AWS_ENDPOINT).then(|| registered.to_owned())
+}
+
+/// Rule: path-style addressing when asked for, or for an endpoint that is not AWS.
+pub fn path_style(registered: &str, asked: bool) -> bool {
+    asked || registered != AWS_ENDPOINT
+}
 
 #[derive(Subcommand)]
 pub enum S3Command {
@@ -386,13 +390,7 @@ pub fn scan_bucket(
         }
     }
     drafts.extend(missing_drafts);
-    let mut through = s3_scan::watermark(started_at, clock_skew_ms, None);
-    if let Some(p) = proven_through {
-        through = through.max(p);
-    }
-    if let Some(u) = oldest_upload {
-        through = through.min(u.saturating_add_micros(-1));
-    }
+    let through = s3_scan::watermark(started_at, clock_skew_ms, proven_through, oldest_upload);
     let finished_at = util::now().max(started_at);
     drafts.push(json!({"kind": "s3.scan_complete", "body": {"component": component, "complete_through": through,
         "started_at": started_at, "finished_at": finished_at, "versions_listed": listed}}));

@@ -67,9 +67,15 @@ impl World {
     }
 
     fn scan(&self, component: &str, bucket: &str) -> String {
+        let r = self.try_scan(component, bucket);
+        assert_eq!(r.code, 0, "s3 scan {component} {bucket}: {}{}", r.stdout, r.stderr);
+        r.stdout
+    }
+
+    fn try_scan(&self, component: &str, bucket: &str) -> Run {
         let mut args = vec!["s3", "scan"];
         args.extend(self.bucket_args(component, bucket));
-        self.ok(&args)
+        self.run_as("agent.key", &args)
     }
 
     fn create_bucket(&self, bucket: &str, lock: bool) {
@@ -353,18 +359,14 @@ fn suspended_versioning_and_object_lock() {
     let w = World::new(&moto);
     // A component never registered cannot be scanned: nothing is recorded.
     w.create_bucket("susp", false);
-    let mut args = vec!["s3", "scan"];
-    args.extend(w.bucket_args("s3:susp", "susp"));
-    let r = w.run_as("agent.key", &args);
+    let r = w.try_scan("s3:susp", "susp");
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("register"), "{}", r.stderr);
     assert!(!w.ok(&["log", "--json"]).contains("s3:susp"), "nothing recorded about it");
     w.register("s3:susp", "susp");
     // A scan of another bucket than the registered one is refused before listing.
     w.create_bucket("other", false);
-    let mut args = vec!["s3", "scan"];
-    args.extend(w.bucket_args("s3:susp", "other"));
-    let r = w.run_as("agent.key", &args);
+    let r = w.try_scan("s3:susp", "other");
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("is registered as bucket susp"), "{}", r.stderr);
     // Suspended versioning: a null version overwritten cannot be reconstructed in between.

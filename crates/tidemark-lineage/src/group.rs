@@ -785,14 +785,7 @@ fn prepare<'a>(catalog: &Catalog, component: &str, inputs: &'a Inputs<'a>) -> Pr
         Some(ComponentKind::S3) => match inputs.s3.get(component) {
             Some(input) => {
                 let inclusive = |windows: Vec<s3::S3Window>| -> Vec<(Timestamp, Timestamp)> {
-                    let times = windows
-                        .into_iter()
-                        .map(|w| {
-                            let watermark = w.bounded_by.len() == 1 && w.bounded_by[0] == "scan watermark";
-                            (w.from, if watermark { w.to } else { w.to.saturating_add_micros(-1) })
-                        })
-                        .filter(|(a, b)| a <= b)
-                        .collect();
+                    let times = windows.iter().map(|w| (w.from, w.inclusive_end())).filter(|(a, b)| a <= b).collect();
                     merge(times)
                 };
                 // Markers are points: judged on the holes, then exactly at their time
@@ -928,7 +921,7 @@ fn clock_evidence_problem(c: &S3ClockEvidence, skew_us: i64) -> Option<String> {
     let spread = c.cut_spread_us();
     (spread > skew_us).then(|| {
         format!(
-            "the PostgreSQL parts were cut up to {} ms after S3's clock was last seen before {}, more than the group's max skew of {} ms",
+            "the PostgreSQL parts and S3's tick to {1} may be up to {0} ms apart, more than the group's max skew of {2} ms",
             spread / 1000,
             c.boundary,
             skew_us / 1000

@@ -458,6 +458,17 @@ pub struct S3Window {
     pub bounded_by: Vec<String>,
 }
 
+impl S3Window {
+    /// The last restorable instant: `to` itself at the scan watermark, else just before it.
+    pub fn inclusive_end(&self) -> Timestamp {
+        if self.bounded_by.len() == 1 && self.bounded_by[0] == "scan watermark" {
+            self.to
+        } else {
+            self.to.saturating_add_micros(-1)
+        }
+    }
+}
+
 impl Bucket {
     pub fn new(component: &str) -> Bucket {
         Bucket {
@@ -640,9 +651,7 @@ impl Bucket {
 pub fn without_busy(windows: Vec<S3Window>, busy: &[(Timestamp, Timestamp)]) -> Vec<S3Window> {
     let mut out = Vec::new();
     for w in windows {
-        // The window's inclusive end (problem-bounded windows end just before `to`).
-        let watermark = w.bounded_by.len() == 1 && w.bounded_by[0] == "scan watermark";
-        let end = if watermark { w.to } else { w.to.saturating_add_micros(-1) };
+        let end = w.inclusive_end();
         let mut from = w.from;
         let first = busy.partition_point(|(_, last)| last.saturating_add_micros(SECOND_US - 1) <= from);
         for (a, b) in &busy[first..] {
@@ -664,19 +673,24 @@ pub fn without_busy(windows: Vec<S3Window>, busy: &[(Timestamp, Timestamp)]) -> 
 
 /// Rule: runs of busy seconds from the seconds entries were stamped in (sorted, merged when adjacent).
 pub fn busy_runs(seconds: impl IntoIterator<Item = Timestamp>) -> Vec<(Timestamp, Timestamp)> {
-    let mut secs: Vec<i64> = seconds.into_iter().map(|t| t.as_micros().div_euclid(SECOND_US)).collect();
-    secs.sort_unstable();
-    secs.dedup();
-    let mut runs: Vec<(i64, i64)> = Vec::new();
-    for s in secs {
-        match runs.last_mut() {
-            Some((_, last)) if *last + 1 == s => *last = s,
-            _ => runs.push((s, s)),
-        }
-    }
-    runs.into_iter()
+    let seconds = seconds.into_iter().map(|t| t.as_micros().div_euclid(SECOND_US)).map(|s| (s, s)).collect();
+    merge_runs(seconds)
+        .into_iter()
         .map(|(a, b)| (Timestamp::from_micros(a * SECOND_US), Timestamp::from_micros(b * SECOND_US)))
         .collect()
+}
+
+/// Runs `[first, last]` of whole seconds (Unix), sorted and merged where they overlap or touch.
+pub fn merge_runs(mut runs: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    runs.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(runs.len());
+    for (a, b) in runs {
+        match merged.last_mut() {
+            Some((_, last)) if a <= last.saturating_add(1) => *last = (*last).max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
 }
 
 /// Bytes of one stored head: LastModified, first seen, position, flags, record offset and length.

@@ -106,12 +106,23 @@ pub fn diff_key(listed: &[Listed], known: Option<&KeyHistory>) -> KeyDiff {
     d
 }
 
-/// Rule: the scan watermark.
-pub fn watermark(started_at: Timestamp, clock_skew_ms: u64, oldest_upload_in_progress: Option<Timestamp>) -> Timestamp {
+/// Rule: the scan watermark — the whole second before the scan started on
+/// S3's clock (this clock minus the skew allowance), or a later one the
+/// caller proved (`proven_through`: a mark saw S3's clock tick before the
+/// scan began), and never past the oldest multipart upload in progress.
+pub fn watermark(
+    started_at: Timestamp,
+    clock_skew_ms: u64,
+    proven_through: Option<Timestamp>,
+    oldest_upload_in_progress: Option<Timestamp>,
+) -> Timestamp {
     let skewed = started_at.saturating_add_micros(-(clock_skew_ms as i64) * 1000);
     // LastModified has whole seconds: a write in the scan's first second may be listed or not.
     let second = skewed.as_micros().div_euclid(1_000_000) * 1_000_000;
     let mut w = Timestamp::from_micros(second - 1);
+    if let Some(p) = proven_through {
+        w = w.max(p);
+    }
     if let Some(u) = oldest_upload_in_progress {
         w = w.min(u.saturating_add_micros(-1));
     }
@@ -202,8 +213,11 @@ mod tests {
     #[test]
     fn rule_the_watermark_precedes_the_scan_second_and_uploads_in_progress() {
         let started = Timestamp::from_micros(t(100).as_micros() + 400_000);
-        assert_eq!(watermark(started, 0, None), Timestamp::from_micros(t(100).as_micros() - 1));
-        assert_eq!(watermark(started, 1000, None), Timestamp::from_micros(t(99).as_micros() - 1));
-        assert_eq!(watermark(started, 0, Some(t(50))), Timestamp::from_micros(t(50).as_micros() - 1));
+        assert_eq!(watermark(started, 0, None, None), Timestamp::from_micros(t(100).as_micros() - 1));
+        assert_eq!(watermark(started, 1000, None, None), Timestamp::from_micros(t(99).as_micros() - 1));
+        assert_eq!(watermark(started, 0, None, Some(t(50))), Timestamp::from_micros(t(50).as_micros() - 1));
+        let proven = Timestamp::from_micros(t(120).as_micros() - 1);
+        assert_eq!(watermark(started, 1000, Some(proven), None), proven, "a proven tick moves it on");
+        assert_eq!(watermark(started, 0, Some(proven), Some(t(50))), Timestamp::from_micros(t(50).as_micros() - 1));
     }
 }

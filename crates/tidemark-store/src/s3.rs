@@ -132,35 +132,26 @@ impl S3Batch {
                 batch.insert(k, encode(&all));
             }
             // Busy runs: the batch's runs of seconds merged with the stored runs they touch.
-            let mut runs: BTreeMap<i64, i64> = BTreeMap::new();
+            let batch_runs = s3::merge_runs(seconds.keys().map(|s| (*s, *s)).collect());
+            let mut runs = batch_runs.clone();
             let mut stored = Vec::new();
-            let batch_runs = s3::busy_runs(seconds.keys().map(|s| Timestamp::from_micros(s * s3::SECOND_US)));
-            for (a, b) in batch_runs {
-                let (a, b) = (a.as_micros() / s3::SECOND_US, b.as_micros() / s3::SECOND_US);
+            for &(a, b) in &batch_runs {
                 // The stored run holding or ending just before `a`, and those starting inside `[a, b + 1]`.
                 if let Some((x, y)) = run_before(tree, component, a)?
                     && y.saturating_add(1) >= a
                 {
                     stored.push(x);
-                    runs.insert(x, y);
+                    runs.push((x, y));
                 }
                 for r in tree.range(busy_key(component, a.saturating_add(1))..=busy_key(component, b.saturating_add(1)))
                 {
                     let (k, v) = r?;
                     let (x, y) = busy_run(name_prefix(layout::S3_BUSY, component).len(), &k, &v)?;
                     stored.push(x);
-                    runs.insert(x, y);
-                }
-                let end = runs.get(&a).copied().unwrap_or(b).max(b);
-                runs.insert(a, end);
-            }
-            let mut merged: Vec<(i64, i64)> = Vec::new();
-            for (a, b) in runs {
-                match merged.last_mut() {
-                    Some((_, last)) if a <= last.saturating_add(1) => *last = (*last).max(b),
-                    _ => merged.push((a, b)),
+                    runs.push((x, y));
                 }
             }
+            let merged = s3::merge_runs(runs);
             for a in stored {
                 batch.remove(busy_key(component, a));
             }

@@ -50,6 +50,23 @@ impl Fixture {
             "s3": {"endpoint": "http://127.0.0.1:1", "bucket": "uploads", "region": "us-east-1"}}}))
     }
 
+    /// Registers the bucket, observes versioning enabled, records `versions`
+    /// and a scan complete through t(50), in one batch.
+    fn scanned(&mut self, versions: &[(&str, &str, i64, u64, bool)]) {
+        let mut events = vec![
+            self.register(),
+            self.sign(
+                json!({"kind": "s3.versioning", "body": {"component": "s3:uploads", "status": "enabled", "observed_at": t(1)}}),
+            ),
+        ];
+        for (key, id, lm, pos, delete) in versions {
+            events.push(self.version(key, id, *lm, *pos, 100, *delete));
+        }
+        events.push(self.sign(json!({"kind": "s3.scan_complete", "body": {"component": "s3:uploads",
+            "complete_through": t(50), "started_at": t(100), "finished_at": t(101), "versions_listed": versions.len()}})));
+        self.ledger.append(events, t(102)).unwrap();
+    }
+
     fn manifest(&self, at: i64) -> (Vec<ManifestLine>, tidemark_lineage::s3::ManifestSummary) {
         let mut lines = Vec::new();
         let summary = self
@@ -66,22 +83,13 @@ impl Fixture {
 #[test]
 fn manifests_answers_and_windows_come_from_the_projection() {
     let mut f = Fixture::new();
-    let mut events = vec![
-        f.register(),
-        f.sign(
-            json!({"kind": "s3.versioning", "body": {"component": "s3:uploads", "status": "enabled", "observed_at": t(1)}}),
-        ),
-    ];
-    events.push(f.version("a.txt", "a1", 10, 1, 100, false));
-    events.push(f.version("a.txt", "a2", 20, 0, 100, false));
-    events.push(f.version("b.txt", "b1", 10, 1, 100, false));
-    events.push(f.version("b.txt", "bd", 30, 0, 100, true));
-    events.push(f.version("c.txt", "c1", 40, 0, 100, false));
-    events.push(
-        f.sign(json!({"kind": "s3.scan_complete", "body": {"component": "s3:uploads", "complete_through": t(50),
-        "started_at": t(100), "finished_at": t(101), "versions_listed": 5}})),
-    );
-    f.ledger.append(events, t(102)).unwrap();
+    f.scanned(&[
+        ("a.txt", "a1", 10, 1, false),
+        ("a.txt", "a2", 20, 0, false),
+        ("b.txt", "b1", 10, 1, false),
+        ("b.txt", "bd", 30, 0, true),
+        ("c.txt", "c1", 40, 0, false),
+    ]);
 
     let (lines, summary) = f.manifest(25);
     assert!(summary.restorable, "{summary:?}");
@@ -120,21 +128,12 @@ fn s3_facts_about_an_unregistered_component_are_refused_and_change_nothing() {
 #[test]
 fn answers_find_the_keys_written_in_the_second_of_t_through_the_time_index() {
     let mut f = Fixture::new();
-    let mut events = vec![
-        f.register(),
-        f.sign(
-            json!({"kind": "s3.versioning", "body": {"component": "s3:uploads", "status": "enabled", "observed_at": t(1)}}),
-        ),
-    ];
-    events.push(f.version("a.txt", "a1", 10, 1, 100, false));
-    events.push(f.version("a.txt", "a2", 20, 0, 100, false));
-    events.push(f.version("new.txt", "n1", 20, 0, 100, false));
-    events.push(f.version("quiet.txt", "q1", 5, 0, 100, false));
-    events.push(
-        f.sign(json!({"kind": "s3.scan_complete", "body": {"component": "s3:uploads", "complete_through": t(50),
-        "started_at": t(100), "finished_at": t(101), "versions_listed": 4}})),
-    );
-    f.ledger.append(events, t(102)).unwrap();
+    f.scanned(&[
+        ("a.txt", "a1", 10, 1, false),
+        ("a.txt", "a2", 20, 0, false),
+        ("new.txt", "n1", 20, 0, false),
+        ("quiet.txt", "q1", 5, 0, false),
+    ]);
     let inside = t(20).saturating_add_micros(400_000);
     let a = f.ledger.s3_answer("s3:uploads", inside).unwrap();
     assert!(!a.restorable, "{a:?}");
