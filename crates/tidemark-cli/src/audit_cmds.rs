@@ -1,6 +1,6 @@
 //! Auditor commands: export, verify-export, custody, audit.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,6 +13,7 @@ use tidemark_export::Selector;
 use tidemark_store::EntryFilter;
 
 use crate::exit::{self, coded};
+use crate::progress::Progress;
 use crate::{Global, util};
 
 #[derive(Args)]
@@ -42,6 +43,9 @@ pub struct ExportArgs {
     /// A checkpoint the auditor kept: include a consistency proof from it (repeatable).
     #[arg(long)]
     previous_checkpoint: Vec<PathBuf>,
+    /// Print what was exported as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn export(global: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -63,29 +67,92 @@ pub fn export(global: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
         let cp = Checkpoint::parse_body(&body).map_err(|e| coded(exit::USAGE, format!("{}: {e}", p.display())))?;
         sizes.push(cp.size);
     }
-    let ledger = util::open_ledger(global)?;
-    let show = std::io::stderr().is_terminal();
-    let summary = tidemark_export::write_export_path(&ledger, &selector, &a.out, &sizes, util::now(), &mut |n| {
-        if show {
-            eprint!("\rexported {n} entries");
-        }
-    })
-    .map_err(|e| coded(exit::USAGE, e.to_string()))?;
-    if show {
-        eprintln!();
+    if let Some(client) = global.client() {
+        return export_remote(global, &client, &selector, &sizes, &a.out, a.json);
     }
-    println!(
-        "exported {} entries (+{} authorising registry entries) proven into the checkpoint at tree size {} to {}",
-        summary.selected,
-        summary.registry_only,
-        summary.tree_size,
-        a.out.display()
-    );
-    println!(
-        "verify with: tidemark verify-export {} --ledger-key '{}'",
-        a.out.display(),
-        ledger.note_verifier().to_vkey()
-    );
+    let ledger = util::open_ledger(global)?;
+    let mut progress = Progress::new("exported", "entries", None, global.quiet);
+    let summary =
+        tidemark_export::write_export_path(&ledger, &selector, &a.out, &sizes, util::now(), &mut |n| progress.set(n))
+            .map_err(|e| coded(exit::USAGE, e.to_string()))?;
+    progress.finish();
+    let head = ExportPrinted {
+        out: a.out.display().to_string(),
+        tree_size: summary.tree_size,
+        selected_entries: summary.selected,
+        registry_entries: summary.registry_only,
+        ledger_key: ledger.note_verifier().to_vkey(),
+    };
+    head.print(a.json);
+    Ok(exit::ok())
+}
+
+/// What `export` prints (`--json`: this object).
+#[derive(serde::Serialize)]
+struct ExportPrinted {
+    out: String,
+    tree_size: u64,
+    selected_entries: u64,
+    /// Key-registry entries included only to authorise signers.
+    registry_entries: u64,
+    ledger_key: String,
+}
+
+impl ExportPrinted {
+    fn print(&self, json: bool) {
+        if json {
+            util::print_json(self);
+            return;
+        }
+        println!(
+            "exported {} entries (+{} authorising registry entries) proven into the checkpoint at tree size {} to {}",
+            self.selected_entries, self.registry_entries, self.tree_size, self.out
+        );
+        println!("verify with: tidemark verify-export {} --ledger-key '{}'", self.out, self.ledger_key);
+    }
+}
+
+/// An export of a running ledger: streamed by the server as a tar, written
+/// whole or not at all (into FILE.tar, or unpacked into a directory).
+fn export_remote(
+    global: &Global,
+    client: &tidemark_client::Client,
+    selector: &Selector,
+    sizes: &[u64],
+    out: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let is_tar = out.extension().is_some_and(|e| e == "tar");
+    if is_tar && out.exists() {
+        return Err(coded(exit::USAGE, format!("{} exists", out.display())));
+    }
+    if !is_tar && out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        return Err(coded(exit::USAGE, format!("{} exists and is not empty", out.display())));
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let partial =
+        tempfile::NamedTempFile::new_in(parent).with_context(|| format!("writing into {}", parent.display()))?;
+    let mut progress = Progress::bytes("received", global.quiet);
+    let mut writer = std::io::BufWriter::new(partial.as_file());
+    client.export(selector, sizes, &mut writer, &mut |n| progress.set(n)).map_err(crate::remote::client_err)?;
+    writer.flush()?;
+    drop(writer);
+    progress.finish();
+    partial.as_file().sync_all()?;
+    if is_tar {
+        partial.persist_noclobber(out).map_err(|e| e.error).with_context(|| format!("writing {}", out.display()))?;
+    } else {
+        tidemark_export::unpack_tar(partial.path(), out).map_err(|e| coded(exit::FAILURE, e.to_string()))?;
+    }
+    let head = tidemark_export::read_head(out).map_err(|e| coded(exit::FAILURE, e.to_string()))?;
+    ExportPrinted {
+        out: out.display().to_string(),
+        tree_size: head.tree_size,
+        selected_entries: head.selected_entries,
+        registry_entries: head.registry_entries.len() as u64,
+        ledger_key: head.ledger_key,
+    }
+    .print(json);
     Ok(exit::ok())
 }
 
@@ -103,7 +170,7 @@ pub struct VerifyExportArgs {
     json: bool,
 }
 
-pub fn verify_export(a: VerifyExportArgs) -> anyhow::Result<ExitCode> {
+pub fn verify_export(global: &Global, a: VerifyExportArgs) -> anyhow::Result<ExitCode> {
     let vkey = match std::fs::read_to_string(&a.ledger_key) {
         Ok(text) => text,
         Err(_) => a.ledger_key.clone(),
@@ -116,8 +183,10 @@ pub fn verify_export(a: VerifyExportArgs) -> anyhow::Result<ExitCode> {
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
     let options = tidemark_export::VerifyOptions { verifier: &verifier, previous_checkpoint: previous.as_deref() };
-    let report = tidemark_export::verify_export_path(&a.path, &options, &mut |_| {})
+    let mut progress = Progress::new("verified", "entries", None, global.quiet || a.json);
+    let report = tidemark_export::verify_export_path(&a.path, &options, &mut |n| progress.set(n))
         .map_err(|e| coded(exit::USAGE, e.to_string()))?;
+    progress.finish();
     if a.json {
         util::print_json(&report);
     } else {

@@ -167,8 +167,10 @@ fn sign_and_append(global: &Global, signer: &Path, draft: serde_json::Value) -> 
 }
 
 fn list(global: &Global, a: ListArgs) -> anyhow::Result<ExitCode> {
-    let ledger = util::open_ledger(global)?;
-    let keys: Vec<_> = ledger.registry().keys().cloned().collect();
+    let keys: Vec<_> = match global.client() {
+        Some(client) => client.keys().map_err(crate::remote::client_err)?.keys,
+        None => util::open_ledger(global)?.registry().keys().cloned().collect(),
+    };
     if a.json {
         print_json(&keys);
         return Ok(exit::ok());
@@ -195,8 +197,8 @@ fn show(global: &Global, a: ShowArgs) -> anyhow::Result<ExitCode> {
         println!("public_key {}", public.public_key.to_base64());
         return Ok(exit::ok());
     }
-    if let Some(url) = global.url() {
-        print!("{}", crate::remote::get(global, url, "/v1/ledger-key")?);
+    if let Some(client) = global.client() {
+        println!("{}", client.ledger_key().map_err(crate::remote::client_err)?);
         return Ok(exit::ok());
     }
     let ledger = util::open_ledger(global)?;

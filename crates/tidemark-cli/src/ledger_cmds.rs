@@ -1,6 +1,6 @@
 //! Ledger commands: init, append, log, verify, checkpoint, proof, schemas.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,6 +13,7 @@ use tidemark_store::{Appended, EntryFilter, Genesis, Ledger, LedgerPaths, StoreE
 
 use crate::Global;
 use crate::exit::{self, coded};
+use crate::progress::Progress;
 use crate::util::{self, print_json};
 
 /// Events per append batch unless `--batch-size` says otherwise.
@@ -347,19 +348,25 @@ pub struct VerifyArgs {
     json: bool,
 }
 
+/// Verifies the ledger: locally, or — through a server's URL — on the
+/// server, as of the moment asked (appends go on meanwhile).
 pub fn verify(global: &Global, a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let ledger = util::open_ledger(global)?;
-    let show_progress = std::io::stderr().is_terminal() && !a.json;
-    let total = ledger.size();
     let started = std::time::Instant::now();
-    let report = ledger.verify(&mut |done| {
-        if show_progress {
-            eprint!("\rverified {done}/{total} entries");
+    let mut progress = Progress::new("verified", "entries", None, global.quiet);
+    let report = match global.client() {
+        Some(client) => client
+            .verify(&mut |done, size| {
+                progress.set_total(size);
+                progress.set(done);
+            })
+            .map_err(crate::remote::client_err)?,
+        None => {
+            let ledger = util::open_ledger(global)?;
+            progress.set_total(ledger.size());
+            ledger.verify(&mut |done| progress.set(done))?
         }
-    })?;
-    if show_progress {
-        eprintln!();
-    }
+    };
+    progress.finish();
     if a.json {
         print_json(&report);
     } else if let Some(f) = &report.failure {
@@ -388,9 +395,8 @@ pub struct CheckpointArgs {
 }
 
 pub fn checkpoint(global: &Global, a: CheckpointArgs) -> anyhow::Result<ExitCode> {
-    if let Some(url) = global.url() {
-        let path = a.size.map_or("/v1/checkpoint".to_owned(), |s| format!("/v1/checkpoint?size={s}"));
-        print!("{}", crate::remote::get(global, url, &path)?);
+    if let Some(client) = global.client() {
+        print!("{}", client.checkpoint(a.size).map_err(crate::remote::client_err)?);
         return Ok(exit::ok());
     }
     let ledger = util::open_ledger(global)?;
@@ -432,16 +438,28 @@ pub enum ProofCommand {
 }
 
 pub fn proof(global: &Global, c: ProofCommand) -> anyhow::Result<ExitCode> {
+    let leaf = |e: Entry| Some(String::from_utf8(e.leaf_bytes()).expect("JSON is UTF-8"));
+    if let Some(client) = global.client() {
+        let e = crate::remote::client_err;
+        match c {
+            ProofCommand::Inclusion { seq, size } => {
+                let mut doc = client.inclusion_proof(seq, size).map_err(e)?;
+                doc.leaf = leaf(client.entry(seq).map_err(e)?);
+                print_json(&doc);
+            }
+            ProofCommand::Consistency { from, to } => print_json(&client.consistency_proof(from, to).map_err(e)?),
+        }
+        return Ok(exit::ok());
+    }
     let ledger = util::open_ledger(global)?;
-    let value = match c {
+    match c {
         ProofCommand::Inclusion { seq, size } => {
             let mut doc = ledger.inclusion_proof_document(seq, size)?;
-            doc["leaf"] = Value::String(String::from_utf8(ledger.entry(seq)?.leaf_bytes()).expect("JSON is UTF-8"));
-            doc
+            doc.leaf = leaf(ledger.entry(seq)?);
+            print_json(&doc);
         }
-        ProofCommand::Consistency { from, to } => ledger.consistency_proof_document(from, to)?,
-    };
-    print_json(&value);
+        ProofCommand::Consistency { from, to } => print_json(&ledger.consistency_proof_document(from, to)?),
+    }
     Ok(exit::ok())
 }
 

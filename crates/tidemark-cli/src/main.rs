@@ -16,6 +16,7 @@ mod keys;
 mod ledger_cmds;
 mod mark_cut;
 mod pg_cmds;
+mod progress;
 mod recovery_cmds;
 mod remote;
 mod restore_cmds;
@@ -54,12 +55,20 @@ pub struct Global {
     /// Read credential for a server (`tidemark token issue`).
     #[arg(long, global = true, env = "TIDEMARK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// No progress on stderr (results and errors are still printed).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 }
 
 impl Global {
     /// The server URL, when `--ledger` names one.
     pub fn url(&self) -> Option<&str> {
         (self.ledger.starts_with("http://") || self.ledger.starts_with("https://")).then_some(self.ledger.as_str())
+    }
+
+    /// The client of the server `--ledger` names, if it names one.
+    pub fn client(&self) -> Option<tidemark_client::Client> {
+        self.url().map(|url| tidemark_client::Client::new(url, self.token.clone()))
     }
 
     /// The ledger directory; an error naming the command's need when `--ledger` is a URL.
@@ -165,7 +174,7 @@ fn main() -> ExitCode {
         Command::Drill(a) => restore_cmds::drill(&cli.global, a),
         Command::Timeline(a) => group_cmds::timeline(&cli.global, a),
         Command::Export(a) => audit_cmds::export(&cli.global, a),
-        Command::VerifyExport(a) => audit_cmds::verify_export(a),
+        Command::VerifyExport(a) => audit_cmds::verify_export(&cli.global, a),
         Command::Custody(a) => audit_cmds::custody(&cli.global, a),
         Command::Audit(a) => audit_cmds::audit(&cli.global, a),
         Command::Token(c) => remote::token(c),

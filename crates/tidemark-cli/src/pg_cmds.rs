@@ -507,15 +507,7 @@ pub enum Source {
     Remote(Client),
 }
 
-pub fn client_err(e: ClientError) -> anyhow::Error {
-    match e {
-        ClientError::Refused { status: 401, detail, .. } => {
-            coded(exit::USAGE, format!("{detail} (pass --token or set TIDEMARK_TOKEN)"))
-        }
-        ClientError::Refused { status: 400 | 404, detail, .. } => coded(exit::USAGE, detail),
-        other => other.into(),
-    }
-}
+pub use crate::remote::client_err;
 
 fn target_query(component: &str, target: Option<&Target>) -> String {
     let mut q = format!("component={}", urlencode(component));

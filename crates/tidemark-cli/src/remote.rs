@@ -198,15 +198,22 @@ pub fn append_remote(
     Ok(())
 }
 
-/// GET from the server, with clear errors.
-pub fn get(global: &Global, url: &str, path: &str) -> anyhow::Result<String> {
-    let client = Client::new(url, global.token.clone());
-    client.get(path).map_err(|e| match e {
+/// A client error as the CLI reports it: a refused credential or request
+/// is a usage error (exit 2) with the server's own words.
+pub fn client_err(e: ClientError) -> anyhow::Error {
+    match e {
         ClientError::Refused { status: 401, detail, .. } => {
             coded(exit::USAGE, format!("{detail} (pass --token or set TIDEMARK_TOKEN)"))
         }
+        ClientError::Refused { status: 400 | 404, detail, .. } => coded(exit::USAGE, detail),
         other => other.into(),
-    })
+    }
+}
+
+/// GET from the server, with clear errors.
+pub fn get(global: &Global, url: &str, path: &str) -> anyhow::Result<String> {
+    let client = Client::new(url, global.token.clone());
+    client.get(path).map_err(client_err)
 }
 
 /// Every entry `filter` selects on a server, page by page, with the actor

@@ -507,19 +507,19 @@ fn check_plan_checkpoint(global: &Global, plan: &Value) -> anyhow::Result<()> {
     let size = cp["tree_size"].as_u64().ok_or_else(|| coded(exit::USAGE, "the plan has no checkpoint size"))?;
     let doc = match Source::open(global)? {
         Source::Local(l) => l.consistency_proof_document(size, None)?,
-        Source::Remote(c) => Source::get(&c, &format!("/v1/proof/consistency?from={size}"))?,
+        Source::Remote(c) => c.consistency_proof(size, None).map_err(crate::remote::client_err)?,
     };
-    if doc["root1"] != cp["root_hash"] {
+    if cp["root_hash"].as_str() != Some(doc.root1.as_str()) {
         return Err(coded(
             exit::VERIFY_FAILED,
             format!(
                 "the plan was computed at a checkpoint (size {size}, root {}) that is not in this ledger's history (its tree at {size} has root {}): a plan from another ledger, or a rewritten history; nothing was restored",
                 s(&cp["root_hash"]),
-                s(&doc["root1"])
+                doc.root1
             ),
         ));
     }
-    eprintln!("plan checkpoint {size} is in this ledger's history (now {} entries)", doc["size2"]);
+    eprintln!("plan checkpoint {size} is in this ledger's history (now {} entries)", doc.size2);
     Ok(())
 }
 

@@ -436,3 +436,77 @@ fn an_oversized_request_head_is_refused() {
     assert_eq!(get(&server.url, "/healthz", None).0, 200);
     server.stop();
 }
+
+/// An auditor works on a running ledger through its URL while writers go on
+/// appending: verify, export + verify-export, proofs, the key registry and
+/// checkpoints all answer, and agree with the same commands on the stopped
+/// ledger at the same tree size.
+#[test]
+fn a_live_ledger_is_verified_exported_and_proven_through_its_url() {
+    let cli = Cli::with_keys();
+    let server = Server::start(&cli, "127.0.0.1:0", &[]);
+    let url = server.url.clone();
+    let key = Arc::new(agent(&cli));
+    let auditor = token(&cli, "operator.key");
+    let client = tidemark_client::Client::new(&url, None);
+    client.append(&(0..3000).map(|i| position(&key, i)).collect::<Vec<_>>()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, key, stop) = (url.clone(), key.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let client = tidemark_client::Client::new(&url, None);
+            let mut n = 10_000u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client.append(&(n..n + 200).map(|i| position(&key, i)).collect::<Vec<_>>()).unwrap();
+                n += 200;
+            }
+            n - 10_000
+        })
+    };
+    let remote = |args: &[&str]| {
+        let r = cli.run_remote(&url, &auditor, "operator.key", &[], args);
+        assert_eq!(r.code, 0, "tidemark {args:?} through the server: {}{}", r.stdout, r.stderr);
+        r.stdout
+    };
+    let verdict: Value = serde_json::from_str(&remote(&["verify", "--json"])).unwrap();
+    assert!(verdict["failure"].is_null(), "{verdict}");
+    let verified_size = verdict["size"].as_u64().unwrap();
+    assert!(verified_size >= 3003, "{verdict}");
+    assert_eq!(verdict["entries_checked"].as_u64(), Some(verified_size));
+
+    let exported: Value = serde_json::from_str(&remote(&["export", "--all", "--out", "live.tar", "--json"])).unwrap();
+    let export_size = exported["tree_size"].as_u64().unwrap();
+    assert_eq!(exported["selected_entries"].as_u64(), Some(export_size));
+    remote(&["export", "--component", "pg:main", "--out", "live-dir"]);
+    let vkey = remote(&["key", "show", "--ledger-key"]).trim().to_owned();
+    for path in ["live.tar", "live-dir"] {
+        let r = cli.run(&["verify-export", path, "--ledger-key", &vkey]);
+        assert_eq!(r.code, 0, "verify-export {path}: {}{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("VERIFIED"), "{}", r.stdout);
+    }
+    let size_text = export_size.to_string();
+    let proof_live = remote(&["proof", "inclusion", "--seq", "1500", "--size", &size_text]);
+    let consistency_live = remote(&["proof", "consistency", "--from", "3", "--to", &size_text]);
+    let keys_live = remote(&["key", "list", "--json"]);
+    let checkpoint_live = remote(&["checkpoint", "--size", &size_text]);
+    let verified_checkpoint = remote(&["checkpoint", "--size", &verified_size.to_string()]);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let appended_meanwhile = writer.join().unwrap();
+    assert!(appended_meanwhile > 0, "the writer appended while the auditor read");
+    server.stop();
+
+    assert_eq!(cli.ok(&["proof", "inclusion", "--seq", "1500", "--size", &size_text]), proof_live);
+    assert_eq!(cli.ok(&["proof", "consistency", "--from", "3", "--to", &size_text]), consistency_live);
+    assert_eq!(cli.ok(&["key", "list", "--json"]), keys_live);
+    assert_eq!(cli.ok(&["checkpoint", "--size", &size_text]), checkpoint_live);
+    let root_hex = {
+        let b64 = verified_checkpoint.lines().nth(2).unwrap();
+        use base64::Engine as _;
+        hex::encode(base64::engine::general_purpose::STANDARD.decode(b64).unwrap())
+    };
+    assert_eq!(verdict["root"].as_str(), Some(root_hex.as_str()), "the live verdict's root is the checkpoint's");
+    let local: Value = serde_json::from_str(&cli.ok(&["verify", "--json"])).unwrap();
+    assert!(local["failure"].is_null(), "{local}");
+    assert!(local["size"].as_u64().unwrap() > verified_size);
+}

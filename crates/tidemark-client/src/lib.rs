@@ -45,10 +45,15 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// How long a streamed read (verify, export) may wait for its response head.
+pub const STREAM_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A ledger server.
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// For streamed reads: no overall deadline (a whole-ledger export takes minutes).
+    stream_agent: ureq::Agent,
     token: Option<String>,
 }
 
@@ -59,7 +64,17 @@ impl Client {
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .http_status_as_error(false)
             .build();
-        Client { base: url.trim_end_matches('/').to_owned(), agent: config.into(), token }
+        let stream_config = ureq::Agent::config_builder()
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(STREAM_HEAD_TIMEOUT))
+            .http_status_as_error(false)
+            .build();
+        Client {
+            base: url.trim_end_matches('/').to_owned(),
+            agent: config.into(),
+            stream_agent: stream_config.into(),
+            token,
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -111,12 +126,136 @@ impl Client {
 
     /// GET a read endpoint with the bearer token; returns the body text.
     pub fn get(&self, path_and_query: &str) -> Result<String, ClientError> {
-        let mut request = self.agent.get(&format!("{}{path_and_query}", self.base));
+        self.get_with(path_and_query, &[])
+    }
+
+    /// GET `path` with query parameters (encoded here) and the bearer token.
+    pub fn get_with(&self, path: &str, query: &[(&str, String)]) -> Result<String, ClientError> {
+        let response = self.call(&self.agent, path, query)?;
+        self.answer(response)
+    }
+
+    fn call(
+        &self,
+        agent: &ureq::Agent,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
+        let mut request = agent.get(&format!("{}{path}", self.base));
+        for (k, v) in query {
+            request = request.query(*k, v);
+        }
         if let Some(t) = &self.token {
             request = request.header("authorization", &format!("Bearer {t}"));
         }
-        let response = request.call().map_err(|e| self.unreachable(e))?;
-        self.answer(response)
+        request.call().map_err(|e| self.unreachable(e))
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, ClientError> {
+        let text = self.get_with(path, query)?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+    }
+
+    /// A streamed read: the response body as a reader (errors are read as problems first).
+    fn get_stream(&self, path: &str, query: &[(&str, String)]) -> Result<impl std::io::Read + use<>, ClientError> {
+        let response = self.call(&self.stream_agent, path, query)?;
+        if response.status().as_u16() >= 400 {
+            return Err(self.answer(response).expect_err("an error status"));
+        }
+        Ok(response.into_body().into_reader())
+    }
+
+    /// The key registry.
+    pub fn keys(&self) -> Result<tidemark_core::api::KeyList, ClientError> {
+        self.get_json("/v1/keys", &[])
+    }
+
+    /// The newest signed checkpoint note, or the one signed at `size`.
+    pub fn checkpoint(&self, size: Option<u64>) -> Result<String, ClientError> {
+        let query: Vec<(&str, String)> = size.map(|s| ("size", s.to_string())).into_iter().collect();
+        self.get_with("/v1/checkpoint", &query)
+    }
+
+    /// The ledger's note verifier key (C2SP vkey).
+    pub fn ledger_key(&self) -> Result<String, ClientError> {
+        Ok(self.get("/v1/ledger-key")?.trim().to_owned())
+    }
+
+    /// One entry by sequence number.
+    pub fn entry(&self, seq: u64) -> Result<tidemark_core::Entry, ClientError> {
+        #[derive(Deserialize)]
+        struct Reply {
+            entry: Value,
+        }
+        let reply: Reply = self.get_json(&format!("/v1/entries/{seq}"), &[])?;
+        tidemark_core::Entry::from_value(reply.entry)
+            .map_err(|e| ClientError::Protocol(format!("the server sent a bad entry: {e}")))
+    }
+
+    pub fn inclusion_proof(
+        &self,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<tidemark_core::api::InclusionProof, ClientError> {
+        let mut query = vec![("seq", seq.to_string())];
+        query.extend(size.map(|s| ("size", s.to_string())));
+        self.get_json("/v1/proof/inclusion", &query)
+    }
+
+    pub fn consistency_proof(
+        &self,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<tidemark_core::api::ConsistencyProof, ClientError> {
+        let mut query = vec![("from", from.to_string())];
+        query.extend(to.map(|t| ("to", t.to_string())));
+        self.get_json("/v1/proof/consistency", &query)
+    }
+
+    /// Has the server verify the whole ledger as of now (appends go on
+    /// meanwhile); `progress(entries_checked, size)` sees its progress lines.
+    pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<tidemark_core::api::VerifyReport, ClientError> {
+        use std::io::BufRead as _;
+        use tidemark_core::api::VerifyLine;
+        let reader = std::io::BufReader::new(self.get_stream("/v1/verify", &[])?);
+        for line in reader.lines() {
+            let line = line.map_err(|e| self.unreachable(format!("the verification stream broke off: {e}")))?;
+            match serde_json::from_str::<VerifyLine>(&line)
+                .map_err(|e| ClientError::Protocol(format!("verification stream: {e}")))?
+            {
+                VerifyLine::Progress { entries_checked, size } => progress(entries_checked, size),
+                VerifyLine::Report { report } => return Ok(report),
+            }
+        }
+        Err(self.unreachable("the verification stream ended without a report"))
+    }
+
+    /// Streams an export (a tar of `export/…`) of the ledger as of now into
+    /// `out`; returns the bytes written. A stream cut short is an error.
+    pub fn export(
+        &self,
+        selector: &tidemark_core::api::ExportSelector,
+        previous_sizes: &[u64],
+        out: &mut dyn std::io::Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, ClientError> {
+        let mut query = selector.query_pairs();
+        if !previous_sizes.is_empty() {
+            query.push(("previous", previous_sizes.iter().map(u64::to_string).collect::<Vec<_>>().join(",")));
+        }
+        let mut reader = self.get_stream("/v1/export", &query)?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut reader, &mut buf)
+                .map_err(|e| self.unreachable(format!("the export stream broke off: {e}")))?;
+            if n == 0 {
+                return Ok(total);
+            }
+            out.write_all(&buf[..n]).map_err(|e| ClientError::Protocol(format!("writing the export: {e}")))?;
+            total += n as u64;
+            progress(total);
+        }
     }
 }
 

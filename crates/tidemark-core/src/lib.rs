@@ -9,6 +9,7 @@
 //! draws randomness. Time, seeds and ids are arguments, so the same inputs
 //! always give byte-identical outputs.
 
+pub mod api;
 pub mod canonical;
 pub mod canonical_writer;
 pub mod event;

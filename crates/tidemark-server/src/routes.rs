@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tidemark_core::api::VerifyLine;
 use tidemark_core::{ActorId, Kind, SignedEvent, Timestamp};
 use tidemark_store::{AppendError, EntryFilter, Ledger, Refusal, StoreError};
 
@@ -33,6 +34,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/proof/consistency"),
     ("get", "/v1/keys"),
     ("get", "/v1/ledger-key"),
+    ("get", "/v1/verify"),
+    ("get", "/v1/export"),
     ("get", "/v1/custody"),
     ("get", "/v1/audit"),
     ("get", "/v1/recovery-points"),
@@ -58,6 +61,8 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     known: KnownKeys,
     clock: fn() -> Timestamp,
+    /// One full verification or export at a time.
+    long_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -68,7 +73,7 @@ impl AppState {
         known: KnownKeys,
         clock: fn() -> Timestamp,
     ) -> AppState {
-        AppState { ledger, writes, metrics, known, clock }
+        AppState { ledger, writes, metrics, known, clock, long_reads: Arc::new(tokio::sync::Semaphore::new(1)) }
     }
 }
 
@@ -81,6 +86,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/proof/consistency", get(consistency))
         .route("/v1/keys", get(keys))
         .route("/v1/ledger-key", get(ledger_key))
+        .route("/v1/verify", get(verify))
+        .route("/v1/export", get(export))
         .route("/v1/custody", get(custody))
         .route("/v1/audit", get(audit))
         .route("/v1/recovery-points", get(recovery_points))
@@ -319,7 +326,7 @@ async fn entry(State(s): State<AppState>, Path(seq): Path<u64>) -> Result<Respon
     let ledger = s.ledger.read().expect("ledger lock");
     let e = ledger.entry(seq).map_err(store_problem)?;
     let mut inclusion = ledger.inclusion_proof_document(seq, None).map_err(store_problem)?;
-    let checkpoint = inclusion.as_object_mut().and_then(|o| o.remove("checkpoint"));
+    let checkpoint = inclusion.checkpoint.take();
     Ok(Json(json!({"entry": leaf_value(&e), "inclusion": inclusion, "checkpoint": checkpoint})).into_response())
 }
 
@@ -554,6 +561,173 @@ async fn keys(State(s): State<AppState>) -> Response {
 async fn ledger_key(State(s): State<AppState>) -> Response {
     let vkey = s.ledger.read().expect("ledger lock").note_verifier().to_vkey();
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{vkey}\n")).into_response()
+}
+
+/// A body fed from a blocking task: chunks sent through a bounded channel
+/// (the task waits while the client is slow), so memory stays bounded.
+fn channel_body() -> (ChannelWriter, axum::body::Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHANNEL_CHUNKS);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    (ChannelWriter { tx, buffer: Vec::with_capacity(STREAM_CHUNK_BYTES) }, axum::body::Body::from_stream(stream))
+}
+
+/// Chunks in flight between a blocking producer and the connection.
+const STREAM_CHANNEL_CHUNKS: usize = 16;
+const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+
+/// `std::io::Write` into a streamed response body.
+pub(crate) struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(STREAM_CHUNK_BYTES)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+
+    /// Ends the body with an error: the connection is cut, so the client
+    /// sees a failed read, never a complete-looking stream.
+    fn fail(self, e: impl std::fmt::Display) {
+        fail_stream(&self.tx, e);
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= STREAM_CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+fn fail_stream(tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>, e: impl std::fmt::Display) {
+    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+}
+
+/// One long read (verify or export) at a time: each uses every core.
+fn long_read_permit(s: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+    s.long_reads.clone().try_acquire_owned().map_err(|_| {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            "Another verification or export is running",
+            "one full verification or export runs at a time; retry when it has finished",
+        )
+        .with_retry_after(5)
+    })
+}
+
+/// Verifies the ledger as of now (a snapshot: appends go on meanwhile) and
+/// streams NDJSON: progress lines, then the report (`tidemark_core::api::VerifyLine`).
+async fn verify(State(s): State<AppState>) -> Result<Response, Problem> {
+    let permit = long_read_permit(&s)?;
+    let snapshot = s.ledger.read().expect("ledger lock").snapshot();
+    let (mut out, body) = channel_body();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let size = snapshot.size();
+        let line = |l: &VerifyLine, out: &mut ChannelWriter| -> std::io::Result<()> {
+            use std::io::Write as _;
+            let mut text = serde_json::to_vec(l).expect("serialises");
+            text.push(b'\n');
+            out.write_all(&text)?;
+            out.flush()
+        };
+        let mut gone = false;
+        let result = snapshot.verify(&mut |done| {
+            if !gone && line(&VerifyLine::Progress { entries_checked: done, size }, &mut out).is_err() {
+                gone = true;
+            }
+        });
+        match result {
+            Ok(report) => {
+                if !report.ok() {
+                    tracing::error!(failure = ?report.failure, "verification of the live ledger failed");
+                }
+                let _ = line(&VerifyLine::Report { report }, &mut out);
+            }
+            Err(e) => out.fail(e),
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    #[serde(default)]
+    all: bool,
+    artifact: Option<String>,
+    component: Option<String>,
+    actor: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    /// Comma-separated tree sizes of checkpoints the auditor kept.
+    previous: Option<String>,
+}
+
+/// Streams an export of the ledger as of now as a tar of `export/…`
+/// (docs/formats.md §9), written while it is sent.
+async fn export(State(s): State<AppState>, Query(q): Query<ExportQuery>) -> Result<Response, Problem> {
+    let actor = q.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| Problem::bad_request(e.to_string()))?;
+    let selector = tidemark_core::api::ExportSelector::from_parts(
+        q.all,
+        q.artifact,
+        q.component,
+        actor,
+        parse_time("since", &q.since)?,
+        parse_time("until", &q.until)?,
+    )
+    .map_err(Problem::bad_request)?;
+    let previous: Vec<u64> = match q.previous.as_deref().filter(|p| !p.is_empty()) {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim().parse::<u64>().map_err(|_| Problem::bad_request(format!("previous: {n:?} is not a tree size")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let permit = long_read_permit(&s)?;
+    let snapshot = s.ledger.read().expect("ledger lock").snapshot();
+    tidemark_export::check_previous_sizes(snapshot.size(), &previous)
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
+    let scratch = snapshot.paths().dir.join("tmp");
+    std::fs::create_dir_all(&scratch).map_err(|e| Problem::internal(format!("{}: {e}", scratch.display())))?;
+    let now = (s.clock)();
+    let (out, body) = channel_body();
+    let on_error = out.tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        match tidemark_export::write_export_tar(&snapshot, &selector, out, &scratch, &previous, now, &mut |_| {}) {
+            Ok((summary, mut out)) => {
+                use std::io::Write as _;
+                match out.flush() {
+                    Ok(()) => {
+                        tracing::info!(selected = summary.selected, tree_size = summary.tree_size, "export streamed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "export stream ended early"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "export stream ended early");
+                fail_stream(&on_error, e);
+            }
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], body).into_response())
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

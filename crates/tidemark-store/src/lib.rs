@@ -126,6 +126,8 @@ pub enum StoreError {
     WrongLedgerKey { path: PathBuf },
     #[error("an earlier write failed to reach the disk; reopen the ledger before appending again")]
     Poisoned,
+    #[error("this is a read-only snapshot of the ledger; appends go to the ledger itself")]
+    ReadOnly,
     #[error("key file {path}: {detail}")]
     KeyFile { path: PathBuf, detail: String },
 }
@@ -221,6 +223,7 @@ struct Prepared {
 }
 
 /// Files inside a ledger directory.
+#[derive(Debug, Clone)]
 pub struct LedgerPaths {
     pub dir: PathBuf,
     pub db: PathBuf,
@@ -275,10 +278,12 @@ pub struct Ledger {
     _db: sled::Db,
     tree: sled::Tree,
     state: State,
-    ledger_key: SecretKey,
+    ledger_key: Arc<SecretKey>,
     /// The newest, partly filled node bundle of each level: (bundle index, hashes).
     open_bundles: BTreeMap<u32, (u64, Vec<u8>)>,
     poisoned: bool,
+    /// A snapshot ([`Ledger::snapshot`]): reads see the log as of its size; appends are refused.
+    read_only: bool,
     /// Decoded cluster states, kept current by every commit (questions and
     /// appends then never decode the persisted state twice).
     pg_cache: pg::ClusterCache,
@@ -350,9 +355,10 @@ impl Ledger {
             _db: db,
             tree,
             state,
-            ledger_key: genesis.ledger_key,
+            ledger_key: Arc::new(genesis.ledger_key),
             open_bundles: BTreeMap::new(),
             poisoned: false,
+            read_only: false,
             pg_cache: pg::ClusterCache::default(),
             catalog: Arc::new(tidemark_lineage::group::Catalog::default()),
         };
@@ -404,9 +410,10 @@ impl Ledger {
             _db: db,
             tree,
             state,
-            ledger_key,
+            ledger_key: Arc::new(ledger_key),
             open_bundles,
             poisoned: false,
+            read_only: false,
             pg_cache: pg::ClusterCache::default(),
             catalog: Arc::new(tidemark_lineage::group::Catalog::default()),
         };
@@ -424,6 +431,27 @@ impl Ledger {
 
     pub fn paths(&self) -> &LedgerPaths {
         &self.paths
+    }
+
+    /// A read-only view of the ledger as of now, to read without holding
+    /// the ledger: every read answers as of its size, while the ledger goes
+    /// on appending. Entries, complete tree nodes and checkpoints up to that
+    /// size never change once written, and every read of a snapshot stops at
+    /// its size, so a long `verify` or export of a running ledger sees one
+    /// consistent log and never blocks the writer.
+    pub fn snapshot(&self) -> Ledger {
+        Ledger {
+            paths: self.paths.clone(),
+            _db: self._db.clone(),
+            tree: self.tree.clone(),
+            state: self.state.clone(),
+            ledger_key: self.ledger_key.clone(),
+            open_bundles: self.open_bundles.clone(),
+            poisoned: self.poisoned,
+            read_only: true,
+            pg_cache: pg::ClusterCache::default(),
+            catalog: self.catalog.clone(),
+        }
     }
 
     /// Number of entries.
@@ -511,6 +539,9 @@ impl Ledger {
     pub fn append_digested(&mut self, digested: Digested, now: Timestamp) -> Result<Vec<Appended>, StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
+        }
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
         }
         if digested.events.len() > MAX_BATCH_EVENTS {
             let count = digested.events.len();
@@ -844,7 +875,7 @@ impl Ledger {
     pub fn latest_checkpoint(&self) -> Result<(Checkpoint, String), StoreError> {
         let (_, note) = self
             .tree
-            .scan_prefix([layout::CHECKPOINTS])
+            .range(layout::seq_key(layout::CHECKPOINTS, 0)..=layout::seq_key(layout::CHECKPOINTS, self.size()))
             .next_back()
             .transpose()?
             .ok_or_else(|| StoreError::Corrupt("no checkpoint".into()))?;
@@ -869,7 +900,8 @@ impl Ledger {
 
     /// Every stored checkpoint's note, oldest first.
     pub fn checkpoint_notes(&self) -> impl Iterator<Item = Result<(u64, String), StoreError>> + '_ {
-        self.tree.scan_prefix([layout::CHECKPOINTS]).map(|r| {
+        let upto = layout::seq_key(layout::CHECKPOINTS, self.size());
+        self.tree.range(layout::seq_key(layout::CHECKPOINTS, 0)..=upto).map(|r| {
             let (k, v) = r?;
             let note = String::from_utf8(v.to_vec())
                 .map_err(|_| StoreError::Corrupt("checkpoint note is not UTF-8".into()))?;
@@ -907,14 +939,17 @@ impl Ledger {
             Some(Ok((k, _))) if k[0] == layout::ENTRIES => layout::seq_from_key_suffix(&k),
             _ => 0,
         };
-        self.tree.range(layout::seq_key(layout::ENTRIES, start)..=layout::seq_key(layout::ENTRIES, u64::MAX)).map(
-            move |r| {
-                let (_, v) = r?;
-                let mut entries: Vec<Entry> = decode(&v, "entry bundle")?;
-                entries.retain(|e| e.seq >= from);
-                Ok(entries)
-            },
-        )
+        // Bounded by the size: a snapshot never sees bundles appended after it.
+        let size = self.size();
+        let end = layout::seq_key(layout::ENTRIES, size.saturating_sub(1));
+        let bundles =
+            if size == 0 { None } else { Some(self.tree.range(layout::seq_key(layout::ENTRIES, start)..=end)) };
+        bundles.into_iter().flatten().map(move |r| {
+            let (_, v) = r?;
+            let mut entries: Vec<Entry> = decode(&v, "entry bundle")?;
+            entries.retain(|e| e.seq >= from && e.seq < size);
+            Ok(entries)
+        })
     }
 
     /// Inclusion proof of entry `seq` in the tree of `size` entries (default: current).
@@ -950,34 +985,43 @@ impl Ledger {
         Ok((to, proof, merkle::root_at(self, from)?, merkle::root_at(self, to)?))
     }
 
-    /// The inclusion proof as JSON, in the field names of the transparency-dev
+    /// The inclusion proof in the field names of the transparency-dev
     /// proof vectors (hashes in base64), with the checkpoint signed at that
     /// size when there is one. The CLI and the HTTP API print exactly this.
-    pub fn inclusion_proof_document(&self, seq: u64, size: Option<u64>) -> Result<serde_json::Value, StoreError> {
+    pub fn inclusion_proof_document(
+        &self,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<tidemark_core::api::InclusionProof, StoreError> {
         let (size, proof, root) = self.inclusion_proof(seq, size)?;
-        Ok(serde_json::json!({
-            "leafIdx": seq,
-            "treeSize": size,
-            "leafHash": b64(&self.leaf_hash(seq)?),
-            "proof": proof.iter().map(b64).collect::<Vec<_>>(),
-            "root": b64(&root),
-            "checkpoint": self.checkpoint_at(size)?.map(|(_, n)| n),
-        }))
+        Ok(tidemark_core::api::InclusionProof {
+            leaf_idx: seq,
+            tree_size: size,
+            leaf_hash: b64(&self.leaf_hash(seq)?),
+            proof: proof.iter().map(b64).collect(),
+            root: b64(&root),
+            checkpoint: self.checkpoint_at(size)?.map(|(_, n)| n),
+            leaf: None,
+        })
     }
 
-    /// The consistency proof as JSON (`size1`, `size2`, `root1`, `root2`,
-    /// `proof`, and the checkpoints signed at both sizes when there are).
-    pub fn consistency_proof_document(&self, from: u64, to: Option<u64>) -> Result<serde_json::Value, StoreError> {
+    /// The consistency proof (`size1`, `size2`, `root1`, `root2`, `proof`,
+    /// and the checkpoints signed at both sizes when there are).
+    pub fn consistency_proof_document(
+        &self,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<tidemark_core::api::ConsistencyProof, StoreError> {
         let (to, proof, root1, root2) = self.consistency_proof(from, to)?;
-        Ok(serde_json::json!({
-            "size1": from,
-            "size2": to,
-            "root1": b64(&root1),
-            "root2": b64(&root2),
-            "proof": proof.iter().map(b64).collect::<Vec<_>>(),
-            "checkpoint1": self.checkpoint_at(from)?.map(|(_, n)| n),
-            "checkpoint2": self.checkpoint_at(to)?.map(|(_, n)| n),
-        }))
+        Ok(tidemark_core::api::ConsistencyProof {
+            size1: from,
+            size2: to,
+            root1: b64(&root1),
+            root2: b64(&root2),
+            proof: proof.iter().map(b64).collect(),
+            checkpoint1: self.checkpoint_at(from)?.map(|(_, n)| n),
+            checkpoint2: self.checkpoint_at(to)?.map(|(_, n)| n),
+        })
     }
 
     /// Leaf hash of entry `seq`, from the stored tree.

@@ -23,27 +23,7 @@ use crate::{Ledger, StoreError};
 /// Entries re-derived together (parallel work unit).
 const VERIFY_CHUNK: usize = 8192;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct VerifyFailure {
-    /// The first bad entry, when the failure belongs to one.
-    pub seq: Option<u64>,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct VerifyReport {
-    pub entries_checked: u64,
-    pub checkpoints_checked: u64,
-    pub size: u64,
-    pub root: String,
-    pub failure: Option<VerifyFailure>,
-}
-
-impl VerifyReport {
-    pub fn ok(&self) -> bool {
-        self.failure.is_none()
-    }
-}
+pub use tidemark_core::api::{VerifyFailure, VerifyReport};
 
 struct Run<'a> {
     ledger: &'a Ledger,
@@ -321,6 +301,34 @@ mod tests {
             .collect();
         l.append(events, Timestamp::from_micros(1)).unwrap();
         l
+    }
+
+    #[test]
+    fn a_snapshot_verifies_as_of_its_size_while_the_ledger_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = ledger(dir.path());
+        let snap = l.snapshot();
+        let size = snap.size();
+        let admin = SecretKey::from_seed("admin", [1; 32]);
+        let more: Vec<_> = (0..300u64)
+            .map(|i| {
+                let draft = json!({"kind": "component.registered", "body": {"component": format!("snap:d{i}"), "snapshot": {"store": "rabbitmq", "description": ""}}});
+                Event::from_draft(draft, admin.actor_id(), EventId::new_v7(1000 + i, [2; 10]), Timestamp::EPOCH)
+                    .unwrap()
+                    .sign(&admin)
+            })
+            .collect();
+        l.append(more.clone(), Timestamp::from_micros(2)).unwrap();
+        assert_eq!(l.size(), size + 300);
+        let report = snap.verify(&mut |_| {}).unwrap();
+        assert!(report.ok(), "{report:?}");
+        assert_eq!((report.size, report.entries_checked), (size, size));
+        let seen: usize = snap.entries_from(0).map(|b| b.unwrap().len()).sum();
+        assert_eq!(seen as u64, size);
+        assert_eq!(snap.latest_checkpoint().unwrap().0.size, size);
+        let mut snap = snap;
+        assert!(matches!(snap.append(more, Timestamp::from_micros(3)), Err(crate::StoreError::ReadOnly)));
+        assert!(l.verify(&mut |_| {}).unwrap().ok());
     }
 
     #[test]
