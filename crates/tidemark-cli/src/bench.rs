@@ -55,6 +55,10 @@ pub struct BenchArgs {
     group_versions: u64,
     #[arg(long, default_value_t = 10_000)]
     group_markers: u64,
+    /// Instead: `tidemark append` of --entries NDJSON lines (signed, and drafts)
+    /// against `Ledger::append_stream`, with the command's peak resident memory.
+    #[arg(long)]
+    append: bool,
     /// Concurrent HTTP writers for --http.
     #[arg(long, default_value_t = 4)]
     writers: usize,
@@ -65,7 +69,7 @@ struct Setup {
     agent: SecretKey,
 }
 
-fn agent_events(agent: &SecretKey, start: u64, n: u64) -> Vec<SignedEvent> {
+pub(crate) fn agent_events(agent: &SecretKey, start: u64, n: u64) -> Vec<SignedEvent> {
     (start..start + n)
         .into_par_iter()
         .map(|i| {
@@ -150,6 +154,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             &s.admin,
             &s.agent,
         )
+    } else if a.append {
+        let s = Setup { admin: SecretKey::from_seed("admin", [1; 32]), agent: SecretKey::from_seed("agent", [3; 32]) };
+        crate::bench_append::run(a.entries, &scratch, &|dir| new_ledger(dir, &s), &s.agent)
     } else if a.s3 {
         let s = Setup { admin: SecretKey::from_seed("admin", [1; 32]), agent: SecretKey::from_seed("agent", [3; 32]) };
         crate::bench_s3::run(a.entries, a.s3_keys, &scratch, &|dir| new_ledger(dir, &s), &s.admin, &s.agent)

@@ -112,6 +112,107 @@ pub fn sign_draft(draft: Value, key: &tidemark_core::SecretKey) -> Result<Signed
     Ok(signed)
 }
 
+/// One batch of input lines, parsed and signed: the events and the line each came from.
+struct ParsedBatch {
+    events: Vec<SignedEvent>,
+    lines: Vec<usize>,
+    /// Input bytes the batch's lines took (progress).
+    bytes: u64,
+}
+
+/// A line the input could not give an event for.
+struct BadLine {
+    line: usize,
+    reason: String,
+}
+
+/// Reads the input in batches of `batch_size` non-empty lines and parses
+/// and signs each batch on all cores, one batch ahead of the writer (a
+/// channel of one batch): memory holds a few batches, never the input.
+fn parse_batches(
+    reader: Box<dyn std::io::BufRead + Send>,
+    signer: Option<tidemark_core::SecretKey>,
+    batch_size: usize,
+) -> (std::sync::mpsc::Receiver<Result<ParsedBatch, BadLine>>, std::thread::JoinHandle<()>) {
+    use rayon::prelude::*;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let handle = std::thread::spawn(move || {
+        let mut lines = reader.lines().enumerate();
+        loop {
+            let mut raw: Vec<(usize, String)> = Vec::with_capacity(batch_size);
+            let mut bytes = 0u64;
+            for (n, line) in lines.by_ref() {
+                let line = match line {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(BadLine { line: n + 1, reason: format!("cannot read the input: {e}") }));
+                        return;
+                    }
+                };
+                bytes += line.len() as u64 + 1;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                raw.push((n + 1, line));
+                if raw.len() == batch_size {
+                    break;
+                }
+            }
+            if raw.is_empty() {
+                return;
+            }
+            let parsed: Result<Vec<SignedEvent>, BadLine> = raw
+                .par_iter()
+                .map(|(n, line)| {
+                    if line.len() > 2 * tidemark_core::event::MAX_EVENT_BYTES {
+                        return Err(BadLine {
+                            line: *n,
+                            reason: format!("{} bytes is beyond the event size limit", line.len()),
+                        });
+                    }
+                    parse_line(line, signer.as_ref()).map_err(|reason| BadLine { line: *n, reason })
+                })
+                .collect();
+            let batch = parsed.map(|events| ParsedBatch { events, lines: raw.iter().map(|(n, _)| *n).collect(), bytes });
+            let stop = batch.is_err();
+            if tx.send(batch).is_err() || stop {
+                return;
+            }
+        }
+    });
+    (rx, handle)
+}
+
+/// What `append` has recorded so far, for the message when it stops.
+#[derive(Default)]
+struct AppendTally {
+    appended: u64,
+    duplicates: u64,
+    last_line: usize,
+}
+
+impl AppendTally {
+    fn stopped(&self, line: usize, reason: impl std::fmt::Display) -> String {
+        if self.appended + self.duplicates == 0 {
+            return format!("line {line}: {reason}; nothing was appended");
+        }
+        format!(
+            "line {line}: {reason}; nothing from its batch on was appended; the {} events before it (lines up to {}) are recorded ({} new, {} already there) — re-running the same input appends only what is missing",
+            self.appended + self.duplicates,
+            self.last_line,
+            self.appended,
+            self.duplicates
+        )
+    }
+}
+
+/// `tidemark append`: a pipeline — lines are read and parsed (drafts
+/// signed) on all cores one batch ahead, signatures are batch-verified one
+/// batch ahead of the writer, and each batch is written all-or-nothing
+/// (one sled batch and flush locally; one request through a server).
+/// Memory holds a few batches whatever the input's size. An input that
+/// fits in one batch is all-or-nothing; a refusal in a later batch stops
+/// there and says what before it is recorded.
 pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
     let batch_size = a.batch_size.unwrap_or(if global.url().is_some() {
         tidemark_store::MAX_BATCH_EVENTS
@@ -122,37 +223,19 @@ pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
         return Err(coded(exit::USAGE, format!("--batch-size must be 1..={}", tidemark_store::MAX_BATCH_EVENTS)));
     }
     let signer = a.signer.as_deref().map(util::read_key).transpose()?;
-    let reader: Box<dyn std::io::BufRead> = if a.input == "-" {
-        Box::new(std::io::stdin().lock())
+    let (reader, total): (Box<dyn std::io::BufRead + Send>, Option<u64>) = if a.input == "-" {
+        (Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())), None)
     } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(&a.input).with_context(|| format!("opening {}", a.input))?,
-        ))
+        let file = std::fs::File::open(&a.input).with_context(|| format!("opening {}", a.input))?;
+        let len = file.metadata().ok().map(|m| m.len());
+        (Box::new(std::io::BufReader::with_capacity(1 << 20, file)), len)
     };
-    let mut events = Vec::new();
-    let mut line_numbers = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.context("reading input")?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        if line.len() > 2 * tidemark_core::event::MAX_EVENT_BYTES {
-            return Err(coded(
-                exit::REFUSED,
-                format!("line {}: {} bytes is beyond the event size limit; nothing was appended", n + 1, line.len()),
-            ));
-        }
-        let signed = parse_line(&line, signer.as_ref())
-            .map_err(|e| coded(exit::REFUSED, format!("line {}: {e}; nothing was appended", n + 1)))?;
-        events.push(signed);
-        line_numbers.push(n + 1);
-    }
-    let mut out = std::io::stdout().lock();
-    let mut k = 0;
-    append_in_batches(global, events, batch_size, |appended| {
-        for ap in appended {
-            let line = line_numbers[k];
-            k += 1;
+    let mut progress = Progress::bytes_of("appended", total, global.quiet);
+    let (batches, reader_thread) = parse_batches(reader, signer, batch_size);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut tally = AppendTally::default();
+    let mut print = |lines: &[usize], appended: &[Appended], tally: &mut AppendTally| -> anyhow::Result<()> {
+        for (line, ap) in lines.iter().zip(appended) {
             if a.json {
                 writeln!(out, "{}", json!({"line": line, "seq": ap.seq, "duplicate": ap.duplicate}))?;
             } else if ap.duplicate {
@@ -160,27 +243,164 @@ pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
             } else {
                 writeln!(out, "{}", ap.seq)?;
             }
+            if ap.duplicate {
+                tally.duplicates += 1;
+            } else {
+                tally.appended += 1;
+            }
+            tally.last_line = *line;
         }
+        out.flush()?;
         Ok(())
-    })
-    .map_err(|e| match e.downcast::<StoreError>() {
-        Ok(StoreError::Refused(r)) => coded(
-            exit::REFUSED,
-            format!("line {}: {}; nothing was appended", line_numbers.get(r.index).copied().unwrap_or(0), r.reason),
-        ),
-        Ok(other) => other.into(),
-        Err(e) => match e.downcast::<crate::remote::RemoteRefusal>() {
-            Ok(r) => coded(
-                exit::REFUSED,
-                match r.index.and_then(|i| line_numbers.get(i)) {
-                    Some(line) => format!("line {line}: {}; that request was not appended", r.detail),
-                    None => format!("{}; that request was not appended", r.detail),
-                },
-            ),
-            Err(e) => e,
-        },
-    })?;
+    };
+    let result = match global.url() {
+        Some(url) => append_stream_remote(global, url, batches, &mut |b, appended, tally| {
+            print(&b.lines, appended, tally)?;
+            progress.inc(b.bytes);
+            Ok(())
+        }, &mut tally),
+        None => append_stream_local(global, batches, &mut |b, appended, tally| {
+            print(&b.lines, appended, tally)?;
+            progress.inc(b.bytes);
+            Ok(())
+        }, &mut tally),
+    };
+    let _ = reader_thread.join();
+    progress.finish();
+    result?;
     Ok(exit::ok())
+}
+
+type OnBatch<'a> = dyn FnMut(&ParsedBatch, &[Appended], &mut AppendTally) -> anyhow::Result<()> + 'a;
+
+fn append_stream_local(
+    global: &Global,
+    batches: std::sync::mpsc::Receiver<Result<ParsedBatch, BadLine>>,
+    on_batch: &mut OnBatch<'_>,
+    tally: &mut AppendTally,
+) -> anyhow::Result<()> {
+    let mut ledger = util::open_ledger(global)?;
+    // The ledger digests (batch-verifies) batch k+1 while batch k is written;
+    // the lines of each batch wait here in order.
+    let pending: std::sync::Mutex<std::collections::VecDeque<ParsedBatch>> = Default::default();
+    let bad: std::sync::Mutex<Option<BadLine>> = Default::default();
+    let (pending_in, bad_in) = (&pending, &bad);
+    let events = std::iter::from_fn(move || match batches.recv().ok()? {
+        Ok(mut b) => {
+            let events = std::mem::take(&mut b.events);
+            pending_in.lock().expect("pending lock").push_back(b);
+            Some(events)
+        }
+        Err(line) => {
+            *bad_in.lock().expect("bad lock") = Some(line);
+            None
+        }
+    });
+    let mut failure: Option<anyhow::Error> = None;
+    ledger.append_stream(events, &util::now, |result| {
+        let batch = pending.lock().expect("pending lock").pop_front().expect("a batch per result");
+        let outcome = match result {
+            Ok(appended) => on_batch(&batch, &appended, tally),
+            Err(StoreError::Refused(r)) => {
+                let line = batch.lines.get(r.index).copied().unwrap_or(0);
+                Err(coded(exit::REFUSED, tally.stopped(line, &r.reason)))
+            }
+            Err(e) => Err(e.into()),
+        };
+        match outcome {
+            Ok(()) => true,
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if let Some(b) = bad.into_inner().expect("bad lock") {
+        return Err(coded(exit::REFUSED, tally.stopped(b.line, b.reason)));
+    }
+    Ok(())
+}
+
+/// Through a server: one request per batch, the next batch parsed while one
+/// is in flight. The spool (if any) is delivered first so order holds; when
+/// the server cannot be reached and `--spool` is given, the rest of the
+/// input goes to the spool and the command still succeeds.
+fn append_stream_remote(
+    global: &Global,
+    url: &str,
+    batches: std::sync::mpsc::Receiver<Result<ParsedBatch, BadLine>>,
+    on_batch: &mut OnBatch<'_>,
+    tally: &mut AppendTally,
+) -> anyhow::Result<()> {
+    let client = tidemark_client::Client::new(url, global.token.clone());
+    let spool = global.spool.as_deref().map(tidemark_client::Spool::open).transpose()?;
+    if let Some(s) = &spool {
+        match s.flush(&client) {
+            Ok(report) => {
+                if report.batches > 0 {
+                    eprintln!("tidemark: delivered {} spooled events first", report.events);
+                }
+                for (path, reason) in report.rejected {
+                    eprintln!("tidemark: a spooled batch was refused for good, moved to {}: {reason}", path.display());
+                }
+            }
+            Err(e) if e.is_retryable() => return spool_rest(global, s, None, &batches, &e, tally),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for batch in batches.iter() {
+        let batch = batch.map_err(|b| coded(exit::REFUSED, tally.stopped(b.line, b.reason)))?;
+        match client.append(&batch.events) {
+            Ok(results) => {
+                let appended: Vec<Appended> =
+                    results.iter().map(|r| Appended { seq: r.seq, duplicate: r.duplicate }).collect();
+                on_batch(&batch, &appended, tally)?;
+            }
+            Err(e) if e.is_retryable() && spool.is_some() => {
+                return spool_rest(global, spool.as_ref().expect("checked"), Some(batch), &batches, &e, tally);
+            }
+            Err(tidemark_client::ClientError::Refused { detail, problem, .. }) => {
+                let index = problem.get("event_index").and_then(Value::as_u64);
+                let message = match index.and_then(|i| batch.lines.get(i as usize)) {
+                    Some(line) => tally.stopped(*line, detail),
+                    None => tally.stopped(batch.lines[0], format!("the batch starting here was refused: {detail}")),
+                };
+                return Err(coded(exit::REFUSED, message));
+            }
+            Err(e) => {
+                return Err(coded(
+                    exit::FAILURE,
+                    format!("{e}; pass --spool DIR to keep events safe while the server is down"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stores `first` and every batch still to come in the spool.
+fn spool_rest(
+    global: &Global,
+    spool: &tidemark_client::Spool,
+    first: Option<ParsedBatch>,
+    batches: &std::sync::mpsc::Receiver<Result<ParsedBatch, BadLine>>,
+    why: &tidemark_client::ClientError,
+    tally: &AppendTally,
+) -> anyhow::Result<()> {
+    let mut n = 0;
+    for batch in first.into_iter().map(Ok).chain(batches.iter()) {
+        let batch = batch.map_err(|b| coded(exit::REFUSED, tally.stopped(b.line, b.reason)))?;
+        spool.store(&batch.events)?;
+        n += batch.events.len();
+    }
+    eprintln!(
+        "tidemark: {why}; spooled {n} events to {} (delivered by the next write or `tidemark spool flush`)",
+        global.spool.as_ref().expect("spool given").display()
+    );
+    Ok(())
 }
 
 /// Appends signed events to the ledger, all-or-nothing for the whole input:

@@ -7,6 +7,7 @@
 
 mod audit_cmds;
 mod bench;
+mod bench_append;
 mod bench_group;
 mod bench_pg;
 mod bench_s3;

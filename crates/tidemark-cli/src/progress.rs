@@ -51,14 +51,19 @@ impl Progress {
 
     /// Bytes instead of counts.
     pub fn bytes(what: &'static str, quiet: bool) -> Progress {
-        let mut p = Progress::new(what, "bytes", None, quiet);
+        Progress::bytes_of(what, None, quiet)
+    }
+
+    /// Bytes of a known total (an input file), with the ETA.
+    pub fn bytes_of(what: &'static str, total: Option<u64>, quiet: bool) -> Progress {
+        let p = Progress::new(what, "bytes", total, quiet);
         if let Mode::Bar(bar) = &p.mode {
-            bar.set_style(
-                ProgressStyle::with_template(&format!("{what} {{spinner}} {{bytes}} ({{bytes_per_sec}})"))
-                    .expect("template is valid"),
-            );
+            let template = match total {
+                Some(_) => format!("{what} {{bar:30}} {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, ETA {{eta}})"),
+                None => format!("{what} {{spinner}} {{bytes}} ({{bytes_per_sec}})"),
+            };
+            bar.set_style(ProgressStyle::with_template(&template).expect("template is valid"));
         }
-        p.unit = "bytes";
         p
     }
 

@@ -117,10 +117,9 @@ pub fn spool(global: &Global, c: SpoolCommand) -> anyhow::Result<ExitCode> {
     Ok(exit::ok())
 }
 
-/// A refusal by the server, with the index of the offending event in the whole input.
+/// A refusal by the server (its detail names the offending event).
 #[derive(Debug)]
 pub struct RemoteRefusal {
-    pub index: Option<usize>,
     pub detail: String,
 }
 
@@ -171,7 +170,6 @@ pub fn append_remote(
             Err(e) => return Err(e.into()),
         }
     }
-    let mut offset = 0;
     for (k, batch) in batches.iter().enumerate() {
         match client.append(batch) {
             Ok(results) => {
@@ -182,10 +180,7 @@ pub fn append_remote(
             Err(e) if e.is_retryable() && spool.is_some() => {
                 return spool_rest(spool.as_ref().expect("checked"), k, &e);
             }
-            Err(ClientError::Refused { detail, problem, .. }) => {
-                let index = problem.get("event_index").and_then(Value::as_u64).map(|i| offset + i as usize);
-                return Err(RemoteRefusal { index, detail }.into());
-            }
+            Err(ClientError::Refused { detail, .. }) => return Err(RemoteRefusal { detail }.into()),
             Err(e) => {
                 return Err(coded(
                     exit::FAILURE,
@@ -193,7 +188,6 @@ pub fn append_remote(
                 ));
             }
         }
-        offset += batch.len();
     }
     Ok(())
 }

@@ -194,6 +194,42 @@ fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
     assert_eq!(verify.code, 0, "{}", verify.stdout);
 }
 
+/// `append` streams in batches, each all-or-nothing: a bad line in a later
+/// batch stops there, and the message says exactly what before it landed;
+/// re-running the fixed input appends only what is missing.
+#[test]
+fn a_refusal_in_a_later_batch_says_what_was_recorded_before_it() {
+    let cli = Cli::with_keys();
+    let lines: Vec<String> = (1..=25).map(|i| position(&format!("0/{i:X}"))).collect();
+    let mut input = lines.join("\n") + "\n";
+    input = input.replacen(&lines[21], "{\"kind\": \"pg.position\", ", 1);
+    let (size_before, _) = cli.tree_head();
+    let r = cli.run_with_input(&["append", "--signer", "agent.key", "--batch-size", "10", "--json"], &input);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("line 22: malformed JSON"), "{}", r.stderr);
+    assert!(r.stderr.contains("the 20 events before it (lines up to 20) are recorded"), "{}", r.stderr);
+    assert_eq!(r.stdout.lines().count(), 20, "each recorded event was acknowledged: {}", r.stdout);
+    let (size_after, _) = cli.tree_head();
+    assert_eq!(size_after.parse::<u64>().unwrap(), size_before.parse::<u64>().unwrap() + 20);
+
+    // Signed lines keep their ids: re-running the fixed input records only what is missing.
+    let signed: Vec<String> = r
+        .stdout
+        .lines()
+        .map(|l| {
+            let seq = serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap();
+            let entry = cli.ok(&["log", "--json", "--from-seq", &seq.to_string(), "--limit", "1"]);
+            let v: Value = serde_json::from_str(entry.trim()).unwrap();
+            json!({"event": v["event"], "sig": v["sig"]}).to_string()
+        })
+        .collect();
+    let again = signed.join("\n") + "\n";
+    let r = cli.run_with_input(&["append", "--json"], &again);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.lines().all(|l| l.contains("\"duplicate\":true")), "{}", r.stdout);
+    assert_eq!(cli.run(&["verify"]).code, 0);
+}
+
 #[test]
 fn usage_errors_and_missing_ledgers_have_their_own_exit_codes() {
     let cli = Cli::new();
