@@ -104,8 +104,7 @@ pub fn run(
     let drafts = run_append(&drafts_dir, &drafts_file, n, Some(&key_file))?;
     eprintln!("tidemark append (drafts): {:.0}/s, peak {} MiB", drafts.rate, drafts.peak_rss >> 20);
 
-    let mut table =
-        String::from("| measurement | result | ratio to the library |\n|---|---|---|\n");
+    let mut table = String::from("| measurement | result | ratio to the library |\n|---|---|---|\n");
     table.push_str(&format!(
         "| `Ledger::append_stream`, batch 1000, {n} pre-signed events | {library:.0} events/s | 1.00 |\n"
     ));

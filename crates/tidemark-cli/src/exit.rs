@@ -55,7 +55,7 @@ fn code_of(e: &anyhow::Error) -> u8 {
                 StoreError::AlreadyInitialised { .. }
                 | StoreError::NotInitialised { .. }
                 | StoreError::Locked { .. } => LEDGER_STATE,
-                StoreError::NoSuchEntry { .. } | StoreError::BadRequest(_) => USAGE,
+                StoreError::NoSuchEntry { .. } | StoreError::BadRequest(_) | StoreError::NotFound(_) => USAGE,
                 _ => FAILURE,
             };
         }

@@ -173,7 +173,8 @@ fn parse_batches(
                     parse_line(line, signer.as_ref()).map_err(|reason| BadLine { line: *n, reason })
                 })
                 .collect();
-            let batch = parsed.map(|events| ParsedBatch { events, lines: raw.iter().map(|(n, _)| *n).collect(), bytes });
+            let batch =
+                parsed.map(|events| ParsedBatch { events, lines: raw.iter().map(|(n, _)| *n).collect(), bytes });
             let stop = batch.is_err();
             if tx.send(batch).is_err() || stop {
                 return;
@@ -254,16 +255,27 @@ pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     };
     let result = match global.url() {
-        Some(url) => append_stream_remote(global, url, batches, &mut |b, appended, tally| {
-            print(&b.lines, appended, tally)?;
-            progress.inc(b.bytes);
-            Ok(())
-        }, &mut tally),
-        None => append_stream_local(global, batches, &mut |b, appended, tally| {
-            print(&b.lines, appended, tally)?;
-            progress.inc(b.bytes);
-            Ok(())
-        }, &mut tally),
+        Some(url) => append_stream_remote(
+            global,
+            url,
+            batches,
+            &mut |b, appended, tally| {
+                print(&b.lines, appended, tally)?;
+                progress.inc(b.bytes);
+                Ok(())
+            },
+            &mut tally,
+        ),
+        None => append_stream_local(
+            global,
+            batches,
+            &mut |b, appended, tally| {
+                print(&b.lines, appended, tally)?;
+                progress.inc(b.bytes);
+                Ok(())
+            },
+            &mut tally,
+        ),
     };
     let _ = reader_thread.join();
     progress.finish();

@@ -510,3 +510,59 @@ fn a_live_ledger_is_verified_exported_and_proven_through_its_url() {
     assert!(local["failure"].is_null(), "{local}");
     assert!(local["size"].as_u64().unwrap() > verified_size);
 }
+
+/// Every error answer is an RFC 9457 problem document, whichever layer made
+/// it: unknown routes and methods, extractor rejections, bounds the OpenAPI
+/// document states, an unknown group on any of its routes, oversized bodies.
+#[test]
+fn every_error_answer_is_a_problem_document() {
+    let cli = Cli::with_keys();
+    let server = Server::start(&cli, "127.0.0.1:0", &[]);
+    let url = server.url.clone();
+    let tok = token(&cli, "operator.key");
+    let problem = |status: u16, body: &str, needle: &str| {
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        assert_eq!(v["status"], status, "{v}");
+        assert!(v["type"].as_str().unwrap().starts_with("https://tidemark.dev/problems/"), "{v}");
+        assert!(v["detail"].as_str().unwrap().contains(needle), "{needle:?} in {v}");
+    };
+    for (path, status, needle) in [
+        ("/v1/nope", 404, "no route /v1/nope"),
+        ("/v1/entries?limit=abc", 400, "invalid digit"),
+        ("/v1/entries?limit=10001", 400, "outside 1..=10000"),
+        ("/v1/entries?limit=0", 400, "outside 1..=10000"),
+        ("/v1/entries/zz", 400, "zz"),
+        ("/v1/groups/nosuch", 404, "no group named"),
+        ("/v1/groups/nosuch/recovery-points", 404, "no group named"),
+        ("/v1/groups/nosuch/plan?at=2026-01-01T00:00:00Z", 404, "no group named"),
+        ("/v1/groups/nosuch/timeline", 404, "no group named"),
+        ("/v1/export", 400, "name what to export"),
+        ("/v1/export?all=true&component=pg:main", 400, "name one selection"),
+    ] {
+        let mut r =
+            http().get(&format!("{url}{path}")).header("authorization", &format!("Bearer {tok}")).call().unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{path}");
+        problem(status, &r.body_mut().read_to_string().unwrap(), needle);
+    }
+    let mut r = http().delete(&format!("{url}/v1/events")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    problem(405, &r.body_mut().read_to_string().unwrap(), "DELETE is not allowed");
+    // Refused from its Content-Length before the body is read: read the answer off the socket.
+    let mut stream = std::net::TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        tidemark_server::MAX_BODY_BYTES + 1
+    )
+    .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("content-type: application/problem+json"), "{answer}");
+    problem(413, answer.split("\r\n\r\n").nth(1).unwrap(), "over 16777216 bytes");
+    server.stop();
+}

@@ -110,7 +110,24 @@ pub fn router(state: AppState) -> Router {
         // Refuses a declared Content-Length over the limit before reading any of it.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Outermost: every error answer is a problem document, whichever layer made it.
+        .layer(middleware::map_response(crate::problem::problemize))
         .with_state(state)
+}
+
+async fn no_such_route(uri: axum::http::Uri) -> Problem {
+    Problem::not_found(format!("no route {}; the API is described in schemas/openapi.json", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "The method is not allowed here",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 /// Refuses requests whose headers add up to more than [`crate::MAX_HEADER_BYTES`]
@@ -246,6 +263,7 @@ async fn post_events(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
 fn store_problem(e: StoreError) -> Problem {
     match e {
         StoreError::NoSuchEntry { .. } => Problem::not_found(e.to_string()),
+        StoreError::NotFound(d) => Problem::not_found(d),
         StoreError::BadRequest(d) => Problem::bad_request(d),
         other => Problem::internal(other.to_string()),
     }
@@ -275,6 +293,16 @@ fn parse_time(field: &str, v: &Option<String>) -> Result<Option<Timestamp>, Prob
         .transpose()
 }
 
+/// A page size: 1..=[`MAX_PAGE_ENTRIES`] (default [`DEFAULT_PAGE_ENTRIES`]);
+/// anything else is refused, as the OpenAPI document states.
+fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_ENTRIES),
+        Some(n) if (1..=MAX_PAGE_ENTRIES).contains(&n) => Ok(n),
+        Some(n) => Err(Problem::bad_request(format!("limit {n} is outside 1..={MAX_PAGE_ENTRIES}"))),
+    }
+}
+
 /// The filter of `/v1/entries` and `/v1/audit`; `limit` is one more than
 /// the page, to tell whether another page follows.
 fn entry_filter(q: EntriesQuery) -> Result<EntryFilter, Problem> {
@@ -291,7 +319,7 @@ fn entry_filter(q: EntriesQuery) -> Result<EntryFilter, Problem> {
         .transpose()?
         .unwrap_or_default();
     let actor = q.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| Problem::bad_request(e.to_string()))?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE_ENTRIES).min(MAX_PAGE_ENTRIES);
+    let limit = page_limit(q.limit)?;
     Ok(EntryFilter {
         artifact: q.artifact,
         component: q.component,
@@ -496,7 +524,7 @@ async fn pg_files(State(s): State<AppState>, Query(q): Query<FilesQuery>) -> Res
             .ok_or_else(|| Problem::not_found(format!("{name} of {} is not in the ledger", q.component)))?;
         return Ok(Json(file).into_response());
     }
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE_ENTRIES).min(MAX_PAGE_ENTRIES);
+    let limit = page_limit(q.limit)?;
     let mut files = Vec::new();
     for f in ledger.pg_files(&q.component, q.after.as_deref()) {
         let f = f.map_err(store_problem)?;
@@ -538,7 +566,7 @@ struct KeysQuery {
 
 /// Recorded key histories in key order, a page at a time (what a scanner compares a listing with).
 async fn s3_keys(State(s): State<AppState>, Query(q): Query<KeysQuery>) -> Result<Response, Problem> {
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE_ENTRIES).min(MAX_PAGE_ENTRIES);
+    let limit = page_limit(q.limit)?;
     let ledger = s.ledger.read().expect("ledger lock");
     let mut keys: Vec<Value> = Vec::new();
     for item in ledger.s3_histories(&q.component, q.after.as_deref()) {

@@ -111,7 +111,7 @@ impl Loaded<'_> {
 }
 
 fn group_err(e: GroupError) -> StoreError {
-    StoreError::BadRequest(e.to_string())
+    StoreError::NotFound(e.to_string())
 }
 
 impl crate::Ledger {

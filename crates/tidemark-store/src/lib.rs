@@ -122,6 +122,9 @@ pub enum StoreError {
     NoSuchEntry { seq: u64, size: u64 },
     #[error("{0}")]
     BadRequest(String),
+    /// The question names a group, marker or component the ledger knows nothing about.
+    #[error("{0}")]
+    NotFound(String),
     #[error("the ledger key in {path} does not match the key recorded in ledger.genesis")]
     WrongLedgerKey { path: PathBuf },
     #[error("an earlier write failed to reach the disk; reopen the ledger before appending again")]

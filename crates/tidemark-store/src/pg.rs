@@ -376,7 +376,7 @@ impl crate::Ledger {
 
     pub(crate) fn cluster_or_err(&self, component: &str) -> Result<Arc<Cluster>, StoreError> {
         self.pg_cluster(component)?.ok_or_else(|| {
-            StoreError::BadRequest(format!(
+            StoreError::NotFound(format!(
                 "nothing is recorded about PostgreSQL component {component:?}; is the name right (pg:CLUSTER)?"
             ))
         })

@@ -180,7 +180,7 @@ impl crate::Ledger {
 
     pub(crate) fn s3_bucket_or_err(&self, component: &str) -> Result<Bucket, StoreError> {
         self.s3_bucket(component)?.ok_or_else(|| {
-            StoreError::BadRequest(format!(
+            StoreError::NotFound(format!(
                 "nothing is recorded about S3 component {component:?}: register it (`tidemark s3 register --component {component} …`) and scan it (`tidemark s3 scan --component {component} …`) first"
             ))
         })
