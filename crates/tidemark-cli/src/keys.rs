@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use tidemark_core::ActorId;
-use tidemark_core::event::{Event, Role};
+use tidemark_core::event::{EventBody, KeyEnrolled, KeyRevoked, Role};
 use tidemark_core::keys::PublicKeyFile;
 
 use crate::exit::{self, coded};
@@ -36,6 +36,9 @@ pub struct NewArgs {
     /// Where to write the private key; the public key goes to FILE.pub.
     #[arg(long)]
     out: PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -52,6 +55,9 @@ pub struct EnrollArgs {
     /// Name to enrol under (default: the name in the key file).
     #[arg(long)]
     name: Option<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -68,6 +74,9 @@ pub struct RevokeArgs {
     /// Admin key that signs the revocation.
     #[arg(long)]
     signer: PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -114,6 +123,16 @@ fn new(a: NewArgs) -> anyhow::Result<ExitCode> {
     tidemark_store::write_secret_key_file(&a.out, &key)?;
     std::fs::write(&pub_path, key.public_file().to_file_text())
         .with_context(|| format!("writing {}", pub_path.display()))?;
+    if a.json {
+        print_json(&json!({
+            "actor": key.actor_id().to_string(),
+            "name": a.name,
+            "public_key": key.public_key().to_base64(),
+            "private_key_file": a.out.display().to_string(),
+            "public_key_file": pub_path.display().to_string(),
+        }));
+        return Ok(exit::ok());
+    }
     println!("actor {}", key.actor_id());
     println!("private key: {} (0600; keep it secret)", a.out.display());
     println!(
@@ -139,10 +158,20 @@ fn enroll(global: &Global, a: EnrollArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| coded(exit::USAGE, e))?;
     roles.sort();
     roles.dedup();
-    let name = a.name.unwrap_or(public.name.clone());
-    let draft = json!({"kind": "key.enrolled", "body": {"public_key": public.public_key.to_base64(), "name": name, "roles": roles}});
-    let seq = sign_and_append(global, &a.signer, draft)?;
-    println!("enrolled {} ({name}) as {} at entry {seq}", public.actor, a.roles.join(","));
+    let name = a.name.unwrap_or(public.name.to_string());
+    let body = KeyEnrolled {
+        public_key: public.public_key,
+        name: tidemark_core::Name::parse(&name).map_err(|e| coded(exit::USAGE, e))?,
+        roles: roles.clone(),
+    };
+    let appended = sign_and_append(global, &a.signer, EventBody::KeyEnrolled(body))?;
+    if a.json {
+        print_json(
+            &json!({"actor": public.actor.to_string(), "name": name, "roles": roles, "seq": appended.seq, "duplicate": appended.duplicate}),
+        );
+    } else {
+        println!("enrolled {} ({name}) as {} at entry {}", public.actor, a.roles.join(","), appended.seq);
+    }
     Ok(exit::ok())
 }
 
@@ -152,18 +181,22 @@ fn revoke(global: &Global, a: RevokeArgs) -> anyhow::Result<ExitCode> {
         (None, Some(p)) => read_public(p)?.actor,
         (None, None) => unreachable!("clap requires one of --key and --pub"),
     };
-    let draft = json!({"kind": "key.revoked", "body": {"key": actor.to_string(), "reason": a.reason}});
-    let seq = sign_and_append(global, &a.signer, draft)?;
-    println!("revoked {actor} at entry {seq}; it may sign nothing from now on");
+    let body = KeyRevoked { key: actor, reason: a.reason.clone() };
+    let appended = sign_and_append(global, &a.signer, EventBody::KeyRevoked(body))?;
+    if a.json {
+        print_json(
+            &json!({"actor": actor.to_string(), "reason": a.reason, "seq": appended.seq, "duplicate": appended.duplicate}),
+        );
+    } else {
+        println!("revoked {actor} at entry {}; it may sign nothing from now on", appended.seq);
+    }
     Ok(exit::ok())
 }
 
-fn sign_and_append(global: &Global, signer: &Path, draft: serde_json::Value) -> anyhow::Result<u64> {
+fn sign_and_append(global: &Global, signer: &Path, body: EventBody) -> anyhow::Result<tidemark_store::Appended> {
     let key = util::read_key(signer)?;
-    let event = Event::from_draft(draft, key.actor_id(), util::new_event_id(), util::now())
-        .map_err(|e| coded(exit::REFUSED, e.to_string()))?;
-    let appended = ledger_cmds::append_signed(global, vec![event.sign(&key)])?;
-    Ok(appended[0].seq)
+    let event = util::signed_event(&key, body).map_err(|e| coded(exit::REFUSED, e))?;
+    Ok(ledger_cmds::append_signed(global, vec![event])?[0])
 }
 
 fn list(global: &Global, a: ListArgs) -> anyhow::Result<ExitCode> {

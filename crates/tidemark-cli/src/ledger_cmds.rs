@@ -31,11 +31,25 @@ pub struct InitArgs {
     /// Where to write the first admin's private key (default: LEDGER/keys/admin.key).
     #[arg(long)]
     pub admin_key_out: Option<PathBuf>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn init(global: &Global, a: InitArgs) -> anyhow::Result<ExitCode> {
     create_ledger(&global.dir()?, a)?;
     Ok(exit::ok())
+}
+
+/// What `init` (and `serve` on first start) prints; `--json`: this object.
+#[derive(serde::Serialize)]
+struct Initialised {
+    ledger: String,
+    origin: String,
+    ledger_key: String,
+    admin_actor: String,
+    admin_name: String,
+    admin_key_file: String,
 }
 
 /// Creates a ledger in `dir` and prints where its keys went. Refuses (and
@@ -68,10 +82,22 @@ pub fn create_ledger(dir: &std::path::Path, a: InitArgs) -> anyhow::Result<Ledge
             return Err(e.into());
         }
     };
-    println!("initialised ledger {} (origin {origin})", dir.display());
-    println!("ledger verifier key: {}", ledger.note_verifier().to_vkey());
-    println!("admin key ({}, actor {}): {}", a.admin_name, admin.actor_id(), admin_out.display());
-    println!("keep the admin key off this host once you have enrolled other keys with it");
+    let done = Initialised {
+        ledger: dir.display().to_string(),
+        origin,
+        ledger_key: ledger.note_verifier().to_vkey(),
+        admin_actor: admin.actor_id().to_string(),
+        admin_name: a.admin_name,
+        admin_key_file: admin_out.display().to_string(),
+    };
+    if a.json {
+        print_json(&done);
+    } else {
+        println!("initialised ledger {} (origin {})", done.ledger, done.origin);
+        println!("ledger verifier key: {}", done.ledger_key);
+        println!("admin key ({}, actor {}): {}", done.admin_name, done.admin_actor, done.admin_key_file);
+        println!("keep the admin key off this host once you have enrolled other keys with it");
+    }
     Ok(ledger)
 }
 

@@ -43,7 +43,7 @@ pub fn serve(global: &Global, a: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ledger_cmds::create_ledger(
             &dir,
-            InitArgs { origin: a.origin, admin_name: "admin".into(), admin_key_out: None },
+            InitArgs { origin: a.origin, admin_name: "admin".into(), admin_key_out: None, json: false },
         )?
     };
     tidemark_server::serve(
@@ -66,15 +66,27 @@ pub enum TokenCommand {
         /// Lifetime in hours (at most 90 days).
         #[arg(long, default_value_t = 24)]
         ttl_hours: i64,
+        /// Print the token with its actor and expiry as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 pub fn token(c: TokenCommand) -> anyhow::Result<ExitCode> {
-    let TokenCommand::Issue { key, ttl_hours } = c;
+    let TokenCommand::Issue { key, ttl_hours, json } = c;
     let key = util::read_key(&key)?;
-    let token = tidemark_core::token::issue(&key, util::now(), ttl_hours.saturating_mul(3600), util::random_bytes())
+    let now = util::now();
+    let ttl = ttl_hours.saturating_mul(3600);
+    let token = tidemark_core::token::issue(&key, now, ttl, util::random_bytes())
         .map_err(|e| coded(exit::USAGE, e.to_string()))?;
-    println!("{token}");
+    if json {
+        let (claims, _, _) = tidemark_core::token::parse(&token).map_err(|e| coded(exit::FAILURE, e.to_string()))?;
+        util::print_json(
+            &serde_json::json!({"token": token, "actor": claims.actor.to_string(), "issued_at": claims.issued_at.to_string(), "expires_at": claims.expires_at.to_string()}),
+        );
+    } else {
+        println!("{token}");
+    }
     Ok(exit::ok())
 }
 

@@ -64,6 +64,9 @@ pub struct RestoreArgs {
     /// The plan file (`tidemark plan --group … --out FILE`).
     #[arg(long)]
     plan: PathBuf,
+    /// Print the recorded `restore.performed` (with its entry) as one JSON object.
+    #[arg(long)]
+    json: bool,
     /// Empty or new data directory for the PostgreSQL part (with several clusters: one subdirectory each).
     #[arg(long)]
     pg_data: Option<PathBuf>,
@@ -87,6 +90,9 @@ pub struct RestoreArgs {
 pub struct DrillArgs {
     #[arg(long)]
     group: String,
+    /// Print the recorded `drill.completed` (with its entry) as one JSON object.
+    #[arg(long)]
+    json: bool,
     /// A marker id.
     #[arg(long, conflicts_with = "at", required_unless_present = "at")]
     point: Option<String>,
@@ -556,15 +562,20 @@ pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         "outcome": outcome,
         "components": ex.outcomes.iter().map(|(c, o, d)| json!({"component": c, "outcome": o, "detail": clip(d)})).collect::<Vec<_>>(),
         "duration_ms": started.elapsed().as_millis() as u64}});
+    let body = draft["body"].clone();
     let seq = record(global, &key, vec![draft])?;
-    println!(
-        "restore of {} {} ({}): {outcome} in {:.1} s; recorded as entry {}",
-        s(&plan["group"]),
-        s(&plan["recovery_point"]["id"]),
-        s(&plan["digest"]),
-        started.elapsed().as_secs_f64(),
-        seq[0]
-    );
+    if a.json {
+        util::print_json(&json!({"entry": seq[0], "restore": body}));
+    } else {
+        println!(
+            "restore of {} {} ({}): {outcome} in {:.1} s; recorded as entry {}",
+            s(&plan["group"]),
+            s(&plan["recovery_point"]["id"]),
+            s(&plan["digest"]),
+            started.elapsed().as_secs_f64(),
+            seq[0]
+        );
+    }
     if outcome == "succeeded" {
         Ok(exit::ok())
     } else {
@@ -685,15 +696,20 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
     let draft = json!({"kind": "drill.completed", "body": {"group": a.group, "recovery_point": plan["recovery_point"]["id"],
         "plan_digest": plan["digest"], "checks": checks, "result": if passed { "passed" } else { "failed" },
         "duration_ms": started.elapsed().as_millis() as u64}});
+    let body = draft["body"].clone();
     let seq = record(global, &key, vec![draft])?;
-    println!(
-        "drill of {} {}: {} in {:.1} s; recorded as entry {}",
-        a.group,
-        s(&plan["recovery_point"]["id"]),
-        if passed { "passed" } else { "FAILED" },
-        started.elapsed().as_secs_f64(),
-        seq[0]
-    );
+    if a.json {
+        util::print_json(&json!({"entry": seq[0], "drill": body}));
+    } else {
+        println!(
+            "drill of {} {}: {} in {:.1} s; recorded as entry {}",
+            a.group,
+            s(&plan["recovery_point"]["id"]),
+            if passed { "passed" } else { "FAILED" },
+            started.elapsed().as_secs_f64(),
+            seq[0]
+        );
+    }
     if passed { Ok(exit::ok()) } else { Err(coded(exit::FAILURE, "drill failed (recorded)")) }
 }
 

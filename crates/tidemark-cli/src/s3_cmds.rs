@@ -143,6 +143,9 @@ pub enum S3Command {
 
 #[derive(Args)]
 pub struct ScanArgs {
+    /// Print what the scan recorded as one JSON object.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     bucket: Bucket,
     #[command(flatten)]
@@ -306,13 +309,48 @@ fn version_draft(component: &str, l: &Listed, position: u64, first_seen: Timesta
 
 fn scan(global: &Global, a: ScanArgs) -> anyhow::Result<ExitCode> {
     a.bucket.check()?;
-    let line = scan_bucket(global, &a.signer.key()?, &a.bucket, a.prefix.as_deref(), a.clock_skew_ms, None)?;
-    println!("{line}");
+    let scanned = scan_bucket(global, &a.signer.key()?, &a.bucket, a.prefix.as_deref(), a.clock_skew_ms, None)?;
+    if a.json {
+        util::print_json(&scanned);
+    } else {
+        println!("{scanned}");
+    }
     Ok(exit::ok())
 }
 
+/// What one scan listed and recorded (`s3 scan --json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Scanned {
+    pub component: String,
+    pub versions_listed: u64,
+    pub new_versions: u64,
+    pub missing_versions: u64,
+    pub versioning: tidemark_core::event::VersioningStatus,
+    pub complete_through: Timestamp,
+    pub requests: u64,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for Scanned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: listed {} versions and delete markers, {} new, {} missing, versioning {}; complete through {}; {} requests in {:.2} s ({:.0} versions/s)",
+            self.component,
+            self.versions_listed,
+            self.new_versions,
+            self.missing_versions,
+            serde_json::to_value(self.versioning).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            self.complete_through,
+            self.requests,
+            self.seconds,
+            self.versions_listed as f64 / self.seconds.max(1e-9)
+        )
+    }
+}
+
 /// Lists every version and records what is new, what went missing and the
-/// watermark; returns the one-line summary. `proven_through`: a watermark
+/// watermark; returns what it did. `proven_through`: a watermark
 /// the caller has proof of (a mark saw S3's clock tick before the scan began).
 pub fn scan_bucket(
     global: &Global,
@@ -321,7 +359,7 @@ pub fn scan_bucket(
     prefix: Option<&str>,
     clock_skew_ms: u64,
     proven_through: Option<Timestamp>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Scanned> {
     let component = b.component.clone();
     let source = Source::open(global)?;
     source.check_signer(key, tidemark_core::Kind::S3ScanComplete)?;
@@ -395,13 +433,16 @@ pub fn scan_bucket(
     drafts.push(json!({"kind": "s3.scan_complete", "body": {"component": component, "complete_through": through,
         "started_at": started_at, "finished_at": finished_at, "versions_listed": listed}}));
     record(global, key, drafts)?;
-    let secs = clock.elapsed().as_secs_f64();
-    Ok(format!(
-        "{component}: listed {listed} versions and delete markers, {new} new, {missing} missing, versioning {}; complete through {through}; {} requests in {secs:.2} s ({:.0} versions/s)",
-        serde_json::to_value(status)?.as_str().unwrap_or(""),
-        s3.requests(),
-        listed as f64 / secs.max(1e-9)
-    ))
+    Ok(Scanned {
+        component,
+        versions_listed: listed,
+        new_versions: new,
+        missing_versions: missing,
+        versioning: status,
+        complete_through: through,
+        requests: s3.requests(),
+        seconds: clock.elapsed().as_secs_f64(),
+    })
 }
 
 fn print_line(out: &mut impl std::io::Write, l: &Value) -> std::io::Result<()> {
