@@ -369,15 +369,11 @@ fn run_http(a: &BenchArgs, scratch: &std::path::Path) -> anyhow::Result<String> 
             .map(|mine| {
                 let url = url.clone();
                 scope.spawn(move || -> anyhow::Result<usize> {
-                    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(true).build().into();
+                    let client = tidemark_client::Client::new(&url, None);
                     let mut n = 0;
                     for (count, body) in mine {
-                        let mut r = agent
-                            .post(&format!("{url}/v1/events"))
-                            .header("content-type", "application/x-ndjson")
-                            .send(body.as_bytes())?;
-                        let reply: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string()?)?;
-                        anyhow::ensure!(reply["results"].as_array().map(Vec::len) == Some(*count), "short reply");
+                        let results = client.append_ndjson(body)?;
+                        anyhow::ensure!(results.len() == *count, "short reply");
                         n += count;
                     }
                     Ok(n)

@@ -63,6 +63,21 @@ fn code_of(e: &anyhow::Error) -> u8 {
     FAILURE
 }
 
+/// An orchestration error, with its exit code: the one table from
+/// `tidemark_ops::OpsError` to exit codes (store and client errors inside
+/// it keep their own codes, see `code_of`).
+pub fn ops_err(e: tidemark_ops::OpsError) -> anyhow::Error {
+    use tidemark_ops::OpsError;
+    match e {
+        OpsError::Store(s) => s.into(),
+        OpsError::Client(c) => crate::remote::client_err(c),
+        OpsError::Usage(m) => coded(USAGE, m),
+        e @ (OpsError::NotAuthorised(_) | OpsError::BadEvent(_)) => coded(REFUSED, e.to_string()),
+        e @ OpsError::S3(_) => coded(FAILURE, e.to_string()),
+        e => coded(FAILURE, e.to_string()),
+    }
+}
+
 pub fn report(e: &anyhow::Error) -> ExitCode {
     eprintln!("tidemark: error: {e:#}");
     ExitCode::from(code_of(e))

@@ -317,7 +317,7 @@ fn append_stream_local(
     on_batch: &mut OnBatch<'_>,
     tally: &mut AppendTally,
 ) -> anyhow::Result<()> {
-    let mut ledger = util::open_ledger(global)?;
+    let mut ledger = util::open_ledger_with_cache(global, util::APPEND_CACHE_BYTES)?;
     // The ledger digests (batch-verifies) batch k+1 while batch k is written;
     // the lines of each batch wait here in order.
     let pending: std::sync::Mutex<std::collections::VecDeque<ParsedBatch>> = Default::default();

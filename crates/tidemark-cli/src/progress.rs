@@ -132,3 +132,23 @@ mod tests {
         assert_eq!(plain_line("read", "lines", 10, None, Duration::from_secs(5)), "read 10 lines (2/s)");
     }
 }
+
+/// The bar (or the plain lines) as the sink of `tidemark_ops` work.
+impl tidemark_ops::Progress for Progress {
+    fn begin(&mut self, _what: &str, total: Option<u64>) {
+        if let Some(t) = total {
+            self.set_total(t);
+        }
+    }
+
+    fn advance(&mut self, done: u64) {
+        self.set(done);
+    }
+
+    fn note(&mut self, line: &str) {
+        match &self.mode {
+            Mode::Bar(bar) => bar.println(format!("tidemark: {line}")),
+            _ => eprintln!("tidemark: {line}"),
+        }
+    }
+}

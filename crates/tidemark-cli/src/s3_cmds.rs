@@ -1,7 +1,6 @@
 //! `tidemark s3 …`: register a bucket, scan its versions, print the
 //! manifest at T, restore it; and the S3 side of `recovery-points`.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -9,10 +8,12 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use tidemark_core::Timestamp;
-use tidemark_core::event::VersioningStatus;
-use tidemark_lineage::s3::{KeyHistory, ManifestLine, VersionRecord};
-use tidemark_lineage::s3_scan::{self, Listed};
+use tidemark_core::event::S3Identity;
+use tidemark_lineage::s3::ManifestLine;
+use tidemark_ops::s3_scan::{BucketSpec, ScanRequest, Scanned};
 use tidemark_s3::{Endpoint, S3};
+
+use crate::progress::Progress;
 
 use crate::audit_cmds::urlencode;
 use crate::exit::{self, coded};
@@ -45,56 +46,33 @@ impl Bucket {
         Bucket { component: component.to_owned(), endpoint: None, bucket: None, region: None, path_style }
     }
 
-    /// Rule: what is not given comes from the registration — the endpoint,
-    /// bucket and region; path-style addressing for an endpoint that is not AWS.
-    /// What is given must match it (see `matches_registration`).
-    pub fn resolve(&self, registered: &Value) -> anyhow::Result<Bucket> {
-        self.matches_registration(registered)?;
-        let endpoint = registered["endpoint"].as_str().unwrap_or(AWS_ENDPOINT);
-        Ok(Bucket {
+    /// What the operator named, for the rules in `tidemark_ops::s3_scan`.
+    pub fn spec(&self) -> BucketSpec {
+        BucketSpec {
             component: self.component.clone(),
-            endpoint: self.endpoint.clone().or_else(|| endpoint_url(endpoint)),
-            bucket: self.bucket.clone().or_else(|| registered["bucket"].as_str().map(str::to_owned)),
-            region: self
-                .region
-                .clone()
-                .or_else(|| registered["region"].as_str().filter(|r| !r.is_empty()).map(str::to_owned)),
-            path_style: path_style(endpoint, self.path_style),
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+        }
+    }
+
+    /// The whole address from the registration (`BucketSpec::resolve`'s rules).
+    pub fn resolve(&self, registered: &Value) -> anyhow::Result<Bucket> {
+        let identity: Option<S3Identity> =
+            if registered.is_null() { None } else { Some(serde_json::from_value(registered.clone())?) };
+        let r = self.spec().resolve(identity.as_ref()).map_err(crate::exit::ops_err)?;
+        Ok(Bucket {
+            component: r.component,
+            endpoint: r.endpoint,
+            bucket: Some(r.bucket),
+            region: Some(r.region),
+            path_style: r.path_style,
         })
     }
 
     fn check(&self) -> anyhow::Result<()> {
-        if self.component.starts_with("s3:") {
-            Ok(())
-        } else {
-            Err(coded(exit::USAGE, format!("{}: S3 components are named s3:NAME", self.component)))
-        }
-    }
-
-    /// Rule: a scan reads the bucket the component is registered as — a
-    /// wrong bucket's listing would record every key of the real one missing.
-    fn matches_registration(&self, registered: &Value) -> anyhow::Result<()> {
-        if registered.is_null() {
-            return Err(coded(
-                exit::USAGE,
-                format!("{} is not registered as an S3 bucket (`tidemark s3 register` first)", self.component),
-            ));
-        }
-        let norm = |e: &str| e.trim_end_matches('/').to_owned();
-        let (want_bucket, want_endpoint) =
-            (registered["bucket"].as_str().unwrap_or(""), norm(registered["endpoint"].as_str().unwrap_or("")));
-        let given_bucket = self.bucket.as_deref().unwrap_or(want_bucket);
-        let given = self.endpoint.as_deref().map_or_else(|| want_endpoint.clone(), norm);
-        if given_bucket != want_bucket || given != want_endpoint {
-            return Err(coded(
-                exit::USAGE,
-                format!(
-                    "{} is registered as bucket {want_bucket} at {want_endpoint}, not {given_bucket} at {given}: nothing was done",
-                    self.component
-                ),
-            ));
-        }
-        Ok(())
+        self.spec().check().map_err(crate::exit::ops_err)
     }
 
     pub fn bucket_name(&self) -> &str {
@@ -111,18 +89,7 @@ impl Bucket {
     }
 }
 
-/// The endpoint a bucket registered without `--endpoint` is recorded with.
-pub const AWS_ENDPOINT: &str = "https://s3.amazonaws.com";
-
-/// The URL to connect to for a registered endpoint (`None`: AWS's own).
-pub fn endpoint_url(registered: &str) -> Option<String> {
-    (registered != AWS_ENDPOINT).then(|| registered.to_owned())
-}
-
-/// Rule: path-style addressing when asked for, or for an endpoint that is not AWS.
-pub fn path_style(registered: &str, asked: bool) -> bool {
-    asked || registered != AWS_ENDPOINT
-}
+pub use tidemark_ops::s3_scan::{AWS_ENDPOINT, endpoint_url, path_style};
 
 #[derive(Subcommand)]
 pub enum S3Command {
@@ -254,61 +221,9 @@ impl Source {
             ),
         }
     }
-
-    /// Every recorded key history.
-    pub fn s3_known(&self, component: &str) -> anyhow::Result<BTreeMap<String, KeyHistory>> {
-        let mut out = BTreeMap::new();
-        match self {
-            Source::Local(l) => {
-                for item in l.s3_histories(component, None) {
-                    let (k, h) = item?;
-                    out.insert(k, h);
-                }
-            }
-            Source::Remote(c) => {
-                let mut after: Option<String> = None;
-                loop {
-                    let mut path = format!("/v1/s3/keys?component={}&limit=10000", urlencode(component));
-                    if let Some(a) = &after {
-                        path += &format!("&after={}", urlencode(a));
-                    }
-                    let page = Self::get(c, &path)?;
-                    for k in page["keys"].as_array().into_iter().flatten() {
-                        let entries: Vec<VersionRecord> = serde_json::from_value(k["entries"].clone())?;
-                        out.insert(k["key"].as_str().unwrap_or("").to_owned(), KeyHistory { entries });
-                    }
-                    match page["next_after"].as_str() {
-                        Some(n) => after = Some(n.to_owned()),
-                        None => break,
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-fn version_draft(component: &str, l: &Listed, position: u64, first_seen: Timestamp, lock: tidemark_s3::Lock) -> Value {
-    let mut body = json!({"component": component, "key": l.key, "version_id": l.version_id,
-        "size_bytes": l.size_bytes, "last_modified": l.last_modified, "is_delete_marker": l.is_delete_marker,
-        "listing_position": position, "first_seen_at": first_seen});
-    if let Some(e) = &l.etag {
-        body["etag"] = json!(e);
-    }
-    if let Some(m) = lock.mode {
-        body["object_lock_mode"] = json!(m);
-    }
-    if let Some(u) = lock.retain_until {
-        body["object_lock_retain_until"] = json!(u);
-    }
-    if let Some(h) = lock.legal_hold {
-        body["object_lock_legal_hold"] = json!(h);
-    }
-    json!({"kind": "s3.object_version", "body": body})
 }
 
 fn scan(global: &Global, a: ScanArgs) -> anyhow::Result<ExitCode> {
-    a.bucket.check()?;
     let scanned = scan_bucket(global, &a.signer.key()?, &a.bucket, a.prefix.as_deref(), a.clock_skew_ms, None)?;
     if a.json {
         util::print_json(&scanned);
@@ -318,39 +233,8 @@ fn scan(global: &Global, a: ScanArgs) -> anyhow::Result<ExitCode> {
     Ok(exit::ok())
 }
 
-/// What one scan listed and recorded (`s3 scan --json`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Scanned {
-    pub component: String,
-    pub versions_listed: u64,
-    pub new_versions: u64,
-    pub missing_versions: u64,
-    pub versioning: tidemark_core::event::VersioningStatus,
-    pub complete_through: Timestamp,
-    pub requests: u64,
-    pub seconds: f64,
-}
-
-impl std::fmt::Display for Scanned {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: listed {} versions and delete markers, {} new, {} missing, versioning {}; complete through {}; {} requests in {:.2} s ({:.0} versions/s)",
-            self.component,
-            self.versions_listed,
-            self.new_versions,
-            self.missing_versions,
-            serde_json::to_value(self.versioning).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
-            self.complete_through,
-            self.requests,
-            self.seconds,
-            self.versions_listed as f64 / self.seconds.max(1e-9)
-        )
-    }
-}
-
 /// Lists every version and records what is new, what went missing and the
-/// watermark; returns what it did. `proven_through`: a watermark
+/// watermark (`tidemark_ops::s3_scan::scan`). `proven_through`: a watermark
 /// the caller has proof of (a mark saw S3's clock tick before the scan began).
 pub fn scan_bucket(
     global: &Global,
@@ -360,89 +244,13 @@ pub fn scan_bucket(
     clock_skew_ms: u64,
     proven_through: Option<Timestamp>,
 ) -> anyhow::Result<Scanned> {
-    let component = b.component.clone();
-    let source = Source::open(global)?;
-    source.check_signer(key, tidemark_core::Kind::S3ScanComplete)?;
-    let report = source.s3_report(&component).map_err(|e| coded(exit::USAGE, format!("{e:#}")))?;
-    let b = b.resolve(&report["registered"])?;
-    let s3 = b.connect()?;
-    let bucket = b.bucket_name();
-    let started_at = util::now();
-    let clock = Instant::now();
-    let last_status = report["versioning"]
-        .as_array()
-        .and_then(|v| v.last().cloned())
-        .and_then(|v| serde_json::from_value::<VersioningStatus>(v[1].clone()).ok());
-    let mut known = source.s3_known(&component)?;
-    drop(source);
-    let mut drafts = Vec::new();
-    let status = s3.versioning(bucket)?;
-    if last_status != Some(status) {
-        drafts.push(json!({"kind": "s3.versioning", "body": {"component": component, "status": status, "observed_at": started_at}}));
-    }
-    let lock_enabled = s3.object_lock_enabled(bucket);
-    let oldest_upload = s3.oldest_upload_in_progress(bucket, prefix)?;
-    let show = std::io::stderr().is_terminal();
-    let (mut new, mut missing) = (0u64, 0u64);
-    let mut seen = 0u64;
-    let mut missing_drafts = Vec::new();
-    let listed = s3.list_versions(bucket, prefix, &mut |entries| {
-        let k = entries[0].key.clone();
-        if k.starts_with(tidemark_lineage::s3::RESERVED_PREFIX) {
-            return Ok(());
-        }
-        let positions = s3_scan::listing_positions(&entries);
-        let history = known.remove(&k);
-        let diff = s3_scan::diff_key(&entries, history.as_ref());
-        for i in diff.new {
-            let l = &entries[i];
-            let lock = if lock_enabled && !l.is_delete_marker {
-                s3.lock_of(bucket, &l.key, &l.version_id)?
-            } else {
-                tidemark_s3::Lock::default()
-            };
-            drafts.push(version_draft(&component, l, positions[i], started_at, lock));
-            new += 1;
-        }
-        for v in diff.missing {
-            missing_drafts.push(json!({"kind": "s3.version_missing", "body": {"component": component, "key": k, "version_id": v, "observed_at": started_at}}));
-            missing += 1;
-        }
-        seen += entries.len() as u64;
-        if show || seen % 10_000 < entries.len() as u64 {
-            eprint!("\rscanned {seen} versions ({} requests)", s3.requests());
-        }
-        Ok(())
-    })?;
-    if show {
-        eprintln!();
-    }
-    // Keys recorded but no longer listed at all.
-    for (k, h) in known {
-        if prefix.is_some_and(|p| !k.starts_with(p)) {
-            continue;
-        }
-        for v in s3_scan::diff_key(&[], Some(&h)).missing {
-            missing_drafts.push(json!({"kind": "s3.version_missing", "body": {"component": component, "key": k, "version_id": v, "observed_at": started_at}}));
-            missing += 1;
-        }
-    }
-    drafts.extend(missing_drafts);
-    let through = s3_scan::watermark(started_at, clock_skew_ms, proven_through, oldest_upload);
-    let finished_at = util::now().max(started_at);
-    drafts.push(json!({"kind": "s3.scan_complete", "body": {"component": component, "complete_through": through,
-        "started_at": started_at, "finished_at": finished_at, "versions_listed": listed}}));
-    record(global, key, drafts)?;
-    Ok(Scanned {
-        component,
-        versions_listed: listed,
-        new_versions: new,
-        missing_versions: missing,
-        versioning: status,
-        complete_through: through,
-        requests: s3.requests(),
-        seconds: clock.elapsed().as_secs_f64(),
-    })
+    let mut ledger = util::open_api(global)?;
+    let request = ScanRequest { bucket: b.spec(), prefix: prefix.map(str::to_owned), clock_skew_ms, proven_through };
+    let mut progress = Progress::new("scanned", "versions", None, global.quiet);
+    let scanned = tidemark_ops::s3_scan::scan(ledger.as_mut(), &util::SystemEnv, key, &request, &mut progress)
+        .map_err(crate::exit::ops_err)?;
+    progress.finish();
+    Ok(scanned)
 }
 
 fn print_line(out: &mut impl std::io::Write, l: &Value) -> std::io::Result<()> {

@@ -42,10 +42,43 @@ pub fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
         .with_context(|| "reading the signer key (a file written by `tidemark key new` or `tidemark init`)")
 }
 
+/// The system's clock and random event ids, for `tidemark_ops`.
+pub struct SystemEnv;
+
+impl tidemark_ops::Env for SystemEnv {
+    fn now(&self) -> Timestamp {
+        now()
+    }
+
+    fn new_event_id(&self) -> EventId {
+        new_event_id()
+    }
+}
+
+/// The ledger `--ledger` names, behind the one typed API: the local
+/// directory, or the server (with `--spool`, writes survive it being down).
+pub fn open_api(global: &crate::Global) -> anyhow::Result<Box<dyn tidemark_ops::LedgerApi>> {
+    Ok(match global.client() {
+        Some(client) => {
+            Box::new(tidemark_ops::Remote::new(client, global.spool.clone()).map_err(crate::exit::ops_err)?)
+        }
+        None => Box::new(open_ledger(global)?),
+    })
+}
+
 /// Opens the local ledger; when a server holds it, says where to go instead.
 pub fn open_ledger(global: &crate::Global) -> anyhow::Result<Ledger> {
+    open_ledger_with_cache(global, tidemark_store::SLED_CACHE_BYTES)
+}
+
+/// The page cache of a streaming `append`: it writes, and reads only the
+/// idempotency records and the state (measured in docs/performance.md).
+pub const APPEND_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// [`open_ledger`] with another page cache size.
+pub fn open_ledger_with_cache(global: &crate::Global, cache_bytes: u64) -> anyhow::Result<Ledger> {
     let dir = global.dir()?;
-    match Ledger::open(&dir) {
+    match Ledger::open_with_cache(&dir, cache_bytes) {
         Ok(l) => Ok(l),
         Err(e @ tidemark_store::StoreError::Locked { .. }) => match tidemark_server::read_server_info(&dir) {
             Some(info) => Err(crate::exit::coded(

@@ -106,6 +106,15 @@ impl Client {
             body.push_str(&e.to_json_line());
             body.push('\n');
         }
+        let results = self.append_ndjson(&body)?;
+        if results.len() != events.len() {
+            return Err(ClientError::Protocol(format!("{} results for {} events", results.len(), events.len())));
+        }
+        Ok(results)
+    }
+
+    /// Appends one batch already encoded as NDJSON (signed events, one per line).
+    pub fn append_ndjson(&self, body: &str) -> Result<Vec<Appended>, ClientError> {
         let response = self
             .agent
             .post(&format!("{}/v1/events", self.base))
@@ -118,9 +127,6 @@ impl Client {
             results: Vec<Appended>,
         }
         let reply: Reply = serde_json::from_str(&text).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if reply.results.len() != events.len() {
-            return Err(ClientError::Protocol(format!("{} results for {} events", reply.results.len(), events.len())));
-        }
         Ok(reply.results)
     }
 
@@ -210,6 +216,23 @@ impl Client {
         let mut query = vec![("from", from.to_string())];
         query.extend(to.map(|t| ("to", t.to_string())));
         self.get_json("/v1/proof/consistency", &query)
+    }
+
+    /// An S3 component's report (`recovery-points --component s3:…`).
+    pub fn s3_report(&self, component: &str) -> Result<tidemark_lineage::s3::S3Report, ClientError> {
+        self.get_json("/v1/recovery-points", &[("component", component.to_owned())])
+    }
+
+    /// One page of an S3 component's recorded key histories, after `after`.
+    pub fn s3_keys(
+        &self,
+        component: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<tidemark_lineage::s3::KeysPage, ClientError> {
+        let mut query = vec![("component", component.to_owned()), ("limit", limit.to_string())];
+        query.extend(after.map(|a| ("after", a.to_owned())));
+        self.get_json("/v1/s3/keys", &query)
     }
 
     /// Has the server verify the whole ledger as of now (appends go on

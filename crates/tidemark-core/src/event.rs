@@ -424,6 +424,17 @@ pub enum VersioningStatus {
     Suspended,
 }
 
+impl VersioningStatus {
+    /// The wire name (`unversioned`, `enabled`, `suspended`).
+    pub fn name(self) -> &'static str {
+        match self {
+            VersioningStatus::Unversioned => "unversioned",
+            VersioningStatus::Enabled => "enabled",
+            VersioningStatus::Suspended => "suspended",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct S3Versioning {

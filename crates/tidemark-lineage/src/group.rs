@@ -24,7 +24,7 @@ use crate::pg_plan::PositionIndex;
 use crate::s3::{self, Bucket, KeyHistory};
 
 /// What kind of store a component is, from its name's prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ComponentKind {
     Postgresql,
@@ -44,7 +44,7 @@ impl ComponentKind {
 }
 
 /// A group as last defined.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 pub struct GroupDef {
     pub name: String,
     pub components: Vec<String>,
@@ -54,7 +54,7 @@ pub struct GroupDef {
 }
 
 /// A recorded marker: a coordinated point, or a quiesced one (writers stopped).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 pub struct Marker {
     pub group: String,
     pub marker_id: String,
@@ -68,7 +68,7 @@ pub struct Marker {
 }
 
 /// Where a recorded snapshot stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotState {
     Present,
@@ -78,7 +78,7 @@ pub enum SnapshotState {
 }
 
 /// A snapshot of a snapshot-only component, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 pub struct Snapshot {
     pub component: String,
     pub snapshot_id: String,
@@ -92,7 +92,7 @@ pub struct Snapshot {
 }
 
 /// A drill or a restore of one of a group's recovery points.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 pub struct Activity {
     pub kind: ActivityKind,
     pub group: String,
@@ -106,7 +106,7 @@ pub struct Activity {
     pub seq: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivityKind {
     Drill,
@@ -538,7 +538,7 @@ pub struct Inputs<'a> {
 }
 
 /// Consistency class of a recovery point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
     /// Writers were stopped: every component's part is exact.
@@ -550,7 +550,7 @@ pub enum Class {
 }
 
 /// One component's part of a recovery point.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartStatus {
     pub component: String,
     pub kind: ComponentKind,
@@ -576,7 +576,7 @@ pub struct PartStatus {
 }
 
 /// Drills and restores of one recovery point.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 pub struct Record {
     pub drills: u64,
     pub drills_passed: u64,
@@ -588,7 +588,7 @@ pub struct Record {
     pub last_restore: Option<ActivityRef>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ActivityRef {
     pub result: String,
     pub at: Timestamp,
@@ -597,7 +597,7 @@ pub struct ActivityRef {
 }
 
 /// A marker, judged.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecoveryPoint {
     pub id: String,
     pub class: Class,
@@ -606,7 +606,7 @@ pub struct RecoveryPoint {
     pub writers_stopped: Option<(Timestamp, Timestamp)>,
     pub restorable: bool,
     /// The worst component status: "restorable" or "not_restorable".
-    pub status: &'static str,
+    pub status: String,
     pub components: Vec<PartStatus>,
     pub record: Record,
     pub seq: u64,
@@ -614,7 +614,7 @@ pub struct RecoveryPoint {
 
 /// A maximal interval of correlated points: every continuous component
 /// restorable over `[T − max_skew, T + max_skew]` for every T in it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CorrelatedWindow {
     pub from: Timestamp,
     pub to: Timestamp,
@@ -623,7 +623,7 @@ pub struct CorrelatedWindow {
 }
 
 /// Why the times between two windows are not restorable.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Gap {
     pub from: Timestamp,
     pub to: Timestamp,
@@ -631,7 +631,7 @@ pub struct Gap {
 }
 
 /// One component's restorable intervals (inclusive), for the report and the timeline.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ComponentWindows {
     pub component: String,
     pub kind: ComponentKind,
@@ -644,7 +644,7 @@ pub struct ComponentWindows {
 }
 
 /// The newest restorable point: a marker or a correlated time near the end of the newest window.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Latest {
     Marker { point: RecoveryPoint },
@@ -652,7 +652,7 @@ pub enum Latest {
 }
 
 /// A correlated time resolved to the one instant every part is restored to.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CorrelatedPoint {
     /// The time asked for.
     pub requested: Timestamp,
@@ -668,7 +668,7 @@ pub struct CorrelatedPoint {
 }
 
 /// Everything `recovery-points --group` shows; newest first.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupReport {
     pub group: String,
     pub components: Vec<String>,
@@ -1001,7 +1001,7 @@ fn judge_marker(
         at: m.at,
         writers_stopped: m.quiesced,
         restorable,
-        status: if restorable { "restorable" } else { "not_restorable" },
+        status: if restorable { "restorable" } else { "not_restorable" }.to_owned(),
         components,
         record: record_of(acts.get(m.marker_id.as_str()).into_iter().flatten().copied()),
         seq: m.seq,

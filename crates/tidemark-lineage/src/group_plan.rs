@@ -21,7 +21,7 @@ pub enum PlanRequest {
 }
 
 /// The recovery point a plan restores to.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PointRef {
     /// The marker id, or the time (RFC 3339) of a correlated point.
     pub id: String,
@@ -30,7 +30,7 @@ pub struct PointRef {
 }
 
 /// One bucket's part: where it lives, the time, and the manifest to carry out.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct S3Part {
     pub component: String,
     pub endpoint: String,
@@ -45,7 +45,7 @@ pub struct S3Part {
 }
 
 /// One component's part of a group plan.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ComponentPlan {
     Postgresql { component: String, plan: Box<Plan> },
@@ -54,9 +54,9 @@ pub enum ComponentPlan {
 }
 
 /// The plan body: everything but its own digest.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupPlanBody {
-    pub format: &'static str,
+    pub format: String,
     pub group: String,
     pub recovery_point: PointRef,
     pub max_skew_ms: u64,
@@ -66,7 +66,7 @@ pub struct GroupPlanBody {
 }
 
 /// A group plan: its body and the blake3 of the body's canonical JSON.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupPlan {
     #[serde(flatten)]
     pub body: GroupPlanBody,
@@ -94,7 +94,7 @@ pub fn assemble(
         Class::Crash => notes.push("crash-consistent: snapshots were taken while writers ran".to_owned()),
     }
     let body = GroupPlanBody {
-        format: FORMAT,
+        format: FORMAT.to_owned(),
         group: def.name.clone(),
         recovery_point: point,
         max_skew_ms: def.max_skew_ms,

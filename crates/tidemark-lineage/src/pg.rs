@@ -73,7 +73,7 @@ pub fn parse_history_file(text: &str) -> Option<(u32, Lsn)> {
 }
 
 /// The state of one segment that was recorded at some point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum SegmentState {
     Archived,
@@ -82,7 +82,7 @@ pub enum SegmentState {
     Deleted,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 pub struct BaseBackup {
     pub backup_id: String,
     pub label: String,
@@ -99,7 +99,7 @@ pub struct BaseBackup {
 }
 
 /// Where an observed (LSN, time) pair came from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 #[serde(tag = "source", content = "name", rename_all = "snake_case")]
 pub enum PositionSource {
     Position,
@@ -108,7 +108,7 @@ pub enum PositionSource {
 }
 
 /// One observation of the database: this LSN on this timeline at this database time.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 pub struct Position {
     pub lsn: Lsn,
     pub timeline: u32,
@@ -249,7 +249,7 @@ pub struct Cluster {
 }
 
 /// Why an LSN or a time cannot be restored.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum NotRestorable {
     #[error("no base backup on timeline {timeline}'s history finished at or before {lsn}")]
@@ -276,7 +276,7 @@ pub enum NotRestorable {
 }
 
 /// What restoring to an LSN takes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Restorable {
     pub backup: BaseBackup,
     pub timeline: u32,
@@ -289,7 +289,7 @@ pub struct Restorable {
 /// The answer for a time: restore to `target` (the newest observation at or
 /// before the time); `proof` is the observation at or after the time whose
 /// LSN is restorable.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimeRestorable {
     pub restorable: Restorable,
     pub target: Position,
@@ -297,7 +297,7 @@ pub struct TimeRestorable {
 }
 
 /// A maximal restorable range on one timeline.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub timeline: u32,
     /// The earliest restorable LSN: the stop of the oldest backup anchoring the window.

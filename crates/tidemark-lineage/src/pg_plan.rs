@@ -17,7 +17,7 @@ pub trait PositionIndex: Positions + RestorePoints {}
 impl<T: Positions + RestorePoints> PositionIndex for T {}
 
 /// What to restore to.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Target {
     /// A time: the database as of the newest observation at or before it.
@@ -68,7 +68,7 @@ impl Target {
 }
 
 /// A resolved target: what to restore from and to.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resolved {
     pub timeline: u32,
     pub base_backup: BaseBackup,
@@ -116,7 +116,7 @@ pub fn resolve(cluster: &Cluster, positions: &dyn PositionIndex, target: &Target
 }
 
 /// The answer document for one question.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Answer {
     pub component: String,
     pub target: Target,
@@ -147,20 +147,20 @@ pub fn answer(cluster: &Cluster, positions: &dyn PositionIndex, target: &Target)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimelineWindows {
     pub timeline: u32,
     pub windows: Vec<Window>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UnsoundSegment {
     pub segment: String,
     pub state: SegmentState,
 }
 
 /// Everything `recovery-points --component pg:…` shows.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     pub component: String,
     pub system_identifier: Option<String>,
@@ -191,7 +191,7 @@ pub fn report(cluster: &Cluster, positions: &dyn PositionIndex) -> Report {
 }
 
 /// The log state a plan was computed from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointRef {
     pub origin: String,
     pub tree_size: u64,
@@ -209,9 +209,9 @@ pub struct PlanOptions {
 }
 
 /// The plan body: everything but its own digest.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlanBody {
-    pub format: &'static str,
+    pub format: String,
     pub component: String,
     pub target: Target,
     pub timeline: u32,
@@ -227,7 +227,7 @@ pub struct PlanBody {
 }
 
 /// A restore plan: its body and the blake3 of the body's canonical JSON.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     #[serde(flatten)]
     pub body: PlanBody,
@@ -284,7 +284,7 @@ pub fn plan(
         ));
     }
     let body = PlanBody {
-        format: "tidemark-pg-plan-v1",
+        format: "tidemark-pg-plan-v1".to_owned(),
         component: cluster.component.clone(),
         target: target.clone(),
         timeline: r.timeline,

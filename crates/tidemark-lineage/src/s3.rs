@@ -120,7 +120,7 @@ pub fn recency_cmp(a: &VersionRecord, b: &VersionRecord) -> Ordering {
 }
 
 /// What a key was at T.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum KeyAt {
     Present {
@@ -147,7 +147,7 @@ pub enum KeyAt {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "why", rename_all = "snake_case")]
 pub enum Unrecoverable {
     /// Reported missing by a scan (deleted permanently or lost).
@@ -164,6 +164,21 @@ impl KeyAt {
     pub fn is_problem(&self) -> bool {
         matches!(self, KeyAt::Ambiguous { .. } | KeyAt::Uncertain { .. } | KeyAt::Unrecoverable { .. })
     }
+}
+
+/// One page of recorded key histories in key order (`GET /v1/s3/keys`):
+/// what a scanner compares a listing with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeysPage {
+    pub keys: Vec<KeyEntries>,
+    /// Pass as `after` for the next page; none on the last page.
+    pub next_after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyEntries {
+    pub key: String,
+    pub entries: Vec<VersionRecord>,
 }
 
 /// A key's recorded history, kept in recency order.
@@ -419,7 +434,7 @@ pub fn problem_intervals(h: &KeyHistory, versioning: &[(Timestamp, VersioningSta
 }
 
 /// One bucket's summary state (the per-key histories live beside it in the store).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 pub struct Bucket {
     pub component: String,
     /// Versioning status as observed, oldest first.
@@ -439,7 +454,7 @@ pub struct Bucket {
 }
 
 /// Why a bucket is not restorable at T (beyond per-key problems).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum BucketBound {
     #[error("no scan has completed through {at}{}", complete_through.map(|w| format!(" (the watermark is {w})")).unwrap_or_default())]
@@ -449,7 +464,7 @@ pub enum BucketBound {
 }
 
 /// A maximal range of restorable T.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct S3Window {
     pub from: Timestamp,
     /// Exclusive end when a problem begins there; else the scan watermark (inclusive).
@@ -778,7 +793,7 @@ impl<'a> StoredHistory<'a> {
 }
 
 /// One line of the manifest at T: what a restore does with a key.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ManifestLine {
     /// Make this version current.
@@ -832,7 +847,7 @@ fn line_for(key: &str, at: KeyAt, exists_now: bool) -> Option<ManifestLine> {
 }
 
 /// Counts of a streamed manifest, and its digest (blake3 of the NDJSON lines, in key order).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManifestSummary {
     pub component: String,
     pub at: Timestamp,
@@ -846,7 +861,7 @@ pub struct ManifestSummary {
 }
 
 /// "Is the bucket restorable at T, and if not, why?"
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct S3Answer {
     pub component: String,
     pub at: Timestamp,
@@ -927,7 +942,7 @@ pub fn answer(bucket: &Bucket, candidates: &[(String, KeyHistory)], at: Timestam
 }
 
 /// Everything `recovery-points --component s3:…` shows.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct S3Report {
     pub component: String,
     pub versioning: Vec<(Timestamp, VersioningStatus)>,

@@ -567,17 +567,18 @@ struct KeysQuery {
 /// Recorded key histories in key order, a page at a time (what a scanner compares a listing with).
 async fn s3_keys(State(s): State<AppState>, Query(q): Query<KeysQuery>) -> Result<Response, Problem> {
     let limit = page_limit(q.limit)?;
+    use tidemark_lineage::s3::{KeyEntries, KeysPage};
     let ledger = s.ledger.read().expect("ledger lock");
-    let mut keys: Vec<Value> = Vec::new();
+    let mut keys: Vec<KeyEntries> = Vec::new();
     for item in ledger.s3_histories(&q.component, q.after.as_deref()) {
         let (key, h) = item.map_err(store_problem)?;
         if keys.len() == limit {
-            let next = keys.last().and_then(|k| k["key"].as_str().map(str::to_owned));
-            return Ok(Json(json!({"keys": keys, "next_after": next})).into_response());
+            let next_after = keys.last().map(|k| k.key.clone());
+            return Ok(Json(KeysPage { keys, next_after }).into_response());
         }
-        keys.push(json!({"key": key, "entries": h.entries}));
+        keys.push(KeyEntries { key, entries: h.entries });
     }
-    Ok(Json(json!({"keys": keys, "next_after": null})).into_response())
+    Ok(Json(KeysPage { keys, next_after: None }).into_response())
 }
 
 async fn keys(State(s): State<AppState>) -> Response {

@@ -297,14 +297,11 @@ pub struct Ledger {
 /// How long opening waits for a lock that a just-closed handle may still hold.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-fn open_db(paths: &LedgerPaths) -> Result<sled::Db, StoreError> {
+fn open_db(paths: &LedgerPaths, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     let started = std::time::Instant::now();
     loop {
-        let result = sled::Config::new()
-            .path(&paths.db)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .mode(sled::Mode::HighThroughput)
-            .open();
+        let result =
+            sled::Config::new().path(&paths.db).cache_capacity(cache_bytes).mode(sled::Mode::HighThroughput).open();
         match result {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(io))
@@ -344,7 +341,7 @@ impl Ledger {
         std::fs::create_dir_all(&paths.keys)
             .map_err(|e| StoreError::Storage(format!("create {}: {e}", paths.keys.display())))?;
         write_secret_key_file(&paths.ledger_key, &genesis.ledger_key)?;
-        let db = open_db(&paths)?;
+        let db = open_db(&paths, SLED_CACHE_BYTES)?;
         let tree = db.open_tree("ledger")?;
         let state = State {
             frontier: Frontier::default(),
@@ -372,12 +369,19 @@ impl Ledger {
     /// Opens an existing ledger. Reads the persisted state and the newest node
     /// bundle of each level; the log itself is not read.
     pub fn open(dir: &Path) -> Result<Ledger, StoreError> {
+        Ledger::open_with_cache(dir, SLED_CACHE_BYTES)
+    }
+
+    /// Opens with a page cache of `cache_bytes` instead of [`SLED_CACHE_BYTES`]:
+    /// a process that mostly writes (a streaming `append`) needs little cache,
+    /// and its resident memory is mostly this cache.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Ledger, StoreError> {
         let paths = LedgerPaths::new(dir);
         if !paths.db.exists() {
             return Err(StoreError::NotInitialised { dir: dir.to_path_buf() });
         }
         let ledger_key = read_secret_key_file(&paths.ledger_key)?;
-        let db = open_db(&paths)?;
+        let db = open_db(&paths, cache_bytes)?;
         let tree = db.open_tree("ledger")?;
         let state_bytes = tree.get(layout::STATE)?.ok_or_else(|| {
             StoreError::Corrupt(

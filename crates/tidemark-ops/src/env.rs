@@ -1,0 +1,55 @@
+//! What the outside world gives orchestration: the time and fresh event ids.
+
+use tidemark_core::event::{Event, EventBody};
+use tidemark_core::{EventId, SecretKey, SignedEvent, Timestamp};
+
+use crate::OpsError;
+
+/// The clock and the id generator, injected (the CLI passes the system's).
+pub trait Env: Sync {
+    fn now(&self) -> Timestamp;
+    fn new_event_id(&self) -> EventId;
+
+    /// A new event of `body` signed by `key`: the typed way to record a
+    /// fact (a body that breaks its rules, or an event over the size
+    /// limit, is refused here, before anything is sent).
+    fn sign(&self, key: &SecretKey, body: EventBody) -> Result<SignedEvent, OpsError> {
+        body.validate().map_err(OpsError::BadEvent)?;
+        let event = Event { id: self.new_event_id(), occurred_at: self.now(), actor: key.actor_id(), body };
+        let signed = event.sign(key);
+        signed.check_size().map_err(|e| OpsError::BadEvent(e.to_string()))?;
+        Ok(signed)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    /// A fixed clock that ticks a microsecond per reading, and counting ids.
+    pub struct FixedEnv {
+        pub micros: AtomicU64,
+        pub ids: AtomicU64,
+    }
+
+    impl FixedEnv {
+        pub fn at(t: Timestamp) -> FixedEnv {
+            FixedEnv { micros: AtomicU64::new(t.as_micros() as u64), ids: AtomicU64::new(1) }
+        }
+    }
+
+    impl Env for FixedEnv {
+        fn now(&self) -> Timestamp {
+            Timestamp::from_micros(self.micros.fetch_add(1, Ordering::Relaxed) as i64)
+        }
+
+        fn new_event_id(&self) -> EventId {
+            let n = self.ids.fetch_add(1, Ordering::Relaxed);
+            let mut random = [0u8; 10];
+            random[2..].copy_from_slice(&n.to_be_bytes());
+            EventId::new_v7(1_790_000_000_000, random)
+        }
+    }
+}

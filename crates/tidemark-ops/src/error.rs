@@ -1,0 +1,27 @@
+//! The errors of orchestration, by what the caller should do about them.
+
+use tidemark_client::ClientError;
+use tidemark_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// The local ledger failed or refused (its own kinds: refusals, missing, damaged…).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server could not be reached, refused, or answered nonsense.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The request itself is wrong (a name, a bucket that is not the registered one…); nothing was done.
+    #[error("{0}")]
+    Usage(String),
+    /// The signer may not record what the work records; nothing was done.
+    #[error("{0}; nothing was done")]
+    NotAuthorised(String),
+    /// An event could not be built from what was observed (it breaks a body rule).
+    #[error("cannot record this: {0}")]
+    BadEvent(String),
+    /// Object storage failed.
+    #[error(transparent)]
+    S3(#[from] tidemark_s3::S3Error),
+}

@@ -1,0 +1,160 @@
+//! One typed API over a ledger, wherever it is: a directory opened here
+//! ([`tidemark_store::Ledger`]) or a server ([`Remote`], through
+//! `tidemark-client`, the only code that knows URLs and statuses). Both
+//! return the same typed values, so orchestration never walks JSON.
+
+use std::path::PathBuf;
+
+use tidemark_client::{Client, ClientError, Spool};
+use tidemark_core::api::ConsistencyProof;
+use tidemark_core::registry::{AuthError, KeyRecord};
+use tidemark_core::{Kind, SecretKey, SignedEvent, Timestamp};
+use tidemark_lineage::s3::{KeyHistory, S3Report};
+use tidemark_store::{Appended, Ledger};
+
+use crate::OpsError;
+
+/// What became of events handed to [`LedgerApi::record`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Durable in the ledger, in order.
+    Appended(Vec<Appended>),
+    /// The server could not be reached: stored durably in the spool, to be
+    /// delivered (in order) by the next write or `tidemark spool flush`.
+    Spooled { events: usize, spool: PathBuf, why: String },
+}
+
+impl Recorded {
+    /// The entry of the last event, when the events are in the ledger already.
+    pub fn last_seq(&self) -> Option<u64> {
+        match self {
+            Recorded::Appended(a) => a.last().map(|a| a.seq),
+            Recorded::Spooled { .. } => None,
+        }
+    }
+}
+
+/// Page size for reading key histories from a server.
+const KEYS_PAGE: usize = 10_000;
+
+/// The questions and the one write orchestration needs.
+pub trait LedgerApi {
+    /// Every enrolled key, with its roles and revocation.
+    fn keys(&self) -> Result<Vec<KeyRecord>, OpsError>;
+    /// Appends `events` all-or-nothing (one batch).
+    fn record(&mut self, events: Vec<SignedEvent>, now: Timestamp) -> Result<Recorded, OpsError>;
+    /// An S3 component's report: registration, versioning, watermark, windows.
+    fn s3_report(&self, component: &str) -> Result<S3Report, OpsError>;
+    /// Every recorded key history of an S3 component, in key order.
+    fn s3_histories(&self, component: &str, each: &mut dyn FnMut(String, KeyHistory)) -> Result<(), OpsError>;
+    /// A consistency proof from tree size `from` to `to` (default: now).
+    fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<ConsistencyProof, OpsError>;
+
+    /// Rule: before long work, the signer may append what the work records
+    /// (enrolled, unrevoked, a role allowing `kind`), so a wrong key is
+    /// refused before anything is touched rather than after.
+    fn check_signer(&self, key: &SecretKey, kind: Kind) -> Result<(), OpsError> {
+        let actor = key.actor_id();
+        let refused = |e: AuthError| OpsError::NotAuthorised(e.to_string());
+        self.keys()?
+            .into_iter()
+            .find(|r| r.actor == actor)
+            .ok_or(AuthError::UnknownKey { actor })
+            .map_err(refused)?
+            .may_append(kind)
+            .map_err(refused)
+    }
+}
+
+impl LedgerApi for Ledger {
+    fn keys(&self) -> Result<Vec<KeyRecord>, OpsError> {
+        Ok(self.registry().keys().cloned().collect())
+    }
+
+    fn record(&mut self, events: Vec<SignedEvent>, now: Timestamp) -> Result<Recorded, OpsError> {
+        Ok(Recorded::Appended(self.append(events, now)?))
+    }
+
+    fn s3_report(&self, component: &str) -> Result<S3Report, OpsError> {
+        Ok(Ledger::s3_report(self, component)?)
+    }
+
+    fn s3_histories(&self, component: &str, each: &mut dyn FnMut(String, KeyHistory)) -> Result<(), OpsError> {
+        for item in Ledger::s3_histories(self, component, None) {
+            let (k, h) = item?;
+            each(k, h);
+        }
+        Ok(())
+    }
+
+    fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<ConsistencyProof, OpsError> {
+        Ok(self.consistency_proof_document(from, to)?)
+    }
+}
+
+/// A ledger held by a server: reads and writes through `tidemark-client`;
+/// with a spool, writes survive the server being down.
+pub struct Remote {
+    pub client: Client,
+    pub spool: Option<(Spool, PathBuf)>,
+}
+
+impl Remote {
+    pub fn new(client: Client, spool: Option<PathBuf>) -> Result<Remote, OpsError> {
+        let spool = spool.map(|dir| Spool::open(&dir).map(|s| (s, dir))).transpose()?;
+        Ok(Remote { client, spool })
+    }
+
+    fn spool_it(&self, events: &[SignedEvent], why: &ClientError) -> Result<Recorded, OpsError> {
+        let (spool, dir) = self.spool.as_ref().expect("only called with a spool");
+        spool.store(events)?;
+        Ok(Recorded::Spooled { events: events.len(), spool: dir.clone(), why: why.to_string() })
+    }
+}
+
+impl LedgerApi for Remote {
+    fn keys(&self) -> Result<Vec<KeyRecord>, OpsError> {
+        Ok(self.client.keys()?.keys)
+    }
+
+    /// The spool is delivered first, so order holds; when the server cannot
+    /// be reached and there is a spool, the events go to it.
+    fn record(&mut self, events: Vec<SignedEvent>, _now: Timestamp) -> Result<Recorded, OpsError> {
+        if let Some((spool, _)) = &self.spool {
+            match spool.flush(&self.client) {
+                Ok(_) => {}
+                Err(e) if e.is_retryable() => return self.spool_it(&events, &e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.client.append(&events) {
+            Ok(results) => Ok(Recorded::Appended(
+                results.into_iter().map(|r| Appended { seq: r.seq, duplicate: r.duplicate }).collect(),
+            )),
+            Err(e) if e.is_retryable() && self.spool.is_some() => self.spool_it(&events, &e),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn s3_report(&self, component: &str) -> Result<S3Report, OpsError> {
+        Ok(self.client.s3_report(component)?)
+    }
+
+    fn s3_histories(&self, component: &str, each: &mut dyn FnMut(String, KeyHistory)) -> Result<(), OpsError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.client.s3_keys(component, after.as_deref(), KEYS_PAGE)?;
+            for k in page.keys {
+                each(k.key, KeyHistory { entries: k.entries });
+            }
+            match page.next_after {
+                Some(n) => after = Some(n),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<ConsistencyProof, OpsError> {
+        Ok(self.client.consistency_proof(from, to)?)
+    }
+}
