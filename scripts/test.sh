@@ -24,4 +24,19 @@ if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import moto, sys; sy
   python3 -m venv .venv
   .venv/bin/pip install --quiet 'moto[s3]==5.0.28' flask flask-cors
 fi
+# PostgreSQL 15 (its server binaries; the tests start clusters as the
+# `postgres` user when run as root).
+PG_BIN="${TIDEMARK_PG_BIN:-/usr/lib/postgresql/15/bin}"
+if [ ! -x "$PG_BIN/postgres" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15 >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15 >/dev/null 2>&1; } \
+    || echo "scripts/test.sh: could not install postgresql-15; the PostgreSQL tests fail under CI=true" >&2
+fi
+# Say what was found, so a failing service test is never a surprise.
+found() { if [ -n "$2" ]; then echo "  $1: $2"; else echo "  $1: MISSING"; fi; }
+echo "scripts/test.sh: services for the end-to-end tests:"
+found "PostgreSQL 15" "$([ -x "$PG_BIN/postgres" ] && "$PG_BIN/postgres" --version)"
+found "moto_server" "$([ -x .venv/bin/moto_server ] && echo "moto $(.venv/bin/python -c 'import moto; print(moto.__version__)') in .venv")"
+found "pgbackrest" "$(command -v pgbackrest >/dev/null 2>&1 && pgbackrest version)"
+found "python cryptography" "$(python3 -c 'import cryptography; print(cryptography.__version__)' 2>/dev/null)"
 cargo test --workspace --all-targets

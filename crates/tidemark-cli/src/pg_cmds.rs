@@ -420,6 +420,7 @@ fn check_archive(global: &Global, a: CheckArchiveArgs) -> anyhow::Result<ExitCod
     let mut findings = Vec::new();
     let mut drafts = Vec::new();
     let (mut ok, mut bad) = (0u64, 0u64);
+    let mut progress = crate::progress::Progress::new("re-read", "files", None, global.quiet);
     source.files(&component, &mut |f| {
         let name = f["file_name"].as_str().unwrap_or("").to_owned();
         let location = f["location"].as_str().unwrap_or("").to_owned();
@@ -453,8 +454,10 @@ fn check_archive(global: &Global, a: CheckArchiveArgs) -> anyhow::Result<ExitCod
             body["detail"] = json!(detail);
         }
         drafts.push(json!({"kind": "artifact.verified", "body": body}));
+        progress.set(ok + bad);
         Ok(())
     })?;
+    progress.finish();
     drop(source);
     if !drafts.is_empty() {
         record(global, &key, drafts)?;

@@ -121,18 +121,6 @@ fn plain_line(what: &str, unit: &str, done: u64, total: Option<u64>, elapsed: Du
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_plain_line_has_the_rate_and_the_eta() {
-        let line = plain_line("verified", "entries", 100, Some(300), Duration::from_secs(2));
-        assert_eq!(line, "verified 100/300 entries (50/s, ETA 4s)");
-        assert_eq!(plain_line("read", "lines", 10, None, Duration::from_secs(5)), "read 10 lines (2/s)");
-    }
-}
-
 /// The bar (or the plain lines) as the sink of `tidemark_ops` work.
 impl tidemark_ops::Progress for Progress {
     fn begin(&mut self, _what: &str, total: Option<u64>) {
@@ -150,5 +138,17 @@ impl tidemark_ops::Progress for Progress {
             Mode::Bar(bar) => bar.println(format!("tidemark: {line}")),
             _ => eprintln!("tidemark: {line}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_line_has_the_rate_and_the_eta() {
+        let line = plain_line("verified", "entries", 100, Some(300), Duration::from_secs(2));
+        assert_eq!(line, "verified 100/300 entries (50/s, ETA 4s)");
+        assert_eq!(plain_line("read", "lines", 10, None, Duration::from_secs(5)), "read 10 lines (2/s)");
     }
 }

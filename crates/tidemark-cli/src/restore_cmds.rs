@@ -158,6 +158,8 @@ struct Targets {
     concurrency: usize,
     existing: tidemark_s3::Existing,
     keep_running: bool,
+    /// No progress bars.
+    quiet: bool,
 }
 
 /// A restored PostgreSQL server left running.
@@ -387,7 +389,13 @@ fn restore_s3(part: &Value, t: &Targets) -> anyhow::Result<(String, String, Opti
         .collect::<anyhow::Result<_>>()?;
     let total = lines.len();
     let created = s3.ensure_bucket(&target)?;
-    let report = s3.restore(bucket, &target, lines, t.concurrency, t.existing, &|_, _| {})?;
+    let progress = std::sync::Mutex::new(crate::progress::Progress::new("restored", "keys", None, t.quiet));
+    let report = s3.restore(bucket, &target, lines, t.concurrency, t.existing, &|done, total| {
+        let mut p = progress.lock().expect("progress lock");
+        p.set_total(total);
+        p.set(done);
+    })?;
+    progress.into_inner().expect("progress lock").finish();
     if !report.failed.is_empty() {
         let shown: Vec<String> = report.failed.iter().take(5).map(|(k, e)| format!("{k}: {e}")).collect();
         anyhow::bail!("{} of {total} keys failed into {target}: {report}; {}", report.failed.len(), shown.join("; "));
@@ -536,6 +544,7 @@ pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     check_plan_checkpoint(global, &plan)?;
     let started = Instant::now();
     let targets = Targets {
+        quiet: global.quiet,
         pg_data: a.pg_data.clone(),
         bucket_suffix: a.s3_target_bucket_suffix.clone(),
         snapshot_dir: a.snapshot_dir.clone(),
@@ -615,6 +624,7 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
     util::write_file_atomic(&plan_path, (serde_json::to_string_pretty(&plan)? + "\n").as_bytes())?;
     let tag = hex8(&plan["digest"]);
     let targets = Targets {
+        quiet: global.quiet,
         pg_data: Some(scratch.join("pg")),
         bucket_suffix: Some(format!("-drill-{tag}")),
         snapshot_dir: Some(scratch.join("snapshots")),

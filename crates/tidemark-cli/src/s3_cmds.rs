@@ -1,7 +1,7 @@
 //! `tidemark s3 …`: register a bucket, scan its versions, print the
 //! manifest at T, restore it; and the S3 side of `recovery-points`.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -347,18 +347,18 @@ fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let operator = a.signer.key()?;
     Source::open(global)?.check_signer(&operator, tidemark_core::Kind::RestorePerformed)?;
     let s3 = bucket.connect()?;
-    let show = std::io::stderr().is_terminal();
     let created = if a.in_place { false } else { s3.ensure_bucket(&target)? };
     if created {
         eprintln!("created s3://{target} (versioned)");
     }
+    let progress = std::sync::Mutex::new(Progress::new("restored", "keys", None, global.quiet));
     let report =
         s3.restore(bucket.bucket_name(), &target, lines, a.concurrency, a.existing_objects.into(), &|done, total| {
-            if show || done == total {
-                eprint!("\rrestored {done}/{total}");
-            }
+            let mut p = progress.lock().expect("progress lock");
+            p.set_total(total);
+            p.set(done);
         })?;
-    eprintln!();
+    progress.into_inner().expect("progress lock").finish();
     for (key, why) in &report.failed {
         eprintln!("failed: {key}: {why}");
     }

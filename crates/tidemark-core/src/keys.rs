@@ -316,9 +316,42 @@ pub fn verify_batch(messages: &[&[u8]], signatures: &[Signature], keys: &[Public
     ed25519_dalek::verify_batch(messages, &sigs, &vks).is_ok()
 }
 
+/// The positions of the signatures that do not verify, in order: one batch
+/// verification first (the fast path), and only when it fails, strict
+/// single verification of each (the batch may accept what strict checks
+/// refuse, and a failed batch does not say which signature is bad). The
+/// one signature check of appends, `verify` and `verify-export`.
+pub fn failing_signatures(messages: &[&[u8]], signatures: &[Signature], keys: &[PublicKey]) -> Vec<usize> {
+    if verify_batch(messages, signatures, keys) {
+        return Vec::new();
+    }
+    (0..messages.len()).filter(|&i| !keys[i].verify(messages[i], &signatures[i])).collect()
+}
+
+/// The first signature that does not verify (see [`failing_signatures`]).
+pub fn first_failing_signature(messages: &[&[u8]], signatures: &[Signature], keys: &[PublicKey]) -> Option<usize> {
+    if verify_batch(messages, signatures, keys) {
+        return None;
+    }
+    (0..messages.len()).find(|&i| !keys[i].verify(messages[i], &signatures[i]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_batch_names_exactly_the_bad_signatures() {
+        let keys: Vec<SecretKey> = (1..=4).map(key).collect();
+        let msgs: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 10]).collect();
+        let mut sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+        let pubs: Vec<PublicKey> = keys.iter().map(SecretKey::public_key).collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        assert!(failing_signatures(&refs, &sigs, &pubs).is_empty());
+        sigs.swap(1, 3);
+        assert_eq!(failing_signatures(&refs, &sigs, &pubs), vec![1, 3]);
+        assert_eq!(first_failing_signature(&refs, &sigs, &pubs), Some(1));
+    }
 
     fn key(n: u8) -> SecretKey {
         SecretKey::from_seed("test", [n; 32])

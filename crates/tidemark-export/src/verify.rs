@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use rayon::prelude::*;
 use serde_json::Value;
 use tidemark_core::Entry;
-use tidemark_core::keys::{PublicKey, Signature, event_signing_message, verify_batch};
+use tidemark_core::keys::{PublicKey, Signature, event_signing_message, first_failing_signature};
 use tidemark_core::merkle::{self, Hash, verify_consistency, verify_inclusion};
 use tidemark_core::note::{Checkpoint, NoteVerifier};
 use tidemark_core::proof_file::TlogProof;
@@ -186,10 +186,7 @@ fn flush_signatures(pending: &mut Vec<Pending>) -> Result<(), Fail> {
             let msgs: Vec<&[u8]> = chunk.iter().map(|p| p.message.as_slice()).collect();
             let sigs: Vec<Signature> = chunk.iter().map(|p| p.sig).collect();
             let keys: Vec<PublicKey> = chunk.iter().map(|p| p.key).collect();
-            if verify_batch(&msgs, &sigs, &keys) {
-                return None;
-            }
-            chunk.iter().find(|p| !p.key.verify(&p.message, &p.sig)).map(|p| (p.seq, p.file.clone()))
+            first_failing_signature(&msgs, &sigs, &keys).map(|j| (chunk[j].seq, chunk[j].file.clone()))
         })
         .min();
     pending.clear();

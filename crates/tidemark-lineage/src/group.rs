@@ -244,7 +244,7 @@ impl Catalog {
 
     /// Rule (admission): refuses an event that contradicts what the catalog
     /// knows, with the reason; otherwise applies it.
-    pub fn admit(&mut self, seq: u64, occurred_at: Timestamp, body: &EventBody) -> Result<Option<Change>, String> {
+    pub fn admit(&mut self, seq: u64, occurred_at: Timestamp, body: &EventBody) -> Result<Option<Change>, AdmitError> {
         self.admit_over(&Catalog::default(), seq, occurred_at, body)
     }
 
@@ -255,12 +255,14 @@ impl Catalog {
         seq: u64,
         occurred_at: Timestamp,
         body: &EventBody,
-    ) -> Result<Option<Change>, String> {
+    ) -> Result<Option<Change>, AdmitError> {
         match body {
             EventBody::GroupDefined(g) => {
                 for c in &g.components {
                     let Some(kind) = ComponentKind::of(c.as_str()) else {
-                        return Err(format!("component {c} is not of a kind a group can hold (pg:, s3:, snap:)"));
+                        return Err(AdmitError::Contradicts(format!(
+                            "component {c} is not of a kind a group can hold (pg:, s3:, snap:)"
+                        )));
                     };
                     if !self.components.contains_key(c.as_str()) {
                         let how = match kind {
@@ -268,10 +270,10 @@ impl Catalog {
                             ComponentKind::S3 => "tidemark s3 register",
                             ComponentKind::Snapshot => "tidemark snapshot register",
                         };
-                        return Err(format!(
+                        return Err(AdmitError::Contradicts(format!(
                             "group {}: component {c} is not registered; register it first (`{how}`)",
                             g.group
-                        ));
+                        )));
                     }
                 }
             }
@@ -283,14 +285,14 @@ impl Catalog {
             }
             EventBody::SnapshotTaken(s) => {
                 if let Some(existing) = self.snapshots.get(&(s.component.to_string(), s.snapshot_id.clone())) {
-                    return Err(format!(
-                        "conflict: snapshot {} of {} is already recorded (entry {}); a new snapshot needs a new id",
+                    return Err(AdmitError::IdReused(format!(
+                        "snapshot {} of {} is already recorded (entry {}); a new snapshot needs a new id",
                         s.snapshot_id, s.component, existing.seq
-                    ));
+                    )));
                 }
             }
             EventBody::DrillCompleted(d) if self.group(d.group.as_str()).is_none() => {
-                return Err(format!("drill of group {}: no such group is defined", d.group));
+                return Err(AdmitError::Contradicts(format!("drill of group {}: no such group is defined", d.group)));
             }
             _ => {}
         }
@@ -300,31 +302,41 @@ impl Catalog {
     /// Rule: S3 facts are admitted only about a component registered with
     /// its endpoint and bucket (so a scan cannot invent one, and a restore
     /// always knows where the bucket is).
-    pub fn check_s3_registered(&self, component: &str) -> Result<(), String> {
+    pub fn check_s3_registered(&self, component: &str) -> Result<(), AdmitError> {
         match self.components.get(component) {
             Some(r) if r.s3.is_some() => Ok(()),
-            Some(_) => Err(format!("{component} is registered, but not as an S3 bucket")),
-            None => Err(format!(
+            Some(_) => Err(AdmitError::Contradicts(format!("{component} is registered, but not as an S3 bucket"))),
+            None => Err(AdmitError::Contradicts(format!(
                 "{component} is not registered; register its endpoint and bucket first (`tidemark s3 register --component {component} …`)"
-            )),
+            ))),
         }
     }
 
-    fn check_marker(&self, base: &Catalog, group: &str, marker_id: &str, parts: &[MarkerPart]) -> Result<(), String> {
+    fn check_marker(
+        &self,
+        base: &Catalog,
+        group: &str,
+        marker_id: &str,
+        parts: &[MarkerPart],
+    ) -> Result<(), AdmitError> {
         let Some(g) = self.group(group) else {
-            return Err(format!("marker {marker_id}: group {group} is not defined (`tidemark group define` first)"));
+            return Err(AdmitError::Contradicts(format!(
+                "marker {marker_id}: group {group} is not defined (`tidemark group define` first)"
+            )));
         };
         let earlier = base.groups.get(group).and_then(|b| b.marker_ids.get(marker_id));
         if let Some(seq) = g.marker_ids.get(marker_id).or(earlier) {
-            return Err(format!(
-                "conflict: marker {marker_id} of group {group} is already entry {seq}; a new marker needs a new id"
-            ));
+            return Err(AdmitError::IdReused(format!(
+                "marker {marker_id} of group {group} is already entry {seq}; a new marker needs a new id"
+            )));
         }
         let def = g.def.as_ref().expect("group() only returns defined groups");
         for p in parts {
             let c = p.component.as_str();
             if !def.components.iter().any(|x| x == c) {
-                return Err(format!("marker {marker_id}: component {c} is not in group {group}"));
+                return Err(AdmitError::Contradicts(format!(
+                    "marker {marker_id}: component {c} is not in group {group}"
+                )));
             }
             let kind = ComponentKind::of(c);
             let fits = match kind {
@@ -334,21 +346,23 @@ impl Catalog {
                 None => false,
             };
             if !fits {
-                return Err(format!(
+                return Err(AdmitError::Contradicts(format!(
                     "marker {marker_id}: component {c} must be pinned by its own kind (pg: pg_lsn, s3: s3_watermark, snap: snapshot_id)"
-                ));
+                )));
             }
             if let Some(id) = &p.snapshot_id
                 && !self.snapshots.contains_key(&(c.to_owned(), id.clone()))
             {
-                return Err(format!(
+                return Err(AdmitError::Contradicts(format!(
                     "marker {marker_id}: snapshot {id} of {c} is not recorded (`tidemark snapshot record` first)"
-                ));
+                )));
             }
         }
         for c in &def.components {
             if !parts.iter().any(|p| p.component.as_str() == c) {
-                return Err(format!("marker {marker_id}: component {c} of group {group} is not pinned"));
+                return Err(AdmitError::Contradicts(format!(
+                    "marker {marker_id}: component {c} of group {group} is not pinned"
+                )));
             }
         }
         Ok(())
@@ -683,6 +697,18 @@ pub struct GroupReport {
 }
 
 /// Why a group question cannot be answered at all.
+/// Why the catalog refuses an event (the store refuses its batch with it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum AdmitError {
+    /// A marker or snapshot id already names another fact.
+    #[error("conflict: {0}")]
+    IdReused(String),
+    /// The event contradicts what the catalog knows (an unknown group or
+    /// component, an unpinned or foreign component, a snapshot never recorded).
+    #[error("{0}")]
+    Contradicts(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
     #[error("no group named {0:?} is defined (`tidemark group define {0} --component …`)")]

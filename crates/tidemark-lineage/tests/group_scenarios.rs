@@ -27,7 +27,7 @@ struct World {
 impl World {
     fn apply(&mut self, seq: u64, occurred_at: Timestamp, body: &EventBody) -> Result<(), String> {
         if group::concerns_catalog(body) {
-            self.catalog.admit(seq, occurred_at, body)?;
+            self.catalog.admit(seq, occurred_at, body).map_err(|e| e.to_string())?;
         }
         if let Some(c) = Cluster::component_of(body) {
             self.clusters.entry(c.clone()).or_insert_with(|| (Cluster::new(&c), Vec::new())).0.apply(body);

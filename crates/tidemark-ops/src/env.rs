@@ -53,3 +53,24 @@ pub(crate) mod testing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tidemark_core::event::{EventBody, KeyRevoked};
+
+    use super::testing::FixedEnv;
+    use super::*;
+
+    #[test]
+    fn an_event_takes_its_time_and_id_from_the_env_and_breaks_no_body_rule() {
+        let env = FixedEnv::at(Timestamp::from_unix_seconds(1_790_000_000));
+        let key = SecretKey::from_seed("admin", [1; 32]);
+        let body = |reason: &str| EventBody::KeyRevoked(KeyRevoked { key: key.actor_id(), reason: reason.into() });
+        let signed = env.sign(&key, body("rotated")).unwrap();
+        assert_eq!(signed.event.occurred_at, Timestamp::from_unix_seconds(1_790_000_000));
+        assert_eq!(signed.event.actor, key.actor_id());
+        assert!(key.public_key().verify(&signed.event.signing_message(), &signed.sig));
+        let refused = env.sign(&key, body("")).unwrap_err();
+        assert!(matches!(refused, OpsError::BadEvent(_)), "{refused}");
+    }
+}

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use tidemark_core::event::{Event, EventBody, EventError, Kind, LedgerGenesis};
-use tidemark_core::keys::{PublicKey, SecretKey, verify_batch};
+use tidemark_core::keys::{PublicKey, SecretKey, failing_signatures, first_failing_signature};
 use tidemark_core::merkle::{self, CompletedNode, Frontier, Hash, SubtreeHashes};
 use tidemark_core::note::{Checkpoint, NoteVerifier};
 use tidemark_core::registry::{AuthError, Registry};
@@ -65,7 +65,7 @@ pub enum Refusal {
     /// The event contradicts what the ledger already knows (an unknown
     /// group, an unpinned component, a marker or snapshot id reused).
     #[error("refused against the ledger's state: {reason}")]
-    Inconsistent { reason: String },
+    Inconsistent { reason: tidemark_lineage::group::AdmitError },
 }
 
 impl Refusal {
@@ -84,7 +84,7 @@ impl Refusal {
             Refusal::BadSignature { .. } => "bad_signature",
             Refusal::Conflict { .. } | Refusal::ConflictInBatch { .. } => "conflict",
             Refusal::BatchTooLarge { .. } => "batch_too_large",
-            Refusal::Inconsistent { reason } if reason.starts_with("conflict") => "conflict",
+            Refusal::Inconsistent { reason: tidemark_lineage::group::AdmitError::IdReused(_) } => "conflict",
             Refusal::Inconsistent { .. } => "inconsistent",
         }
     }
@@ -528,10 +528,8 @@ impl Ledger {
                 let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
                 let sigs: Vec<_> = chunk.iter().map(|(i, _)| events[*i].sig).collect();
                 let keys: Vec<PublicKey> = chunk.iter().map(|(_, k)| *k).collect();
-                if verify_batch(&refs, &sigs, &keys) {
-                    return chunk.to_vec();
-                }
-                chunk.iter().zip(&refs).filter(|((i, k), m)| k.verify(m, &events[*i].sig)).map(|(c, _)| *c).collect()
+                let bad = failing_signatures(&refs, &sigs, &keys);
+                chunk.iter().enumerate().filter(|(j, _)| !bad.contains(j)).map(|(_, c)| *c).collect()
             })
             .collect();
         let mut verified_with = vec![None; events.len()];
@@ -1071,10 +1069,7 @@ fn first_bad_signature(chunk: &[(usize, PublicKey)], msgs: &[Vec<u8>], events: &
     let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
     let sigs: Vec<_> = chunk.iter().map(|(i, _)| events[*i].sig).collect();
     let keys: Vec<PublicKey> = chunk.iter().map(|(_, k)| *k).collect();
-    if verify_batch(&refs, &sigs, &keys) {
-        return None;
-    }
-    chunk.iter().zip(&refs).find(|((i, k), m)| !k.verify(m, &events[*i].sig)).map(|((i, _), _)| *i)
+    first_failing_signature(&refs, &sigs, &keys).map(|j| chunk[j].0)
 }
 
 impl SubtreeHashes for Ledger {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use rayon::prelude::*;
 use tidemark_core::event::EventBody;
-use tidemark_core::keys::{PublicKey, event_signing_message, verify_batch};
+use tidemark_core::keys::{PublicKey, event_signing_message, first_failing_signature};
 use tidemark_core::merkle::{self, CompletedNode, Frontier, Hash};
 use tidemark_core::note::Checkpoint;
 use tidemark_core::registry::Registry;
@@ -163,10 +163,7 @@ fn bad_signature(staged: &Staged) -> Option<VerifyFailure> {
         .filter_map(|((es, ds), ks)| {
             let msgs: Vec<&[u8]> = ds.iter().map(|(m, _)| m.as_slice()).collect();
             let sigs: Vec<_> = es.iter().map(|e| e.sig).collect();
-            if verify_batch(&msgs, &sigs, ks) {
-                return None;
-            }
-            es.iter().zip(&msgs).zip(ks).find(|((e, m), k)| !k.verify(m, &e.sig)).map(|((e, _), _)| e.seq)
+            first_failing_signature(&msgs, &sigs, ks).map(|j| es[j].seq)
         })
         .min()
         .map(|seq| fail(Some(seq), "bad signature: it does not verify with the enrolled key of its actor"))
