@@ -24,6 +24,10 @@ if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import moto, sys; sy
   python3 -m venv .venv
   .venv/bin/pip install --quiet 'moto[s3]==5.0.28' flask flask-cors
 fi
+# schemathesis (PyPI) for the OpenAPI conformance test of the read API.
+if [ ! -x .venv/bin/schemathesis ] || ! .venv/bin/python -c 'import schemathesis, sys; sys.exit(schemathesis.__version__ != "4.32.5")' 2>/dev/null; then
+  .venv/bin/pip install --quiet 'schemathesis==4.32.5'
+fi
 # PostgreSQL 15 (its server binaries; the tests start clusters as the
 # `postgres` user when run as root).
 PG_BIN="${TIDEMARK_PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -38,5 +42,6 @@ echo "scripts/test.sh: services for the end-to-end tests:"
 found "PostgreSQL 15" "$([ -x "$PG_BIN/postgres" ] && "$PG_BIN/postgres" --version)"
 found "moto_server" "$([ -x .venv/bin/moto_server ] && echo "moto $(.venv/bin/python -c 'import moto; print(moto.__version__)') in .venv")"
 found "pgbackrest" "$(command -v pgbackrest >/dev/null 2>&1 && pgbackrest version)"
+found "schemathesis" "$([ -x .venv/bin/schemathesis ] && .venv/bin/schemathesis --version)"
 found "python cryptography" "$(python3 -c 'import cryptography; print(cryptography.__version__)' 2>/dev/null)"
 cargo test --workspace --all-targets

@@ -136,7 +136,11 @@ impl<'de> Deserialize<'de> for PublicKey {
     }
 }
 
-crate::string_schema!(PublicKey, "^[A-Za-z0-9+/]{43}=$", "Ed25519 public key, 32 bytes, standard base64");
+crate::string_schema!(
+    PublicKey,
+    "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
+    "Ed25519 public key, 32 bytes, standard base64"
+);
 
 /// An Ed25519 signature (64 bytes; base64 in JSON).
 #[derive(Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
@@ -176,7 +180,7 @@ impl<'de> Deserialize<'de> for Signature {
     }
 }
 
-crate::string_schema!(Signature, "^[A-Za-z0-9+/]{86}==$", "Ed25519 signature, 64 bytes, standard base64");
+crate::string_schema!(Signature, "^[A-Za-z0-9+/]{85}[AQgw]==$", "Ed25519 signature, 64 bytes, standard base64");
 
 /// A private signing key with the human name it was created under.
 pub struct SecretKey {

@@ -61,7 +61,7 @@ fn envelope(name: &str, description: &str, required: &[&str], props: Value) -> V
 
 /// Every schema, as (relative file path, JSON text with a trailing newline).
 pub fn all_schemas() -> Vec<(String, String)> {
-    let sig = json!({"type": "string", "pattern": "^[A-Za-z0-9+/]{86}==$", "description": "Ed25519 signature, standard base64"});
+    let sig = json!({"type": "string", "pattern": "^[A-Za-z0-9+/]{85}[AQgw]==$", "description": "Ed25519 signature, standard base64"});
     let event_ref = json!({"type": "object", "description": "an event; see events/<kind>.json"});
     let mut out: Vec<(String, Value)> =
         Kind::ALL.iter().map(|k| (format!("events/{}.json", k.name()), event_schema(*k))).collect();

@@ -293,6 +293,11 @@ fn parse_time(field: &str, v: &Option<String>) -> Result<Option<Timestamp>, Prob
         .transpose()
 }
 
+/// A component name as the ledger would accept it (`pg:`, `s3:` or `snap:` and a name).
+fn check_component(c: &str) -> Result<(), Problem> {
+    tidemark_core::ComponentId::parse(c).map(|_| ()).map_err(|e| Problem::bad_request(format!("component: {e}")))
+}
+
 /// A page size: 1..=[`MAX_PAGE_ENTRIES`] (default [`DEFAULT_PAGE_ENTRIES`]);
 /// anything else is refused, as the OpenAPI document states.
 fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
@@ -320,6 +325,9 @@ fn entry_filter(q: EntriesQuery) -> Result<EntryFilter, Problem> {
         .unwrap_or_default();
     let actor = q.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| Problem::bad_request(e.to_string()))?;
     let limit = page_limit(q.limit)?;
+    if let Some(c) = &q.component {
+        check_component(c)?;
+    }
     Ok(EntryFilter {
         artifact: q.artifact,
         component: q.component,
@@ -516,6 +524,7 @@ struct FilesQuery {
 
 /// Archived files as recorded: one by name, or a page of them in name order.
 async fn pg_files(State(s): State<AppState>, Query(q): Query<FilesQuery>) -> Result<Response, Problem> {
+    check_component(&q.component)?;
     let ledger = s.ledger.read().expect("ledger lock");
     if let Some(name) = &q.name {
         let file = ledger
@@ -566,6 +575,7 @@ struct KeysQuery {
 
 /// Recorded key histories in key order, a page at a time (what a scanner compares a listing with).
 async fn s3_keys(State(s): State<AppState>, Query(q): Query<KeysQuery>) -> Result<Response, Problem> {
+    check_component(&q.component)?;
     let limit = page_limit(q.limit)?;
     use tidemark_lineage::s3::{KeyEntries, KeysPage};
     let ledger = s.ledger.read().expect("ledger lock");
@@ -711,6 +721,9 @@ struct ExportQuery {
 /// (docs/formats.md §9), written while it is sent.
 async fn export(State(s): State<AppState>, Query(q): Query<ExportQuery>) -> Result<Response, Problem> {
     let actor = q.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| Problem::bad_request(e.to_string()))?;
+    if let Some(c) = &q.component {
+        check_component(c)?;
+    }
     let selector = tidemark_core::api::ExportSelector::from_parts(
         q.all,
         q.artifact,
@@ -720,8 +733,9 @@ async fn export(State(s): State<AppState>, Query(q): Query<ExportQuery>) -> Resu
         parse_time("until", &q.until)?,
     )
     .map_err(Problem::bad_request)?;
-    let previous: Vec<u64> = match q.previous.as_deref().filter(|p| !p.is_empty()) {
+    let previous: Vec<u64> = match q.previous.as_deref() {
         None => Vec::new(),
+        Some("") => return Err(Problem::bad_request("previous: give one or more tree sizes, comma-separated")),
         Some(list) => list
             .split(',')
             .map(|n| {
@@ -731,8 +745,11 @@ async fn export(State(s): State<AppState>, Query(q): Query<ExportQuery>) -> Resu
     };
     let permit = long_read_permit(&s)?;
     let snapshot = s.ledger.read().expect("ledger lock").snapshot();
-    tidemark_export::check_previous_sizes(snapshot.size(), &previous)
-        .map_err(|e| Problem::bad_request(e.to_string()))?;
+    if let Some(m) = previous.iter().find(|m| **m == 0) {
+        return Err(Problem::bad_request(format!("previous: tree size {m}: checkpoints start at size 1")));
+    }
+    // A size beyond the ledger names a checkpoint that does not exist (yet).
+    tidemark_export::check_previous_sizes(snapshot.size(), &previous).map_err(|e| Problem::not_found(e.to_string()))?;
     let scratch = snapshot.paths().dir.join("tmp");
     std::fs::create_dir_all(&scratch).map_err(|e| Problem::internal(format!("{}: {e}", scratch.display())))?;
     let now = (s.clock)();

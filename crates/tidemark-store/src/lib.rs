@@ -961,13 +961,13 @@ impl Ledger {
     pub fn inclusion_proof(&self, seq: u64, size: Option<u64>) -> Result<(u64, Vec<Hash>, Hash), StoreError> {
         let size = size.unwrap_or(self.size());
         if size > self.size() {
-            return Err(StoreError::BadRequest(format!(
-                "tree size {size} is beyond the ledger's {} entries",
+            return Err(StoreError::NotFound(format!(
+                "no such proof: tree size {size} is beyond the ledger's {} entries",
                 self.size()
             )));
         }
         if seq >= size {
-            return Err(StoreError::BadRequest(format!("entry {seq} is not in a tree of size {size}")));
+            return Err(StoreError::NotFound(format!("no such proof: entry {seq} is not in a tree of size {size}")));
         }
         let proof = merkle::inclusion_proof(self, seq, size)?;
         let root = merkle::root_at(self, size)?;
@@ -978,13 +978,15 @@ impl Ledger {
     pub fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<(u64, Vec<Hash>, Hash, Hash), StoreError> {
         let to = to.unwrap_or(self.size());
         if to > self.size() {
-            return Err(StoreError::BadRequest(format!(
-                "tree size {to} is beyond the ledger's {} entries",
+            return Err(StoreError::NotFound(format!(
+                "no such proof: tree size {to} is beyond the ledger's {} entries",
                 self.size()
             )));
         }
         if from == 0 || from > to {
-            return Err(StoreError::BadRequest(format!("need 0 < from ≤ to, got from {from}, to {to}")));
+            return Err(StoreError::NotFound(format!(
+                "no such proof: a consistency proof needs 0 < from ≤ to, got from {from}, to {to}"
+            )));
         }
         let proof = merkle::consistency_proof(self, from, to)?;
         Ok((to, proof, merkle::root_at(self, from)?, merkle::root_at(self, to)?))
