@@ -140,16 +140,6 @@ impl Db {
     }
 }
 
-/// The `component.registered` draft for a cluster.
-pub fn register_draft(component: &str, system_identifier: &str, wal_segment_size_bytes: u64) -> Value {
-    json!({"kind": "component.registered", "body": {"component": component,
-        "postgresql": {"system_identifier": system_identifier, "wal_segment_size_bytes": wal_segment_size_bytes}}})
-}
-
-pub fn position_draft(component: &str, o: &Observed) -> Value {
-    json!({"kind": "pg.position", "body": {"component": component, "lsn": o.lsn, "timeline": o.timeline, "observed_at": o.at}})
-}
-
 pub fn restore_point_draft(component: &str, name: &str, o: &Observed) -> Value {
     json!({"kind": "pg.restore_point", "body": {"component": component, "name": name, "lsn": o.lsn,
         "timeline": o.timeline, "created_at": o.at}})

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tidemark_agents::pg_files::{self, ArchivedKind};
 use tidemark_agents::{pg_db, pgbackrest, restore};
 use tidemark_client::{Client, ClientError};
+use tidemark_core::ComponentId;
+use tidemark_core::event::{ComponentRegistered, EventBody, PostgresqlIdentity};
 use tidemark_core::{Digest32, SecretKey, SignedEvent};
 use tidemark_lineage::pg_plan::{PlanOptions, Target};
 use tidemark_store::Ledger;
@@ -168,7 +170,13 @@ pub fn run(global: &Global, c: PgCommand) -> anyhow::Result<ExitCode> {
             let db = pg_db::Db::connect(&a.dsn)?;
             let (sysid, size) = db.identity()?;
             let component = a.cluster.component();
-            let seq = record(global, &a.signer.key()?, vec![pg_db::register_draft(&component, &sysid, size)])?;
+            let body = EventBody::ComponentRegistered(ComponentRegistered {
+                component: ComponentId::parse(&component).map_err(|e| coded(exit::USAGE, e))?,
+                postgresql: Some(PostgresqlIdentity { system_identifier: sysid.clone(), wal_segment_size_bytes: size }),
+                s3: None,
+                snapshot: None,
+            });
+            let seq = record_events(global, &a.signer.key()?, vec![body])?;
             println!("registered {component} (system identifier {sysid}, {size}-byte segments) as entry {}", seq[0]);
             Ok(exit::ok())
         }
@@ -180,13 +188,23 @@ pub fn run(global: &Global, c: PgCommand) -> anyhow::Result<ExitCode> {
             let key = agent.signer.key()?;
             let db = pg_db::Db::connect(&agent.dsn)?;
             let o = db.create_restore_point(&name)?;
-            let seq = record(global, &key, vec![pg_db::restore_point_draft(&agent.cluster.component(), &name, &o)])?;
+            let component = ComponentId::parse(&agent.cluster.component()).map_err(|e| coded(exit::USAGE, e))?;
+            let seq = record_events(global, &key, vec![tidemark_ops::pg::restore_point_event(&component, &name, &o)])?;
             println!("restore point {name:?} at {} on timeline {} ({}), entry {}", o.lsn, o.timeline, o.at, seq[0]);
             Ok(exit::ok())
         }
         PgCommand::CheckArchive(a) => check_archive(global, a),
         PgCommand::RestoreWal { cluster, file, dest } => restore_wal(global, &cluster.component(), &file, &dest),
     }
+}
+
+/// Signs typed event bodies and appends them (through the server and spool when `--ledger` is a URL).
+pub fn record_events(global: &Global, key: &SecretKey, bodies: Vec<EventBody>) -> anyhow::Result<Vec<u64>> {
+    let events: Vec<SignedEvent> = bodies
+        .into_iter()
+        .map(|b| util::signed_event(key, b).map_err(|e| coded(exit::REFUSED, e)))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ledger_cmds::append_signed(global, events)?.iter().map(|a| a.seq).collect())
 }
 
 /// Signs drafts and appends them (through the server and spool when `--ledger` is a URL).
@@ -394,21 +412,17 @@ fn watch(global: &Global, a: WatchArgs) -> anyhow::Result<ExitCode> {
     let component = a.agent.cluster.component();
     let db = pg_db::Db::connect(&a.agent.dsn)?;
     let stop = stop_flag();
-    let interval = Duration::from_secs_f64(a.interval_secs);
-    let mut n = 0u64;
-    while !stop.load(Ordering::SeqCst) && a.count.is_none_or(|c| n < c) {
-        let started = Instant::now();
-        let o = db.position()?;
-        record(global, &key, vec![pg_db::position_draft(&component, &o)])?;
-        n += 1;
-        eprintln!("tidemark: {component} at {} on timeline {} ({})", o.lsn, o.timeline, o.at);
-        if a.count.is_some_and(|c| n >= c) {
-            break;
-        }
-        while started.elapsed() < interval && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50).min(interval));
-        }
-    }
+    let plan = tidemark_ops::pg::WatchPlan {
+        component: component.clone(),
+        interval: Duration::from_secs_f64(a.interval_secs),
+        count: a.count,
+    };
+    let mut ledger = util::open_api(global)?;
+    let mut progress = crate::progress::Progress::new("positions", "recorded", None, global.quiet);
+    let n =
+        tidemark_ops::pg::watch_positions(ledger.as_mut(), &util::SystemEnv, &key, &db, &plan, &stop, &mut progress)
+            .map_err(exit::ops_err)?;
+    progress.finish();
     eprintln!("tidemark: recorded {n} positions; stopped");
     Ok(exit::ok())
 }
@@ -416,72 +430,27 @@ fn watch(global: &Global, a: WatchArgs) -> anyhow::Result<ExitCode> {
 fn check_archive(global: &Global, a: CheckArchiveArgs) -> anyhow::Result<ExitCode> {
     let component = a.cluster.component();
     let key = a.signer.key()?;
-    let source = Source::open(global)?;
-    let mut findings = Vec::new();
-    let mut drafts = Vec::new();
-    let (mut ok, mut bad) = (0u64, 0u64);
+    let mut ledger = util::open_api(global)?;
     let mut progress = crate::progress::Progress::new("re-read", "files", None, global.quiet);
-    source.files(&component, &mut |f| {
-        let name = f["file_name"].as_str().unwrap_or("").to_owned();
-        let location = f["location"].as_str().unwrap_or("").to_owned();
-        let expected = f["blake3"].as_str().and_then(|s| Digest32::parse(s).ok());
-        let artifact = if name.ends_with(".history") {
-            format!("{component}/history/{name}")
-        } else {
-            format!("{component}/wal/{name}")
-        };
-        let (outcome, found, detail) = match pg_files::blake3_file(Path::new(&location)) {
-            Err(e) => ("missing", None, format!("cannot read {location}: {e}")),
-            Ok(d) if Some(d) == expected => ("ok", Some(d), String::new()),
-            Ok(d) => (
-                "corrupt",
-                Some(d),
-                format!("blake3 {d} at {location}, recorded {}", f["blake3"].as_str().unwrap_or("")),
-            ),
-        };
-        if outcome == "ok" {
-            ok += 1;
-        } else {
-            bad += 1;
-            findings.push(json!({"file": name, "outcome": outcome, "detail": detail}));
-        }
-        let mut body =
-            json!({"artifact": artifact, "method": "re-read blake3 at recorded location", "outcome": outcome});
-        if let Some(d) = found {
-            body["blake3"] = json!(d);
-        }
-        if !detail.is_empty() {
-            body["detail"] = json!(detail);
-        }
-        drafts.push(json!({"kind": "artifact.verified", "body": body}));
-        progress.set(ok + bad);
-        Ok(())
-    })?;
+    let check = tidemark_ops::pg::check_archive(ledger.as_mut(), &util::SystemEnv, &key, &component, &mut progress)
+        .map_err(exit::ops_err)?;
     progress.finish();
-    drop(source);
-    if !drafts.is_empty() {
-        record(global, &key, drafts)?;
-    }
     let mut out = std::io::stdout().lock();
     if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&check)?)?;
+    } else {
+        for f in &check.problems {
+            let outcome = serde_json::to_value(f.outcome)?;
+            writeln!(out, "{:<8} {}  {}", outcome.as_str().unwrap_or(""), f.file, f.detail)?;
+        }
         writeln!(
             out,
-            "{}",
-            serde_json::to_string_pretty(&json!({"component": component, "ok": ok, "problems": findings}))?
+            "{component}: {} files sound, {} missing or corrupt (recorded as artifact.verified)",
+            check.ok,
+            check.problems.len()
         )?;
-    } else {
-        for f in &findings {
-            writeln!(
-                out,
-                "{:<8} {}  {}",
-                f["outcome"].as_str().unwrap_or(""),
-                f["file"].as_str().unwrap_or(""),
-                f["detail"].as_str().unwrap_or("")
-            )?;
-        }
-        writeln!(out, "{component}: {ok} files sound, {bad} missing or corrupt (recorded as artifact.verified)")?;
     }
-    Ok(ExitCode::from(if bad == 0 { exit::OK } else { exit::VERIFY_FAILED }))
+    Ok(ExitCode::from(if check.problems.is_empty() { exit::OK } else { exit::VERIFY_FAILED }))
 }
 
 fn restore_wal(global: &Global, component: &str, file: &str, dest: &Path) -> anyhow::Result<ExitCode> {
@@ -632,33 +601,5 @@ impl Source {
                 }
             }
         }
-    }
-
-    pub fn files(&self, component: &str, each: &mut dyn FnMut(Value) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        match self {
-            Source::Local(l) => {
-                for f in l.pg_files(component, None) {
-                    each(serde_json::to_value(f?)?)?;
-                }
-            }
-            Source::Remote(c) => {
-                let mut after: Option<String> = None;
-                loop {
-                    let mut path = format!("/v1/pg/files?component={}&limit=10000", urlencode(component));
-                    if let Some(a) = &after {
-                        path += &format!("&after={}", urlencode(a));
-                    }
-                    let page = Self::get(c, &path)?;
-                    for f in page["files"].as_array().into_iter().flatten() {
-                        each(f.clone())?;
-                    }
-                    match page["next_after"].as_str() {
-                        Some(n) => after = Some(n.to_owned()),
-                        None => break,
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 }

@@ -235,6 +235,18 @@ impl Client {
         self.get_json("/v1/s3/keys", &query)
     }
 
+    /// One page of a PostgreSQL cluster's archived files, after `after`.
+    pub fn pg_files(
+        &self,
+        component: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<tidemark_lineage::pg::FilesPage, ClientError> {
+        let mut query = vec![("component", component.to_owned()), ("limit", limit.to_string())];
+        query.extend(after.map(|a| ("after", a.to_owned())));
+        self.get_json("/v1/pg/files", &query)
+    }
+
     /// Has the server verify the whole ledger as of now (appends go on
     /// meanwhile); `progress(entries_checked, size)` sees its progress lines.
     pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<tidemark_core::api::VerifyReport, ClientError> {

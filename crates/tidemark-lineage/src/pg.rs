@@ -751,6 +751,29 @@ impl RestorePoints for Vec<Position> {
     }
 }
 
+/// One file in a cluster's archive as the ledger recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
+pub struct ArchivedFile {
+    pub component: String,
+    /// `TTTTTTTTXXXXXXXXYYYYYYYY` for segments, `TTTTTTTT.history` for history files.
+    pub file_name: String,
+    pub timeline: u32,
+    pub size_bytes: Option<u64>,
+    pub blake3: tidemark_core::Digest32,
+    pub sha256: Option<tidemark_core::Digest32>,
+    pub location: String,
+    /// The entry that recorded it.
+    pub seq: u64,
+}
+
+/// One page of a cluster's archived files in name order (`GET /v1/pg/files`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FilesPage {
+    pub files: Vec<ArchivedFile>,
+    /// Pass as `after` for the next page; none on the last page.
+    pub next_after: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

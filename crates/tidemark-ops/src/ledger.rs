@@ -9,6 +9,7 @@ use tidemark_client::{Client, ClientError, Spool};
 use tidemark_core::api::ConsistencyProof;
 use tidemark_core::registry::{AuthError, KeyRecord};
 use tidemark_core::{Kind, SecretKey, SignedEvent, Timestamp};
+use tidemark_lineage::pg::ArchivedFile;
 use tidemark_lineage::s3::{KeyHistory, S3Report};
 use tidemark_store::{Appended, Ledger};
 
@@ -34,7 +35,7 @@ impl Recorded {
     }
 }
 
-/// Page size for reading key histories from a server.
+/// Page size for reading key histories and archived files from a server.
 const KEYS_PAGE: usize = 10_000;
 
 /// The questions and the one write orchestration needs.
@@ -49,21 +50,31 @@ pub trait LedgerApi {
     fn s3_histories(&self, component: &str, each: &mut dyn FnMut(String, KeyHistory)) -> Result<(), OpsError>;
     /// A consistency proof from tree size `from` to `to` (default: now).
     fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<ConsistencyProof, OpsError>;
+    /// Every archived file recorded for a PostgreSQL cluster, in name order.
+    fn pg_files(
+        &self,
+        component: &str,
+        each: &mut dyn FnMut(ArchivedFile) -> Result<(), OpsError>,
+    ) -> Result<(), OpsError>;
 
     /// Rule: before long work, the signer may append what the work records
     /// (enrolled, unrevoked, a role allowing `kind`), so a wrong key is
     /// refused before anything is touched rather than after.
     fn check_signer(&self, key: &SecretKey, kind: Kind) -> Result<(), OpsError> {
-        let actor = key.actor_id();
-        let refused = |e: AuthError| OpsError::NotAuthorised(e.to_string());
-        self.keys()?
-            .into_iter()
-            .find(|r| r.actor == actor)
-            .ok_or(AuthError::UnknownKey { actor })
-            .map_err(refused)?
-            .may_append(kind)
-            .map_err(refused)
+        signer_may(self.keys()?, key, kind)
     }
+}
+
+/// Rule: the key is enrolled, unrevoked, and one of its roles may append `kind`.
+pub fn signer_may(keys: Vec<KeyRecord>, key: &SecretKey, kind: Kind) -> Result<(), OpsError> {
+    let actor = key.actor_id();
+    let refused = |e: AuthError| OpsError::NotAuthorised(e.to_string());
+    keys.into_iter()
+        .find(|r| r.actor == actor)
+        .ok_or(AuthError::UnknownKey { actor })
+        .map_err(refused)?
+        .may_append(kind)
+        .map_err(refused)
 }
 
 impl LedgerApi for Ledger {
@@ -90,6 +101,17 @@ impl LedgerApi for Ledger {
     fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<ConsistencyProof, OpsError> {
         Ok(self.consistency_proof_document(from, to)?)
     }
+
+    fn pg_files(
+        &self,
+        component: &str,
+        each: &mut dyn FnMut(ArchivedFile) -> Result<(), OpsError>,
+    ) -> Result<(), OpsError> {
+        for f in Ledger::pg_files(self, component, None) {
+            each(f?)?;
+        }
+        Ok(())
+    }
 }
 
 /// A ledger held by a server: reads and writes through `tidemark-client`;
@@ -115,6 +137,16 @@ impl Remote {
 impl LedgerApi for Remote {
     fn keys(&self) -> Result<Vec<KeyRecord>, OpsError> {
         Ok(self.client.keys()?.keys)
+    }
+
+    /// A writer holding no read token cannot read the registry: then the
+    /// server's own check at the append (signature and role) is the check.
+    fn check_signer(&self, key: &SecretKey, kind: Kind) -> Result<(), OpsError> {
+        match self.client.keys() {
+            Ok(list) => signer_may(list.keys, key, kind),
+            Err(ClientError::Refused { status: 401, .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The spool is delivered first, so order holds; when the server cannot
@@ -156,5 +188,23 @@ impl LedgerApi for Remote {
 
     fn consistency_proof(&self, from: u64, to: Option<u64>) -> Result<ConsistencyProof, OpsError> {
         Ok(self.client.consistency_proof(from, to)?)
+    }
+
+    fn pg_files(
+        &self,
+        component: &str,
+        each: &mut dyn FnMut(ArchivedFile) -> Result<(), OpsError>,
+    ) -> Result<(), OpsError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.client.pg_files(component, after.as_deref(), KEYS_PAGE)?;
+            for f in page.files {
+                each(f)?;
+            }
+            match page.next_after {
+                Some(n) => after = Some(n),
+                None => return Ok(()),
+            }
+        }
     }
 }

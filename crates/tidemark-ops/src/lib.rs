@@ -11,6 +11,8 @@
 //!   scheduler decides what time it is;
 //! * progress goes to a [`Progress`] sink (ripgrep's `Sink` is the model):
 //!   the CLI draws a bar, the agent logs, a test records;
+//! * so far: the S3 scan ([`s3_scan`]), PostgreSQL positions and the archive
+//!   audit ([`pg`]);
 //! * errors are [`OpsError`], one enum the CLI maps to exit codes and the
 //!   server to HTTP statuses.
 //!
@@ -19,6 +21,7 @@
 pub mod env;
 pub mod error;
 pub mod ledger;
+pub mod pg;
 pub mod progress;
 pub mod s3_scan;
 

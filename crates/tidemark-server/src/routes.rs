@@ -538,12 +538,12 @@ async fn pg_files(State(s): State<AppState>, Query(q): Query<FilesQuery>) -> Res
     for f in ledger.pg_files(&q.component, q.after.as_deref()) {
         let f = f.map_err(store_problem)?;
         if files.len() == limit {
-            let next = files.last().map(|l: &tidemark_store::pg::ArchivedFile| l.file_name.clone());
-            return Ok(Json(json!({"files": files, "next_after": next})).into_response());
+            let next_after = files.last().map(|l: &tidemark_store::pg::ArchivedFile| l.file_name.clone());
+            return Ok(Json(tidemark_store::pg::FilesPage { files, next_after }).into_response());
         }
         files.push(f);
     }
-    Ok(Json(json!({"files": files, "next_after": null})).into_response())
+    Ok(Json(tidemark_store::pg::FilesPage { files, next_after: None }).into_response())
 }
 
 #[derive(Deserialize)]

@@ -14,26 +14,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tidemark_core::event::EventBody;
-use tidemark_core::{Digest32, Entry, Lsn, Timestamp};
+use tidemark_core::{Entry, Lsn, Timestamp};
 use tidemark_lineage::pg::{Cluster, Position, PositionSource, Positions, RestorePoints, positions_of};
 
 use crate::layout::{self, name_prefix, time_bytes};
 use crate::{StoreError, decode, encode};
 
-/// One file in a cluster's archive as the ledger recorded it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, bincode::Encode, bincode::Decode)]
-pub struct ArchivedFile {
-    pub component: String,
-    /// `TTTTTTTTXXXXXXXXYYYYYYYY` for segments, `TTTTTTTT.history` for history files.
-    pub file_name: String,
-    pub timeline: u32,
-    pub size_bytes: Option<u64>,
-    pub blake3: Digest32,
-    pub sha256: Option<Digest32>,
-    pub location: String,
-    /// The entry that recorded it.
-    pub seq: u64,
-}
+pub use tidemark_lineage::pg::{ArchivedFile, FilesPage};
 
 /// Archived files are stored in buckets of up to 256 consecutive segments
 /// (the name without its last two hex digits), so that a batch of segments
