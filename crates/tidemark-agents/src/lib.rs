@@ -7,6 +7,8 @@
 //!   history files), `backup_label` and `backup_manifest`, digests.
 //! * [`pg_db`] — a real PostgreSQL connection (`tokio-postgres`): identity,
 //!   positions, restore points.
+//! * [`pg_process`] — PostgreSQL servers started and stopped (as an
+//!   unprivileged user when run as root) and waited on until promoted.
 //! * [`pgbackrest`] — importing an existing pgBackRest catalog.
 //! * [`restore`] — the verified fetch behind `restore_command`.
 //!
@@ -16,6 +18,7 @@
 
 pub mod pg_db;
 pub mod pg_files;
+pub mod pg_process;
 pub mod pgbackrest;
 pub mod restore;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
-use tidemark_agents::pg_db::Db;
+use tidemark_agents::pg_process::{self, PgProcess};
 use tidemark_core::Digest32;
 use tidemark_lineage::group_plan::PlanRequest;
 use tidemark_lineage::pg_plan::{PlanOptions, conf_quote};
@@ -177,24 +177,10 @@ struct Executed {
     buckets: Vec<(String, Option<String>, String)>,
 }
 
-fn as_user(pg: &PgRun, program: &Path, env: &[(&str, String)]) -> Command {
-    match &pg.pg_run_as {
-        Some(user) => {
-            let mut c = Command::new("runuser");
-            c.args(["-u", user, "--", "env"]);
-            for (k, v) in env {
-                c.arg(format!("{k}={v}"));
-            }
-            c.arg(program);
-            c
-        }
-        None => {
-            let mut c = Command::new(program);
-            for (k, v) in env {
-                c.env(k, v);
-            }
-            c
-        }
+impl PgRun {
+    /// The server binaries and the user to run them as.
+    fn process(&self) -> PgProcess {
+        PgProcess { bin: self.pg_bin.clone(), run_as: self.pg_run_as.clone() }
     }
 }
 
@@ -214,12 +200,6 @@ fn run_ok(c: &mut Command, what: &str) -> anyhow::Result<String> {
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(8)..].join(" | ")
 }
 
 /// The PostgreSQL part: verify the backup against the ledger, copy it,
@@ -277,9 +257,8 @@ fn restore_pg(
     std::io::Write::write_all(&mut f, conf.as_bytes())?;
     std::fs::write(data.join("recovery.signal"), b"")?;
     std::fs::set_permissions(data, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    if let Some(user) = &pg.pg_run_as {
-        run_ok(Command::new("chown").arg("-R").arg(format!("{user}:")).arg(data), "chown")?;
-    }
+    let process = pg.process();
+    process.give(data)?;
     let port = match pg.pg_port {
         Some(p) => p,
         None => free_port()?,
@@ -289,59 +268,31 @@ fn restore_pg(
     if let Some(t) = &global.token {
         env.push(("TIDEMARK_TOKEN", t.clone()));
     }
-    let mut c = as_user(pg, &pg.pg_bin.join("pg_ctl"), &env);
-    c.arg("-D")
-        .arg(data)
-        .arg("-l")
-        .arg(&log)
-        .arg("-o")
-        .arg(format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"))
-        .args(["-w", "-t", "120", "start"]);
-    if let Err(e) = run_ok(&mut c, "pg_ctl start") {
-        return Err(anyhow::anyhow!("{e:#}; server log: {}", log_tail(&log)));
-    }
-    let started = Instant::now();
+    let options = format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''");
+    process.start(data, &log, &options, &env, Duration::from_secs(120))?;
     let dsn = format!("host=127.0.0.1 port={port} user={} dbname=postgres", pg.pg_user);
-    loop {
-        if !data.join("postmaster.pid").exists() {
-            return Err(anyhow::anyhow!("the restored server stopped during recovery: {}", log_tail(&log)));
+    let promoted = match pg_process::wait_promoted(&dsn, data, &log, Duration::from_millis(pg.recovery_timeout)) {
+        Ok(d) => d,
+        Err(e) => {
+            process.stop(data);
+            return Err(e.into());
         }
-        if let Ok(db) = Db::connect(&dsn)
-            && db.in_recovery().ok() == Some(false)
-        {
-            break;
-        }
-        if started.elapsed() > Duration::from_millis(pg.recovery_timeout) {
-            stop_pg(pg, data);
-            return Err(anyhow::anyhow!(
-                "recovery did not end within {} s: {}",
-                pg.recovery_timeout / 1000,
-                log_tail(&log)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    };
     let detail = format!(
         "base backup {} + {} WAL segments replayed to LSN {} on timeline {}, promoted ({:.1} s) in {}",
         s(&backup["backup_id"]),
         plan["wal_segments"].as_array().map_or(0, Vec::len),
         s(&plan["target_lsn"]),
         plan["timeline"],
-        started.elapsed().as_secs_f64(),
+        promoted.as_secs_f64(),
         data.display()
     );
     if keep_running {
         Ok((detail, Some(Running { data: data.to_path_buf(), port })))
     } else {
-        stop_pg(pg, data);
+        process.stop(data);
         Ok((detail, None))
     }
-}
-
-fn stop_pg(pg: &PgRun, data: &Path) {
-    let mut c = as_user(pg, &pg.pg_bin.join("pg_ctl"), &[]);
-    c.arg("-D").arg(data).args(["-m", "fast", "-w", "stop"]);
-    let _ = c.output();
 }
 
 fn s(v: &Value) -> &str {
@@ -674,7 +625,7 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
     // Clean up before recording: the scratch servers and buckets are gone either way.
     if !a.keep {
         for r in &ex.running {
-            stop_pg(&a.how.pg, &r.data);
+            a.how.pg.process().stop(&r.data);
         }
         for (component, url, bucket) in &ex.buckets {
             let part =

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tidemark_agents::pg_process::PgProcess;
+
 /// PostgreSQL's server binaries, or `None` (the caller skips loudly).
 pub fn pg_bin() -> Option<PathBuf> {
     let dir = std::env::var_os("TIDEMARK_PG_BIN").map(PathBuf::from).unwrap_or("/usr/lib/postgresql/15/bin".into());
@@ -16,31 +18,21 @@ pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
+/// The server binaries in `bin`, run as the postgres user when we are root
+/// (the same process control `tidemark restore` and `drill` use).
+pub fn process(bin: &Path) -> PgProcess {
+    PgProcess { bin: bin.to_path_buf(), run_as: is_root().then(|| "postgres".to_owned()) }
+}
+
 /// Runs `program` as the postgres user when we are root, with `env` set.
 pub fn as_postgres(program: &Path, env: &[(&str, String)]) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "env"]);
-        for (k, v) in env {
-            c.arg(format!("{k}={v}"));
-        }
-        c.arg(program);
-        c
-    } else {
-        let mut c = Command::new(program);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c
-    }
+    let bin = program.parent().expect("a binary in a directory");
+    process(bin).command(&program.file_name().expect("a binary").to_string_lossy(), env)
 }
 
 /// Makes a path usable by the postgres user (owner when root, else nothing to do).
 pub fn give_to_postgres(path: &Path) {
-    if is_root() {
-        let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).status().unwrap();
-        assert!(ok.success(), "chown {}", path.display());
-    }
+    process(Path::new("/")).give(path).unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
 }
 
 fn check(mut c: Command, what: &str) -> String {
@@ -108,21 +100,12 @@ impl Postgres {
     }
 
     pub fn stop(&self) {
-        let mut c = as_postgres(&self.bin.join("pg_ctl"), &[]);
-        c.arg("-D").arg(&self.data).args(["-m", "fast", "-w", "stop"]);
-        let _ = c.output();
+        process(&self.bin).stop(&self.data);
     }
 
     /// Waits until the server has exited (its postmaster.pid is gone); false on timeout.
     pub fn wait_exited(&self, timeout: Duration) -> bool {
-        let started = Instant::now();
-        while self.data.join("postmaster.pid").exists() {
-            if started.elapsed() > timeout {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        true
+        tidemark_agents::pg_process::wait_exited(&self.data, timeout)
     }
 
     pub fn log_text(&self) -> String {
