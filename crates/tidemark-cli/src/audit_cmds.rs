@@ -245,10 +245,8 @@ pub struct CustodyArgs {
 }
 
 pub fn custody(global: &Global, a: CustodyArgs) -> anyhow::Result<ExitCode> {
-    if let Some(url) = global.url() {
-        let body = crate::remote::get(global, url, &format!("/v1/custody?artifact={}", urlencode(&a.artifact)))?;
-        let v: Value = serde_json::from_str(&body)?;
-        print_rows(v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]), a.json)?;
+    if let Some(client) = global.client() {
+        print_rows(&client.custody(&a.artifact).map_err(crate::remote::client_err)?, a.json)?;
         return Ok(exit::ok());
     }
     let rows = collect(global, &EntryFilter { artifact: Some(a.artifact.clone()), ..EntryFilter::default() })?;
@@ -283,41 +281,11 @@ pub fn audit(global: &Global, a: AuditArgs) -> anyhow::Result<ExitCode> {
         .map(|k| Kind::from_name(k).ok_or_else(|| coded(exit::USAGE, format!("unknown kind {k:?}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let actor = a.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| coded(exit::USAGE, e.to_string()))?;
-    if let Some(url) = global.url() {
-        let mut q = vec![];
-        if let Some(x) = actor {
-            q.push(format!("actor={x}"));
-        }
-        if !kinds.is_empty() {
-            q.push(format!("kind={}", kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")));
-        }
-        if let Some(t) = a.since {
-            q.push(format!("since={}", urlencode(&t.to_string())));
-        }
-        if let Some(t) = a.until {
-            q.push(format!("until={}", urlencode(&t.to_string())));
-        }
-        if let Some(l) = a.limit {
-            q.push(format!("limit={l}"));
-        }
-        let body = crate::remote::get(global, url, &format!("/v1/audit?{}", q.join("&")))?;
-        let v: Value = serde_json::from_str(&body)?;
-        print_rows(v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]), a.json)?;
+    let filter = EntryFilter { kinds, actor, since: a.since, until: a.until, limit: a.limit, ..EntryFilter::default() };
+    if let Some(client) = global.client() {
+        print_rows(&client.audit(&filter).map_err(crate::remote::client_err)?, a.json)?;
         return Ok(exit::ok());
     }
-    let filter = EntryFilter { kinds, actor, since: a.since, until: a.until, limit: a.limit, ..EntryFilter::default() };
     print_rows(&collect(global, &filter)?, a.json)?;
     Ok(exit::ok())
-}
-
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -10,12 +10,10 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use tidemark_agents::pg_db::{self, Db};
-use tidemark_client::ClientError;
 use tidemark_core::Timestamp;
 use tidemark_lineage::group_plan::PlanRequest;
 use tidemark_lineage::pg_plan::PlanOptions;
 
-use crate::audit_cmds::urlencode;
 use crate::exit::{self, coded};
 use crate::pg_cmds::{Signer, Source, client_err, local_err, record};
 use crate::{Global, mark_cut, s3_cmds, util};
@@ -173,17 +171,17 @@ pub fn snapshot(global: &Global, c: SnapshotCommand) -> anyhow::Result<ExitCode>
 /// A group's definition and its components' identities.
 pub fn group_info(source: &Source, name: &str) -> anyhow::Result<Value> {
     match source {
-        Source::Local(l) => l.group_info(name).ok_or_else(|| {
+        Source::Local(l) => Ok(serde_json::to_value(l.group_info(name).ok_or_else(|| {
             coded(exit::USAGE, tidemark_lineage::group::GroupError::UnknownGroup(name.to_owned()).to_string())
-        }),
-        Source::Remote(c) => Source::get(c, &format!("/v1/groups/{}", urlencode(name))),
+        })?)?),
+        Source::Remote(c) => Ok(serde_json::to_value(c.group_info(name).map_err(client_err)?)?),
     }
 }
 
 fn group_report(source: &Source, name: &str) -> anyhow::Result<Value> {
     match source {
         Source::Local(l) => Ok(serde_json::to_value(l.group_report(name).map_err(local_err)?)?),
-        Source::Remote(c) => Source::get(c, &format!("/v1/groups/{}/recovery-points", urlencode(name))),
+        Source::Remote(c) => Ok(serde_json::to_value(c.group_report(name).map_err(client_err)?)?),
     }
 }
 
@@ -192,11 +190,9 @@ fn group_latest(source: &Source, name: &str) -> anyhow::Result<Option<Value>> {
         Source::Local(l) => {
             Ok(l.group_latest(name).map_err(local_err)?.map(|x| serde_json::to_value(x).expect("serialises")))
         }
-        Source::Remote(c) => match c.get(&format!("/v1/groups/{}/recovery-points?latest=true", urlencode(name))) {
-            Ok(body) => Ok(Some(serde_json::from_str(&body)?)),
-            Err(ClientError::Refused { status: 422, .. }) => Ok(None),
-            Err(e) => Err(client_err(e)),
-        },
+        Source::Remote(c) => {
+            Ok(c.group_latest(name).map_err(client_err)?.map(|x| serde_json::to_value(x).expect("serialises")))
+        }
     }
 }
 
@@ -212,22 +208,10 @@ pub fn group_plan(
             Ok(p) => Ok(serde_json::to_value(p)?),
             Err(reasons) => Err(reasons),
         }),
-        Source::Remote(c) => {
-            let mut path =
-                format!("/v1/groups/{}/plan?restore_command={}", urlencode(name), urlencode(&options.restore_command));
-            match request {
-                PlanRequest::Marker(id) => path += &format!("&point={}", urlencode(id)),
-                PlanRequest::Time(at) => path += &format!("&at={}", urlencode(&at.to_string())),
-            }
-            match c.get(&path) {
-                Ok(body) => Ok(Ok(serde_json::from_str(&body)?)),
-                Err(ClientError::Refused { status: 422, problem, detail, .. }) => Ok(Err(problem["reasons"]
-                    .as_array()
-                    .map(|r| r.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
-                    .unwrap_or_else(|| vec![detail]))),
-                Err(e) => Err(client_err(e)),
-            }
-        }
+        Source::Remote(c) => Ok(match c.group_plan(name, request, options).map_err(client_err)? {
+            Ok(p) => Ok(serde_json::to_value(p)?),
+            Err(reasons) => Err(reasons),
+        }),
     }
 }
 
@@ -447,7 +431,7 @@ pub fn timeline(global: &Global, a: TimelineArgs) -> anyhow::Result<ExitCode> {
         }
         Source::Remote(c) => {
             let format = if a.html { "html" } else { "svg" };
-            c.get(&format!("/v1/groups/{}/timeline?format={format}", urlencode(&a.group))).map_err(client_err)?
+            c.group_timeline(&a.group, format).map_err(client_err)?
         }
     };
     util::write_file_atomic(&a.out, text.as_bytes())?;

@@ -13,14 +13,13 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use tidemark_agents::pg_files::{self, ArchivedKind};
 use tidemark_agents::{pg_db, pgbackrest, restore};
-use tidemark_client::{Client, ClientError};
+use tidemark_client::Client;
 use tidemark_core::ComponentId;
 use tidemark_core::event::{ComponentRegistered, EventBody, PostgresqlIdentity};
 use tidemark_core::{Digest32, SecretKey, SignedEvent};
 use tidemark_lineage::pg_plan::{PlanOptions, Target};
 use tidemark_store::Ledger;
 
-use crate::audit_cmds::urlencode;
 use crate::exit::{self, coded};
 use crate::{Global, ledger_cmds, util};
 
@@ -481,27 +480,6 @@ pub enum Source {
 
 pub use crate::remote::client_err;
 
-fn target_query(component: &str, target: Option<&Target>) -> String {
-    let mut q = format!("component={}", urlencode(component));
-    match target {
-        Some(Target::Time { at, timeline }) => {
-            q += &format!("&at={}", urlencode(&at.to_string()));
-            if let Some(tl) = timeline {
-                q += &format!("&timeline={tl}");
-            }
-        }
-        Some(Target::Lsn { lsn, timeline }) => {
-            q += &format!("&lsn={}", urlencode(&lsn.to_string()));
-            if let Some(tl) = timeline {
-                q += &format!("&timeline={tl}");
-            }
-        }
-        Some(Target::RestorePoint { name }) => q += &format!("&restore_point={}", urlencode(name)),
-        None => {}
-    }
-    q
-}
-
 pub fn local_err(e: tidemark_store::StoreError) -> anyhow::Error {
     match e {
         tidemark_store::StoreError::BadRequest(d) => coded(exit::USAGE, d),
@@ -524,11 +502,7 @@ impl Source {
         let actor = key.actor_id();
         let record = match self {
             Source::Local(l) => l.registry().get(&actor).cloned(),
-            Source::Remote(c) => {
-                let keys: Vec<tidemark_core::registry::KeyRecord> =
-                    serde_json::from_value(Self::get(c, "/v1/keys")?["keys"].take())?;
-                keys.into_iter().find(|r| r.actor == actor)
-            }
+            Source::Remote(c) => c.keys().map_err(client_err)?.keys.into_iter().find(|r| r.actor == actor),
         };
         let refused = |e: tidemark_core::registry::AuthError| coded(exit::REFUSED, format!("{e}; nothing was done"));
         record
@@ -538,23 +512,17 @@ impl Source {
             .map_err(refused)
     }
 
-    pub fn get(c: &Client, path: &str) -> anyhow::Result<Value> {
-        Ok(serde_json::from_str(&c.get(path).map_err(client_err)?)?)
-    }
-
     pub fn report(&self, component: &str) -> anyhow::Result<Value> {
         match self {
             Source::Local(l) => Ok(serde_json::to_value(l.pg_report(component).map_err(local_err)?)?),
-            Source::Remote(c) => Self::get(c, &format!("/v1/recovery-points?{}", target_query(component, None))),
+            Source::Remote(c) => Ok(serde_json::to_value(c.pg_report(component).map_err(client_err)?)?),
         }
     }
 
     pub fn answer(&self, component: &str, target: &Target) -> anyhow::Result<Value> {
         match self {
             Source::Local(l) => Ok(serde_json::to_value(l.pg_answer(component, target).map_err(local_err)?)?),
-            Source::Remote(c) => {
-                Self::get(c, &format!("/v1/recovery-points?{}", target_query(component, Some(target))))
-            }
+            Source::Remote(c) => Ok(serde_json::to_value(c.pg_answer(component, target).map_err(client_err)?)?),
         }
     }
 
@@ -570,36 +538,20 @@ impl Source {
                 Ok(p) => Ok(serde_json::to_value(p)?),
                 Err(reason) => Err((reason.to_string(), serde_json::to_value(&reason)?)),
             }),
-            Source::Remote(c) => {
-                let mut path = format!(
-                    "/v1/plan?{}&restore_command={}",
-                    target_query(component, Some(target)),
-                    urlencode(&options.restore_command)
-                );
-                if options.use_recovery_target_time {
-                    path += "&recovery_target_time=true";
-                }
-                match c.get(&path) {
-                    Ok(body) => Ok(Ok(serde_json::from_str(&body)?)),
-                    Err(ClientError::Refused { status: 422, detail, problem }) => {
-                        Ok(Err((detail, problem["reason"].clone())))
-                    }
-                    Err(e) => Err(client_err(e)),
-                }
-            }
+            Source::Remote(c) => Ok(match c.pg_plan(component, target, options).map_err(client_err)? {
+                Ok(p) => Ok(serde_json::to_value(p)?),
+                Err((detail, reason)) => Err((detail, serde_json::to_value(&reason)?)),
+            }),
         }
     }
 
     pub fn file(&self, component: &str, name: &str) -> anyhow::Result<Option<Value>> {
         match self {
             Source::Local(l) => Ok(l.pg_file(component, name)?.map(|f| serde_json::to_value(f).expect("serialises"))),
-            Source::Remote(c) => {
-                match c.get(&format!("/v1/pg/files?component={}&name={}", urlencode(component), urlencode(name))) {
-                    Ok(body) => Ok(Some(serde_json::from_str(&body)?)),
-                    Err(ClientError::Refused { status: 404, .. }) => Ok(None),
-                    Err(e) => Err(client_err(e)),
-                }
-            }
+            Source::Remote(c) => Ok(c
+                .pg_file(component, name)
+                .map_err(client_err)?
+                .map(|f| serde_json::to_value(f).expect("serialises"))),
         }
     }
 }

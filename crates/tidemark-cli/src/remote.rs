@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
 use tidemark_client::{Client, ClientError, Spool};
 use tidemark_core::SignedEvent;
 use tidemark_store::{Appended, LedgerPaths};
@@ -216,66 +215,21 @@ pub fn client_err(e: ClientError) -> anyhow::Error {
     }
 }
 
-/// GET from the server, with clear errors.
-pub fn get(global: &Global, url: &str, path: &str) -> anyhow::Result<String> {
-    let client = Client::new(url, global.token.clone());
-    client.get(path).map_err(client_err)
-}
-
-/// Every entry `filter` selects on a server, page by page, with the actor
-/// names of its key registry (for `tidemark log --ledger URL`).
+/// Every entry `filter` selects on a server, with the actor names of its
+/// key registry (for `tidemark log --ledger URL`).
 pub fn entries(
     global: &Global,
     url: &str,
     filter: &tidemark_store::EntryFilter,
 ) -> anyhow::Result<(Vec<tidemark_core::Entry>, std::collections::HashMap<tidemark_core::ActorId, String>)> {
-    let keys: Value = serde_json::from_str(&get(global, url, "/v1/keys")?)?;
-    let names: std::collections::HashMap<tidemark_core::ActorId, String> = keys["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|k| {
-            Some((tidemark_core::ActorId::parse(k["actor"].as_str()?).ok()?, k["name"].as_str()?.to_owned()))
-        })
-        .collect();
-    let mut params = Vec::new();
-    if let Some(a) = &filter.artifact {
-        params.push(format!("artifact={}", crate::audit_cmds::urlencode(a)));
-    }
-    if let Some(c) = &filter.component {
-        params.push(format!("component={}", crate::audit_cmds::urlencode(c)));
-    }
-    if !filter.kinds.is_empty() {
-        params.push(format!("kind={}", filter.kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")));
-    }
-    if let Some(a) = filter.actor {
-        params.push(format!("actor={a}"));
-    }
-    if let Some(t) = filter.since {
-        params.push(format!("since={}", crate::audit_cmds::urlencode(&t.to_string())));
-    }
-    if let Some(t) = filter.until {
-        params.push(format!("until={}", crate::audit_cmds::urlencode(&t.to_string())));
-    }
-    if let Some(t) = filter.to_seq {
-        params.push(format!("to_seq={t}"));
-    }
+    let client = Client::new(url, global.token.clone());
+    let names = client.keys().map_err(client_err)?.keys.into_iter().map(|k| (k.actor, k.name.to_string())).collect();
     let mut out = Vec::new();
-    let mut from = filter.from_seq.unwrap_or(0);
-    let limit = filter.limit.unwrap_or(usize::MAX);
-    while out.len() < limit {
-        let page = (limit - out.len()).min(1000);
-        let path = format!("/v1/entries?{}&from_seq={from}&limit={page}", params.join("&"));
-        let body: Value = serde_json::from_str(&get(global, url, &path)?)?;
-        for v in body["entries"].as_array().into_iter().flatten() {
-            let e = tidemark_core::Entry::from_value(v.clone())
-                .map_err(|e| coded(exit::FAILURE, format!("the server sent a bad entry: {e}")))?;
+    client
+        .entries(filter, &mut |e| {
             out.push(e);
-        }
-        match body["next_from_seq"].as_u64() {
-            Some(next) => from = next,
-            None => break,
-        }
-    }
+            Ok(())
+        })
+        .map_err(client_err)?;
     Ok((out, names))
 }

@@ -14,8 +14,8 @@ use tidemark_ops::s3_scan::{BucketSpec, ScanRequest, Scanned};
 use tidemark_s3::{Endpoint, S3};
 
 use crate::progress::Progress;
+use crate::remote::client_err;
 
-use crate::audit_cmds::urlencode;
 use crate::exit::{self, coded};
 use crate::pg_cmds::{Signer, Source, local_err, record};
 use crate::{Global, util};
@@ -188,17 +188,14 @@ impl Source {
     pub fn s3_report(&self, component: &str) -> anyhow::Result<Value> {
         match self {
             Source::Local(l) => Ok(serde_json::to_value(l.s3_report(component).map_err(local_err)?)?),
-            Source::Remote(c) => Self::get(c, &format!("/v1/recovery-points?component={}", urlencode(component))),
+            Source::Remote(c) => Ok(serde_json::to_value(c.s3_report(component).map_err(client_err)?)?),
         }
     }
 
     pub fn s3_answer(&self, component: &str, at: Timestamp) -> anyhow::Result<Value> {
         match self {
             Source::Local(l) => Ok(serde_json::to_value(l.s3_answer(component, at).map_err(local_err)?)?),
-            Source::Remote(c) => Self::get(
-                c,
-                &format!("/v1/recovery-points?component={}&at={}", urlencode(component), urlencode(&at.to_string())),
-            ),
+            Source::Remote(c) => Ok(serde_json::to_value(c.s3_answer(component, at).map_err(client_err)?)?),
         }
     }
 
@@ -215,10 +212,7 @@ impl Source {
                     .map_err(local_err)?;
                 Ok(json!({"summary": summary, "lines": lines}))
             }
-            Source::Remote(c) => Self::get(
-                c,
-                &format!("/v1/s3/manifest?component={}&at={}", urlencode(component), urlencode(&at.to_string())),
-            ),
+            Source::Remote(c) => Ok(serde_json::to_value(c.s3_manifest(component, at).map_err(client_err)?)?),
         }
     }
 }

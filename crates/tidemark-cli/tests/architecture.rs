@@ -96,3 +96,33 @@ fn the_check_sees_a_broken_invariant() {
         vec!["tidemark-lineage depends on sled, which only [\"tidemark-store\"] may"]
     );
 }
+
+/// Only `tidemark-client` knows the wire: no other crate but the server
+/// (which serves the routes) names an API path.
+#[test]
+fn only_the_client_names_api_paths() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut found = Vec::new();
+    for krate in
+        ["tidemark-cli", "tidemark-ops", "tidemark-agents", "tidemark-store", "tidemark-export", "tidemark-lineage"]
+    {
+        let mut stack = vec![crates.join(krate).join("src")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for (n, line) in text.lines().enumerate() {
+                        let code = line.trim_start();
+                        if !code.starts_with("//") && code.contains("\"/v1/") {
+                            found.push(format!("{}:{}: {}", path.display(), n + 1, code));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "API paths outside tidemark-client:\n{}", found.join("\n"));
+}

@@ -45,6 +45,9 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// Entries per page when listing.
+const ENTRIES_PAGE: usize = 1000;
+
 /// How long a streamed read (verify, export) may wait for its response head.
 pub const STREAM_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -218,6 +221,214 @@ impl Client {
         self.get_json("/v1/proof/consistency", &query)
     }
 
+    /// The query parameters of an entry filter (without the page bounds).
+    fn filter_query(f: &tidemark_core::api::EntryFilter) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        q.extend(f.artifact.clone().map(|a| ("artifact", a)));
+        q.extend(f.component.clone().map(|c| ("component", c)));
+        if !f.kinds.is_empty() {
+            q.push(("kind", f.kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")));
+        }
+        q.extend(f.actor.map(|a| ("actor", a.to_string())));
+        q.extend(f.since.map(|t| ("since", t.to_string())));
+        q.extend(f.until.map(|t| ("until", t.to_string())));
+        q.extend(f.to_seq.map(|t| ("to_seq", t.to_string())));
+        q
+    }
+
+    /// Every entry `filter` selects, page by page, handed to `each` in order.
+    pub fn entries(
+        &self,
+        filter: &tidemark_core::api::EntryFilter,
+        each: &mut dyn FnMut(tidemark_core::Entry) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        #[derive(Deserialize)]
+        struct Page {
+            entries: Vec<Value>,
+            next_from_seq: Option<u64>,
+        }
+        let mut from = filter.from_seq.unwrap_or(0);
+        let mut left = filter.limit.unwrap_or(usize::MAX);
+        while left > 0 {
+            let mut q = Self::filter_query(filter);
+            q.push(("from_seq", from.to_string()));
+            q.push(("limit", left.min(ENTRIES_PAGE).to_string()));
+            let page: Page = self.get_json("/v1/entries", &q)?;
+            for v in page.entries {
+                let e = tidemark_core::Entry::from_value(v)
+                    .map_err(|e| ClientError::Protocol(format!("the server sent a bad entry: {e}")))?;
+                each(e)?;
+                left -= 1;
+            }
+            match page.next_from_seq {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Custody rows of one artifact (every event touching it, with actors and roles).
+    pub fn custody(&self, artifact: &str) -> Result<Vec<Value>, ClientError> {
+        #[derive(Deserialize)]
+        struct Reply {
+            events: Vec<Value>,
+        }
+        Ok(self.get_json::<Reply>("/v1/custody", &[("artifact", artifact.to_owned())])?.events)
+    }
+
+    /// Audit rows of the entries `filter` selects.
+    pub fn audit(&self, filter: &tidemark_core::api::EntryFilter) -> Result<Vec<Value>, ClientError> {
+        #[derive(Deserialize)]
+        struct Reply {
+            events: Vec<Value>,
+        }
+        let mut q = Self::filter_query(filter);
+        q.extend(filter.limit.map(|l| ("limit", l.to_string())));
+        Ok(self.get_json::<Reply>("/v1/audit", &q)?.events)
+    }
+
+    /// The recovery-target query parameters (`at`, `lsn`, `restore_point`, `timeline`).
+    fn target_query(target: Option<&tidemark_lineage::pg_plan::Target>) -> Vec<(&'static str, String)> {
+        use tidemark_lineage::pg_plan::Target;
+        let mut q = Vec::new();
+        match target {
+            Some(Target::Time { at, timeline }) => {
+                q.push(("at", at.to_string()));
+                q.extend(timeline.map(|t| ("timeline", t.to_string())));
+            }
+            Some(Target::Lsn { lsn, timeline }) => {
+                q.push(("lsn", lsn.to_string()));
+                q.extend(timeline.map(|t| ("timeline", t.to_string())));
+            }
+            Some(Target::RestorePoint { name }) => q.push(("restore_point", name.clone())),
+            None => {}
+        }
+        q
+    }
+
+    /// A PostgreSQL component's report: windows, backups, holes.
+    pub fn pg_report(&self, component: &str) -> Result<tidemark_lineage::pg_plan::Report, ClientError> {
+        self.get_json("/v1/recovery-points", &[("component", component.to_owned())])
+    }
+
+    /// Whether one target of a PostgreSQL component is restorable, and why not.
+    pub fn pg_answer(
+        &self,
+        component: &str,
+        target: &tidemark_lineage::pg_plan::Target,
+    ) -> Result<tidemark_lineage::pg_plan::Answer, ClientError> {
+        let mut q = vec![("component", component.to_owned())];
+        q.extend(Self::target_query(Some(target)));
+        self.get_json("/v1/recovery-points", &q)
+    }
+
+    /// A PostgreSQL restore plan, or why the target is not restorable (422).
+    pub fn pg_plan(
+        &self,
+        component: &str,
+        target: &tidemark_lineage::pg_plan::Target,
+        options: &tidemark_lineage::pg_plan::PlanOptions,
+    ) -> Result<Result<tidemark_lineage::pg_plan::Plan, (String, tidemark_lineage::pg::NotRestorable)>, ClientError>
+    {
+        let mut q = vec![("component", component.to_owned())];
+        q.extend(Self::target_query(Some(target)));
+        q.push(("restore_command", options.restore_command.clone()));
+        if options.use_recovery_target_time {
+            q.push(("recovery_target_time", "true".into()));
+        }
+        match self.get_json("/v1/plan", &q) {
+            Ok(plan) => Ok(Ok(plan)),
+            Err(ClientError::Refused { status: 422, detail, problem }) => {
+                let reason = serde_json::from_value(problem.get("reason").cloned().unwrap_or(Value::Null))
+                    .map_err(|e| ClientError::Protocol(format!("the server's reason: {e}")))?;
+                Ok(Err((detail, reason)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One archived file of a PostgreSQL component, if the ledger has it.
+    pub fn pg_file(
+        &self,
+        component: &str,
+        name: &str,
+    ) -> Result<Option<tidemark_lineage::pg::ArchivedFile>, ClientError> {
+        match self.get_json("/v1/pg/files", &[("component", component.to_owned()), ("name", name.to_owned())]) {
+            Ok(f) => Ok(Some(f)),
+            Err(ClientError::Refused { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether an S3 component is restorable at `at`, and why not.
+    pub fn s3_answer(
+        &self,
+        component: &str,
+        at: tidemark_core::Timestamp,
+    ) -> Result<tidemark_lineage::s3::S3Answer, ClientError> {
+        self.get_json("/v1/recovery-points", &[("component", component.to_owned()), ("at", at.to_string())])
+    }
+
+    /// An S3 component's manifest at `at`.
+    pub fn s3_manifest(
+        &self,
+        component: &str,
+        at: tidemark_core::Timestamp,
+    ) -> Result<tidemark_lineage::s3::Manifest, ClientError> {
+        self.get_json("/v1/s3/manifest", &[("component", component.to_owned()), ("at", at.to_string())])
+    }
+
+    /// A group's definition, identities and snapshots.
+    pub fn group_info(&self, group: &str) -> Result<tidemark_lineage::group::GroupInfo, ClientError> {
+        self.get_json(&format!("/v1/groups/{}", path_segment(group)), &[])
+    }
+
+    /// A group's markers, correlated windows, gaps and drills.
+    pub fn group_report(&self, group: &str) -> Result<tidemark_lineage::group::GroupReport, ClientError> {
+        self.get_json(&format!("/v1/groups/{}/recovery-points", path_segment(group)), &[])
+    }
+
+    /// A group's newest restorable point, if it has one.
+    pub fn group_latest(&self, group: &str) -> Result<Option<tidemark_lineage::group::Latest>, ClientError> {
+        match self
+            .get_json(&format!("/v1/groups/{}/recovery-points", path_segment(group)), &[("latest", "true".into())])
+        {
+            Ok(l) => Ok(Some(l)),
+            Err(ClientError::Refused { status: 422, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A group plan, or the reasons the point is not restorable (422).
+    pub fn group_plan(
+        &self,
+        group: &str,
+        request: &tidemark_lineage::group_plan::PlanRequest,
+        options: &tidemark_lineage::pg_plan::PlanOptions,
+    ) -> Result<Result<tidemark_lineage::group_plan::GroupPlan, Vec<String>>, ClientError> {
+        use tidemark_lineage::group_plan::PlanRequest;
+        let mut q = vec![("restore_command", options.restore_command.clone())];
+        match request {
+            PlanRequest::Marker(id) => q.push(("point", id.clone())),
+            PlanRequest::Time(at) => q.push(("at", at.to_string())),
+        }
+        match self.get_json(&format!("/v1/groups/{}/plan", path_segment(group)), &q) {
+            Ok(plan) => Ok(Ok(plan)),
+            Err(ClientError::Refused { status: 422, detail, problem }) => Ok(Err(problem
+                .get("reasons")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .unwrap_or_else(|| vec![detail]))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A group's timeline, `svg` or `html`.
+    pub fn group_timeline(&self, group: &str, format: &str) -> Result<String, ClientError> {
+        self.get_with(&format!("/v1/groups/{}/timeline", path_segment(group)), &[("format", format.to_owned())])
+    }
+
     /// An S3 component's report (`recovery-points --component s3:…`).
     pub fn s3_report(&self, component: &str) -> Result<tidemark_lineage::s3::S3Report, ClientError> {
         self.get_json("/v1/recovery-points", &[("component", component.to_owned())])
@@ -292,6 +503,19 @@ impl Client {
             progress(total);
         }
     }
+}
+
+/// A value as one URL path segment (percent-encoded: unreserved characters stay).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A directory of signed batches waiting for the server, delivered oldest first.

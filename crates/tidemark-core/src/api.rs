@@ -9,7 +9,25 @@
 use serde::{Deserialize, Serialize};
 
 use crate::registry::KeyRecord;
-use crate::{ActorId, Timestamp};
+use crate::{ActorId, Kind, Timestamp};
+
+/// Which entries to list (`tidemark log`, `audit`, `custody`; `GET
+/// /v1/entries`, `/v1/audit`). Empty fields match everything; bounds are inclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryFilter {
+    /// Entries touching this artifact reference (e.g. `pg:main/wal/000000010000000000000003`).
+    pub artifact: Option<String>,
+    /// Entries about this component (e.g. `pg:main`).
+    pub component: Option<String>,
+    pub kinds: Vec<Kind>,
+    pub actor: Option<ActorId>,
+    /// On the ledger's `recorded_at` clock.
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub from_seq: Option<u64>,
+    pub to_seq: Option<u64>,
+    pub limit: Option<usize>,
+}
 
 /// Which entries an export holds (plus every key-registry entry up to its
 /// checkpoint, so a verifier replays the whole registry).

@@ -697,6 +697,15 @@ pub struct GroupReport {
 }
 
 /// Why a group question cannot be answered at all.
+/// A group's definition, its components' registered identities and their
+/// recorded snapshots (`GET /v1/groups/{group}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupInfo {
+    pub definition: GroupDef,
+    pub components: BTreeMap<String, ComponentRegistered>,
+    pub snapshots: Vec<Snapshot>,
+}
+
 /// Why the catalog refuses an event (the store refuses its batch with it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum AdmitError {

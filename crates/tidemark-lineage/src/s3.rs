@@ -846,6 +846,14 @@ fn line_for(key: &str, at: KeyAt, exists_now: bool) -> Option<ManifestLine> {
     }
 }
 
+/// A whole manifest at T: its lines in key order and its summary
+/// (`GET /v1/s3/manifest`; `tidemark s3 manifest --json` streams the same lines).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub summary: ManifestSummary,
+    pub lines: Vec<ManifestLine>,
+}
+
 /// Counts of a streamed manifest, and its digest (blake3 of the NDJSON lines, in key order).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManifestSummary {

@@ -563,7 +563,7 @@ async fn s3_manifest(State(s): State<AppState>, Query(q): Query<ManifestQuery>) 
             Ok(())
         })
         .map_err(store_problem)?;
-    Ok(Json(json!({"summary": summary, "lines": lines})).into_response())
+    Ok(Json(tidemark_lineage::s3::Manifest { summary, lines }).into_response())
 }
 
 #[derive(Deserialize)]

@@ -298,18 +298,16 @@ impl crate::Ledger {
 
     /// A group's definition, its components' registered identities and
     /// their recorded snapshots (what `GET /v1/groups/{group}` answers).
-    pub fn group_info(&self, name: &str) -> Option<serde_json::Value> {
+    pub fn group_info(&self, name: &str) -> Option<group::GroupInfo> {
         let def = self.catalog.group(name)?.def.clone()?;
-        let components: serde_json::Map<String, serde_json::Value> = def
+        let components = def
             .components
             .iter()
-            .filter_map(|c| {
-                self.catalog.components.get(c).map(|r| (c.clone(), serde_json::to_value(r).expect("serialises")))
-            })
+            .filter_map(|c| self.catalog.components.get(c).map(|r| (c.clone(), r.clone())))
             .collect();
-        let snapshots: Vec<&group::Snapshot> =
-            self.catalog.snapshots.values().filter(|s| def.components.contains(&s.component)).collect();
-        Some(serde_json::json!({"definition": def, "components": components, "snapshots": snapshots}))
+        let snapshots: Vec<group::Snapshot> =
+            self.catalog.snapshots.values().filter(|s| def.components.contains(&s.component)).cloned().collect();
+        Some(group::GroupInfo { definition: def, components, snapshots })
     }
 }
 

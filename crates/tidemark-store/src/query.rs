@@ -4,27 +4,12 @@
 
 use std::collections::BTreeSet;
 
-use tidemark_core::{ActorId, Entry, Kind, Timestamp};
+use tidemark_core::{Entry, Timestamp};
 
 use crate::layout;
 use crate::{Ledger, StoreError, decode, kind_index};
 
-/// Which entries to list. Empty fields match everything; bounds are inclusive.
-#[derive(Debug, Clone, Default)]
-pub struct EntryFilter {
-    /// Entries touching this artifact reference (e.g. `pg:main/wal/000000010000000000000003`).
-    pub artifact: Option<String>,
-    /// Entries about this component (e.g. `pg:main`).
-    pub component: Option<String>,
-    pub kinds: Vec<Kind>,
-    pub actor: Option<ActorId>,
-    /// On the ledger's `recorded_at` clock.
-    pub since: Option<Timestamp>,
-    pub until: Option<Timestamp>,
-    pub from_seq: Option<u64>,
-    pub to_seq: Option<u64>,
-    pub limit: Option<usize>,
-}
+pub use tidemark_core::api::EntryFilter;
 
 impl Ledger {
     /// The first sequence number recorded at or after `t`, if any.
