@@ -45,6 +45,9 @@ pub enum GroupCommand {
         max_skew: u64,
         #[command(flatten)]
         signer: Signer,
+        /// Print what was recorded as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// A group's definition, its components' identities and snapshots.
     Show { name: String },
@@ -64,6 +67,9 @@ pub enum SnapshotCommand {
         description: String,
         #[command(flatten)]
         signer: Signer,
+        /// Print what was recorded as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Record a snapshot: a file (its blake3 and size are read) or a location with its checksum.
     Record(SnapshotArgs),
@@ -94,6 +100,9 @@ pub struct SnapshotArgs {
     taken_at: Option<Timestamp>,
     #[command(flatten)]
     signer: Signer,
+    /// Print what was recorded as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The `snapshot.taken` draft for a local file.
@@ -117,10 +126,13 @@ fn snapshot_file_draft(
 
 pub fn group(global: &Global, c: GroupCommand) -> anyhow::Result<ExitCode> {
     match c {
-        GroupCommand::Define { name, components, max_skew, signer } => {
+        GroupCommand::Define { name, components, max_skew, signer, json } => {
             let draft = json!({"kind": "group.defined", "body": {"group": name, "components": components, "max_skew_ms": max_skew}});
+            let body = draft["body"].clone();
             let seq = record(global, &signer.key()?, vec![draft])?;
-            println!("group {name} defined as entry {}: {} (max skew {max_skew} ms)", seq[0], components.join(", "));
+            util::print_recorded(json, seq[0], &body, || {
+                format!("group {name} defined as entry {}: {} (max skew {max_skew} ms)", seq[0], components.join(", "))
+            });
             Ok(exit::ok())
         }
         GroupCommand::Show { name } => {
@@ -133,14 +145,15 @@ pub fn group(global: &Global, c: GroupCommand) -> anyhow::Result<ExitCode> {
 
 pub fn snapshot(global: &Global, c: SnapshotCommand) -> anyhow::Result<ExitCode> {
     match c {
-        SnapshotCommand::Register { component, store, description, signer } => {
+        SnapshotCommand::Register { component, store, description, signer, json } => {
             if !component.starts_with("snap:") {
                 return Err(coded(exit::USAGE, format!("{component}: snapshot-only components are named snap:NAME")));
             }
             let draft = json!({"kind": "component.registered", "body": {"component": component,
                 "snapshot": {"store": store, "description": description}}});
+            let body = draft["body"].clone();
             let seq = record(global, &signer.key()?, vec![draft])?;
-            println!("registered {component} as entry {}", seq[0]);
+            util::print_recorded(json, seq[0], &body, || format!("registered {component} as entry {}", seq[0]));
             Ok(exit::ok())
         }
         SnapshotCommand::Record(a) => {
@@ -161,8 +174,11 @@ pub fn snapshot(global: &Global, c: SnapshotCommand) -> anyhow::Result<ExitCode>
                     return Err(coded(exit::USAGE, "give --file, or --location with --snapshot-id and --size"));
                 }
             };
+            let body = draft["body"].clone();
             let seq = record(global, &a.signer.key()?, vec![draft])?;
-            println!("snapshot {id} of {} recorded as entry {}", a.component, seq[0]);
+            util::print_recorded(a.json, seq[0], &body, || {
+                format!("snapshot {id} of {} recorded as entry {}", a.component, seq[0])
+            });
             Ok(exit::ok())
         }
     }

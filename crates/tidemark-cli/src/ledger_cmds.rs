@@ -401,8 +401,7 @@ fn append_stream_remote(
                 return spool_rest(global, spool.as_ref().expect("checked"), Some(batch), &batches, &e, tally);
             }
             Err(tidemark_client::ClientError::Refused { detail, problem, .. }) => {
-                let index = problem.get("event_index").and_then(Value::as_u64);
-                let message = match index.and_then(|i| batch.lines.get(i as usize)) {
+                let message = match problem.event_index.and_then(|i| batch.lines.get(i)) {
                     Some(line) => tally.stopped(*line, detail),
                     None => tally.stopped(batch.lines[0], format!("the batch starting here was refused: {detail}")),
                 };

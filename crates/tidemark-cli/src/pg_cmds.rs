@@ -64,7 +64,13 @@ pub struct DbAgent {
 #[derive(Subcommand)]
 pub enum PgCommand {
     /// Record the cluster's identity (system identifier, WAL segment size) read from the database. Admin key.
-    Register(DbAgent),
+    Register {
+        #[command(flatten)]
+        agent: DbAgent,
+        /// Print what was recorded as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// For archive_command, after the file is archived: record it (segment, history file).
     ArchiveHook(ArchiveHookArgs),
     /// After pg_basebackup: read backup_label and backup_manifest, digest the files, record the backup.
@@ -78,6 +84,9 @@ pub enum PgCommand {
         #[command(flatten)]
         agent: DbAgent,
         name: String,
+        /// Print what was recorded as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-read every archived file at its recorded location and record what was found.
     CheckArchive(CheckArchiveArgs),
@@ -165,7 +174,7 @@ pub struct CheckArchiveArgs {
 
 pub fn run(global: &Global, c: PgCommand) -> anyhow::Result<ExitCode> {
     match c {
-        PgCommand::Register(a) => {
+        PgCommand::Register { agent: a, json } => {
             let db = pg_db::Db::connect(&a.dsn)?;
             let (sysid, size) = db.identity()?;
             let component = a.cluster.component();
@@ -175,21 +184,28 @@ pub fn run(global: &Global, c: PgCommand) -> anyhow::Result<ExitCode> {
                 s3: None,
                 snapshot: None,
             });
+            let shown = body.to_value();
             let seq = record_events(global, &a.signer.key()?, vec![body])?;
-            println!("registered {component} (system identifier {sysid}, {size}-byte segments) as entry {}", seq[0]);
+            util::print_recorded(json, seq[0], &shown, || {
+                format!("registered {component} (system identifier {sysid}, {size}-byte segments) as entry {}", seq[0])
+            });
             Ok(exit::ok())
         }
         PgCommand::ArchiveHook(a) => archive_hook(global, a),
         PgCommand::RecordBackup(a) => record_backup(global, a),
         PgCommand::ImportPgbackrest(a) => import_pgbackrest(global, a),
         PgCommand::Watch(a) => watch(global, a),
-        PgCommand::RestorePoint { agent, name } => {
+        PgCommand::RestorePoint { agent, name, json } => {
             let key = agent.signer.key()?;
             let db = pg_db::Db::connect(&agent.dsn)?;
             let o = db.create_restore_point(&name)?;
             let component = ComponentId::parse(&agent.cluster.component()).map_err(|e| coded(exit::USAGE, e))?;
-            let seq = record_events(global, &key, vec![tidemark_ops::pg::restore_point_event(&component, &name, &o)])?;
-            println!("restore point {name:?} at {} on timeline {} ({}), entry {}", o.lsn, o.timeline, o.at, seq[0]);
+            let body = tidemark_ops::pg::restore_point_event(&component, &name, &o);
+            let shown = body.to_value();
+            let seq = record_events(global, &key, vec![body])?;
+            util::print_recorded(json, seq[0], &shown, || {
+                format!("restore point {name:?} at {} on timeline {} ({}), entry {}", o.lsn, o.timeline, o.at, seq[0])
+            });
             Ok(exit::ok())
         }
         PgCommand::CheckArchive(a) => check_archive(global, a),

@@ -99,6 +99,9 @@ pub enum S3Command {
         bucket: Bucket,
         #[command(flatten)]
         signer: Signer,
+        /// Print what was recorded as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// List every version and delete marker and record what is new, what went missing, and the watermark.
     Scan(ScanArgs),
@@ -166,7 +169,7 @@ pub struct RestoreArgs {
 
 pub fn run(global: &Global, c: S3Command) -> anyhow::Result<ExitCode> {
     match c {
-        S3Command::Register { bucket, signer } => {
+        S3Command::Register { bucket, signer, json } => {
             bucket.check()?;
             let Some(name) = &bucket.bucket else {
                 return Err(coded(exit::USAGE, "s3 register needs --bucket"));
@@ -174,8 +177,11 @@ pub fn run(global: &Global, c: S3Command) -> anyhow::Result<ExitCode> {
             let draft = json!({"kind": "component.registered", "body": {"component": bucket.component,
                 "s3": {"endpoint": bucket.endpoint.clone().unwrap_or_else(|| AWS_ENDPOINT.into()),
                        "bucket": name, "region": bucket.region.clone().unwrap_or_else(|| "us-east-1".into())}}});
+            let body = draft["body"].clone();
             let seq = record(global, &signer.key()?, vec![draft])?;
-            println!("registered {} as entry {}", bucket.component, seq[0]);
+            util::print_recorded(json, seq[0], &body, || {
+                format!("registered {} as entry {}", bucket.component, seq[0])
+            });
             Ok(exit::ok())
         }
         S3Command::Scan(a) => scan(global, a),

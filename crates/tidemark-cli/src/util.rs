@@ -101,6 +101,16 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
     Timestamp::parse_rfc3339(s).map_err(|e| e.to_string())
 }
 
+/// What a command that records one fact prints: `{"entry": N, "recorded": BODY}`
+/// with `--json`, else its sentence.
+pub fn print_recorded(json: bool, entry: u64, body: &impl serde::Serialize, text: impl FnOnce() -> String) {
+    if json {
+        print_json(&serde_json::json!({"entry": entry, "recorded": body}));
+    } else {
+        println!("{}", text());
+    }
+}
+
 pub fn print_json(value: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(value).expect("output serialises"));
 }

@@ -24,11 +24,33 @@ pub enum ClientError {
     #[error("the ledger server at {url} cannot be reached: {detail}")]
     Unreachable { url: String, detail: String },
     #[error("the server refused the request ({status}): {detail}")]
-    Refused { status: u16, detail: String, problem: Value },
+    Refused { status: u16, detail: String, problem: Box<Problem> },
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
     #[error("spool {path}: {detail}")]
     Spool { path: PathBuf, detail: String },
+}
+
+/// An RFC 9457 problem document as the server sends it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Problem {
+    /// `https://tidemark.dev/problems/<code>`.
+    #[serde(rename = "type", default)]
+    pub problem_type: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub status: u16,
+    #[serde(default)]
+    pub detail: String,
+    /// A refused write: the offending event's position in the request, and its id.
+    #[serde(default)]
+    pub event_index: Option<usize>,
+    #[serde(default)]
+    pub event_id: Option<String>,
+    /// Members particular to one answer (`reason`, `reasons` of a plan that cannot be made).
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, Value>,
 }
 
 impl ClientError {
@@ -95,9 +117,13 @@ impl Client {
             return Err(self.unreachable(format!("HTTP {status}: {body}")));
         }
         if status >= 400 {
-            let problem: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
-            let detail = problem.get("detail").and_then(Value::as_str).map(str::to_owned).unwrap_or(body);
-            return Err(ClientError::Refused { status, detail, problem });
+            let problem: Problem = serde_json::from_str(&body).unwrap_or_else(|_| Problem {
+                status,
+                detail: body.clone(),
+                ..Problem::default()
+            });
+            let detail = if problem.detail.is_empty() { body } else { problem.detail.clone() };
+            return Err(ClientError::Refused { status, detail, problem: Box::new(problem) });
         }
         Ok(body)
     }
@@ -340,7 +366,7 @@ impl Client {
         match self.get_json("/v1/plan", &q) {
             Ok(plan) => Ok(Ok(plan)),
             Err(ClientError::Refused { status: 422, detail, problem }) => {
-                let reason = serde_json::from_value(problem.get("reason").cloned().unwrap_or(Value::Null))
+                let reason = serde_json::from_value(problem.extensions.get("reason").cloned().unwrap_or(Value::Null))
                     .map_err(|e| ClientError::Protocol(format!("the server's reason: {e}")))?;
                 Ok(Err((detail, reason)))
             }
@@ -416,6 +442,7 @@ impl Client {
         match self.get_json(&format!("/v1/groups/{}/plan", path_segment(group)), &q) {
             Ok(plan) => Ok(Ok(plan)),
             Err(ClientError::Refused { status: 422, detail, problem }) => Ok(Err(problem
+                .extensions
                 .get("reasons")
                 .and_then(Value::as_array)
                 .map(|r| r.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())

@@ -926,7 +926,8 @@ macro_rules! event_kinds {
                 match self { $( EventBody::$variant(_) => Kind::$variant, )* }
             }
 
-            fn to_value(&self) -> Value {
+            /// The body's JSON (what `body` holds in the wire form).
+            pub fn to_value(&self) -> Value {
                 match self { $( EventBody::$variant(b) => serde_json::to_value(b), )* }
                     .expect("event bodies serialise to JSON")
             }
