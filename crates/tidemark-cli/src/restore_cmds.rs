@@ -11,13 +11,16 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 use tidemark_agents::pg_process::{self, PgProcess};
-use tidemark_core::Digest32;
+use tidemark_core::event::{
+    ComponentOutcome, DrillCheck, DrillCompleted, DrillResult, EventBody, Outcome, RestorePerformed,
+};
+use tidemark_core::{ComponentId, Digest32, Name};
 use tidemark_lineage::group_plan::PlanRequest;
 use tidemark_lineage::pg_plan::{PlanOptions, conf_quote};
 use tidemark_lineage::s3::ManifestLine;
 
 use crate::exit::{self, coded};
-use crate::pg_cmds::{Signer, Source, record};
+use crate::pg_cmds::{Signer, Source};
 use crate::{Global, group_cmds, s3_cmds, util};
 
 /// How restored PostgreSQL clusters are started to replay and verify.
@@ -171,7 +174,7 @@ struct Running {
 #[derive(Default)]
 struct Executed {
     /// (component, outcome, detail)
-    outcomes: Vec<(String, &'static str, String)>,
+    outcomes: Vec<(String, Outcome, String)>,
     env: BTreeMap<String, String>,
     running: Vec<Running>,
     buckets: Vec<(String, Option<String>, String)>,
@@ -437,11 +440,11 @@ fn execute(global: &Global, plan: &Value, t: &Targets, pg: &PgRun) -> Executed {
         match result {
             Ok(detail) => {
                 eprintln!("{component}: restored in {:.1} s: {detail}", started.elapsed().as_secs_f64());
-                ex.outcomes.push((component, "succeeded", detail));
+                ex.outcomes.push((component, Outcome::Succeeded, detail));
             }
             Err(e) => {
                 eprintln!("{component}: FAILED: {e:#}");
-                ex.outcomes.push((component, "failed", format!("{e:#}")));
+                ex.outcomes.push((component, Outcome::Failed, format!("{e:#}")));
             }
         }
     }
@@ -451,13 +454,26 @@ fn execute(global: &Global, plan: &Value, t: &Targets, pg: &PgRun) -> Executed {
     ex
 }
 
-fn overall(outcomes: &[(String, &'static str, String)]) -> &'static str {
-    let ok = outcomes.iter().filter(|o| o.1 == "succeeded").count();
+/// Rule: a restore succeeded only when every part did; failed when none did; else partial.
+fn overall(outcomes: &[(String, Outcome, String)]) -> Outcome {
+    let ok = outcomes.iter().filter(|o| o.1 == Outcome::Succeeded).count();
     match ok {
-        n if n == outcomes.len() => "succeeded",
-        0 => "failed",
-        _ => "partial",
+        n if n == outcomes.len() => Outcome::Succeeded,
+        0 => Outcome::Failed,
+        _ => Outcome::Partial,
     }
+}
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::Partial => "partial",
+    }
+}
+
+fn plan_digest(plan: &Value) -> anyhow::Result<Digest32> {
+    Digest32::parse(s(&plan["digest"])).map_err(|e| coded(exit::USAGE, format!("the plan's digest: {e}")))
 }
 
 fn clip(s: &str) -> String {
@@ -516,14 +532,30 @@ pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = &a.snapshot_dir {
         environment.push(format!("snapshots {}", d.display()));
     }
-    let draft = json!({"kind": "restore.performed", "body": {
-        "target": plan["group"], "recovery_point": plan["recovery_point"]["id"], "plan_digest": plan["digest"],
-        "target_environment": if environment.is_empty() { "none".to_owned() } else { environment.join(", ") },
-        "outcome": outcome,
-        "components": ex.outcomes.iter().map(|(c, o, d)| json!({"component": c, "outcome": o, "detail": clip(d)})).collect::<Vec<_>>(),
-        "duration_ms": started.elapsed().as_millis() as u64}});
-    let body = draft["body"].clone();
-    let seq = record(global, &key, vec![draft])?;
+    let components = ex
+        .outcomes
+        .iter()
+        .map(|(c, o, d)| {
+            Ok(ComponentOutcome {
+                component: ComponentId::parse(c).map_err(|e| coded(exit::USAGE, e))?,
+                outcome: *o,
+                detail: Some(clip(d)).filter(|d| !d.is_empty()),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let body = EventBody::RestorePerformed(RestorePerformed {
+        target: s(&plan["group"]).to_owned(),
+        recovery_point: s(&plan["recovery_point"]["id"]).to_owned(),
+        plan_digest: plan_digest(&plan)?,
+        target_environment: if environment.is_empty() { "none".to_owned() } else { environment.join(", ") },
+        outcome,
+        components,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    let shown = body.to_value();
+    let seq = crate::pg_cmds::record_events(global, &key, vec![body])?;
+    let body = shown;
+    let outcome = outcome_name(outcome);
     if a.json {
         util::print_json(&json!({"entry": seq[0], "restore": body}));
     } else {
@@ -587,10 +619,12 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
     };
     let started = Instant::now();
     let ex = execute(global, &plan, &targets, &a.how.pg);
-    let restored = overall(&ex.outcomes) == "succeeded";
-    let mut checks = vec![
-        json!({"command": format!("tidemark restore (plan {})", s(&plan["digest"])), "exit_code": if restored { 0 } else { 1 }, "passed": restored}),
-    ];
+    let restored = overall(&ex.outcomes) == Outcome::Succeeded;
+    let mut checks = vec![DrillCheck {
+        command: format!("tidemark restore (plan {})", s(&plan["digest"])),
+        exit_code: if restored { 0 } else { 1 },
+        passed: restored,
+    }];
     for cmd in &a.checks {
         let code = if restored {
             let mut c = Command::new("sh");
@@ -619,9 +653,9 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
                 c => format!("FAILED (exit {c})"),
             }
         );
-        checks.push(json!({"command": cmd, "exit_code": code, "passed": code == 0}));
+        checks.push(DrillCheck { command: cmd.clone(), exit_code: code, passed: code == 0 });
     }
-    let passed = checks.iter().all(|c| c["passed"] == true);
+    let passed = checks.iter().all(|c| c.passed);
     // Clean up before recording: the scratch servers and buckets are gone either way.
     if !a.keep {
         for r in &ex.running {
@@ -654,11 +688,17 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
             eprintln!("drill scratch kept in {}", t.keep().display());
         }
     }
-    let draft = json!({"kind": "drill.completed", "body": {"group": a.group, "recovery_point": plan["recovery_point"]["id"],
-        "plan_digest": plan["digest"], "checks": checks, "result": if passed { "passed" } else { "failed" },
-        "duration_ms": started.elapsed().as_millis() as u64}});
-    let body = draft["body"].clone();
-    let seq = record(global, &key, vec![draft])?;
+    let body = EventBody::DrillCompleted(DrillCompleted {
+        group: Name::parse(&a.group).map_err(|e| coded(exit::USAGE, e))?,
+        recovery_point: s(&plan["recovery_point"]["id"]).to_owned(),
+        plan_digest: plan_digest(&plan)?,
+        checks,
+        result: if passed { DrillResult::Passed } else { DrillResult::Failed },
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    let shown = body.to_value();
+    let seq = crate::pg_cmds::record_events(global, &key, vec![body])?;
+    let body = shown;
     if a.json {
         util::print_json(&json!({"entry": seq[0], "drill": body}));
     } else {

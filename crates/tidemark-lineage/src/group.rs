@@ -569,23 +569,23 @@ pub struct PartStatus {
     pub component: String,
     pub kind: ComponentKind,
     /// What pins it: PostgreSQL an LSN on a timeline, S3 a time, a snapshot-only store a snapshot.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lsn: Option<Lsn>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
     pub restorable: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What a restore of it reads (PostgreSQL): the base backup, and the
     /// first and last WAL segment it replays. S3 parts read the version of
     /// every key current at `at`; snapshot parts their snapshot.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_backup: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal: Option<(String, String)>,
 }
 
@@ -596,9 +596,9 @@ pub struct Record {
     pub drills_passed: u64,
     pub restores: u64,
     /// The newest drill: its result, time and plan digest.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_drill: Option<ActivityRef>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore: Option<ActivityRef>,
 }
 
@@ -616,7 +616,7 @@ pub struct RecoveryPoint {
     pub id: String,
     pub class: Class,
     pub at: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writers_stopped: Option<(Timestamp, Timestamp)>,
     pub restorable: bool,
     /// The worst component status: "restorable" or "not_restorable".
@@ -651,9 +651,9 @@ pub struct ComponentWindows {
     pub kind: ComponentKind,
     pub intervals: Vec<(Timestamp, Timestamp)>,
     /// Snapshot times for snapshot-only components.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
@@ -691,7 +691,7 @@ pub struct GroupReport {
     pub windows: Vec<CorrelatedWindow>,
     pub gaps: Vec<Gap>,
     pub component_windows: Vec<ComponentWindows>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     pub activities: Vec<Activity>,
 }

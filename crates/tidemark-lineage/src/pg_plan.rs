@@ -121,13 +121,13 @@ pub struct Answer {
     pub component: String,
     pub target: Target,
     pub restorable: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<Resolved>,
     /// Why not, as data…
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<NotRestorable>,
     /// …and in words.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explanation: Option<String>,
 }
 
@@ -217,7 +217,7 @@ pub struct PlanBody {
     pub timeline: u32,
     pub base_backup: BaseBackup,
     pub target_lsn: Lsn,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_observation: Option<Position>,
     pub wal_segments: Vec<String>,
     /// `postgresql.auto.conf` settings, plus an empty `recovery.signal` file.

@@ -863,7 +863,7 @@ pub struct ManifestSummary {
     pub keys_to_remove: u64,
     pub keys_with_problems: u64,
     pub restorable: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound: Option<BucketBound>,
     pub digest: tidemark_core::Digest32,
 }
@@ -874,11 +874,11 @@ pub struct S3Answer {
     pub component: String,
     pub at: Timestamp,
     pub restorable: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound: Option<BucketBound>,
     /// Keys ambiguous or unrecoverable at T.
     pub problems: Vec<ManifestLine>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explanation: Option<String>,
 }
 
@@ -964,7 +964,7 @@ pub struct S3Report {
     /// Per problem key: the T ranges `[from, to)` at which it is ambiguous or unrecoverable.
     pub problem_keys: Vec<(String, Vec<ProblemInterval>)>,
     /// Where the bucket is, as registered (scans are checked against it).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered: Option<tidemark_core::event::S3Identity>,
 }
 

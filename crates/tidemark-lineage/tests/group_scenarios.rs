@@ -121,6 +121,11 @@ fn run(path: &Path) {
     let group = scenario["group"].as_str().unwrap();
     let expect = &scenario["expect"];
     let report = group::recovery_points(&world.catalog, group, &inputs).unwrap();
+    // A server's answer parses back into the same report (clients read it typed).
+    let wire = serde_json::to_value(&report).unwrap();
+    let parsed: group::GroupReport =
+        serde_json::from_value(wire.clone()).unwrap_or_else(|e| panic!("{name}: {e}: {wire}"));
+    assert_eq!(parsed, report, "{name}: the report survives the wire");
     for (id, want) in expect["markers"].as_object().unwrap() {
         let p = report.markers.iter().find(|m| &m.id == id).unwrap_or_else(|| panic!("{name}: no marker {id}"));
         assert_eq!(p.restorable, want["restorable"].as_bool().unwrap(), "{name}: {id}: {p:?}");
