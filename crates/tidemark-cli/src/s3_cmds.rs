@@ -89,7 +89,7 @@ impl Bucket {
     }
 }
 
-pub use tidemark_ops::s3_scan::{AWS_ENDPOINT, endpoint_url, path_style};
+pub use tidemark_ops::s3_scan::AWS_ENDPOINT;
 
 #[derive(Subcommand)]
 pub enum S3Command {

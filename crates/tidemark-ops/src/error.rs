@@ -24,4 +24,13 @@ pub enum OpsError {
     /// Object storage failed.
     #[error(transparent)]
     S3(#[from] tidemark_s3::S3Error),
+    /// PostgreSQL or its files failed (a server that would not start or promote, an unreadable backup).
+    #[error(transparent)]
+    Agent(#[from] tidemark_agents::AgentError),
+    /// A plan or other document was changed after it was made, or is not of this ledger's history.
+    #[error("{0}")]
+    Tampered(String),
+    /// The work ran and failed (the message says which step and why).
+    #[error("{0}")]
+    Failed(String),
 }

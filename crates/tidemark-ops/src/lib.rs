@@ -12,7 +12,7 @@
 //! * progress goes to a [`Progress`] sink (ripgrep's `Sink` is the model):
 //!   the CLI draws a bar, the agent logs, a test records;
 //! * so far: the S3 scan ([`s3_scan`]), PostgreSQL positions and the archive
-//!   audit ([`pg`]);
+//!   audit ([`pg`]), restores and drills of group plans ([`restore`]);
 //! * errors are [`OpsError`], one enum the CLI maps to exit codes and the
 //!   server to HTTP statuses.
 //!
@@ -23,6 +23,7 @@ pub mod error;
 pub mod ledger;
 pub mod pg;
 pub mod progress;
+pub mod restore;
 pub mod s3_scan;
 
 pub use env::Env;

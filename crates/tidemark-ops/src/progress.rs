@@ -2,7 +2,7 @@
 
 /// Where long work reports how far it is. Every method has a default that
 /// ignores it, so a sink implements what it shows.
-pub trait Progress {
+pub trait Progress: Send {
     /// A phase begins: what it counts, and the total when it is known.
     fn begin(&mut self, _what: &str, _total: Option<u64>) {}
     /// How much of the phase is done (a count, not an increment).
