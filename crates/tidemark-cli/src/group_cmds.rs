@@ -10,12 +10,13 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use tidemark_agents::pg_db::{self, Db};
-use tidemark_core::Timestamp;
+use tidemark_core::event::{ComponentRegistered, EventBody, GroupDefined, SnapshotStoreIdentity, SnapshotTaken};
+use tidemark_core::{ComponentId, Digest32, Name, Timestamp};
 use tidemark_lineage::group_plan::PlanRequest;
 use tidemark_lineage::pg_plan::PlanOptions;
 
 use crate::exit::{self, coded};
-use crate::pg_cmds::{Signer, Source, client_err, local_err, record};
+use crate::pg_cmds::{Signer, Source, client_err, local_err, record, record_events};
 use crate::{Global, mark_cut, s3_cmds, util};
 
 /// `2s`, `500ms`, `1m`, `0`: a duration in milliseconds.
@@ -105,32 +106,50 @@ pub struct SnapshotArgs {
     json: bool,
 }
 
-/// The `snapshot.taken` draft for a local file.
-fn snapshot_file_draft(
+/// The `snapshot.taken` body for a local file (its blake3 and size read now).
+fn snapshot_file_event(
     component: &str,
     id: Option<&str>,
     file: &std::path::Path,
     method: &str,
     at: Timestamp,
-) -> anyhow::Result<(String, Value)> {
+) -> anyhow::Result<(String, EventBody)> {
     let digest = tidemark_agents::pg_files::blake3_file(file)?;
     let size = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
     let location = std::path::absolute(file)?.display().to_string();
     let id = id.map(str::to_owned).unwrap_or_else(|| format!("b3-{}", &digest.to_string()[..16]));
-    Ok((
-        id.clone(),
-        json!({"kind": "snapshot.taken", "body": {"component": component, "snapshot_id": id, "taken_at": at,
-            "method": method, "size_bytes": size, "blake3": digest, "location": location}}),
-    ))
+    let body = EventBody::SnapshotTaken(SnapshotTaken {
+        component: component_id(component)?,
+        snapshot_id: id.clone(),
+        taken_at: at,
+        method: method.to_owned(),
+        size_bytes: size,
+        blake3: Some(digest),
+        location,
+    });
+    Ok((id, body))
+}
+
+fn component_id(c: &str) -> anyhow::Result<ComponentId> {
+    ComponentId::parse(c).map_err(|e| coded(exit::USAGE, e))
+}
+
+/// A typed body as the draft the marker's batch is built from.
+fn draft_of(body: &EventBody) -> Value {
+    json!({"kind": body.kind().name(), "body": body.to_value()})
 }
 
 pub fn group(global: &Global, c: GroupCommand) -> anyhow::Result<ExitCode> {
     match c {
         GroupCommand::Define { name, components, max_skew, signer, json } => {
-            let draft = json!({"kind": "group.defined", "body": {"group": name, "components": components, "max_skew_ms": max_skew}});
-            let body = draft["body"].clone();
-            let seq = record(global, &signer.key()?, vec![draft])?;
-            util::print_recorded(json, seq[0], &body, || {
+            let body = EventBody::GroupDefined(GroupDefined {
+                group: Name::parse(&name).map_err(|e| coded(exit::USAGE, e))?,
+                components: components.iter().map(|c| component_id(c)).collect::<anyhow::Result<_>>()?,
+                max_skew_ms: max_skew,
+            });
+            let shown = body.to_value();
+            let seq = record_events(global, &signer.key()?, vec![body])?;
+            util::print_recorded(json, seq[0], &shown, || {
                 format!("group {name} defined as entry {}: {} (max skew {max_skew} ms)", seq[0], components.join(", "))
             });
             Ok(exit::ok())
@@ -149,34 +168,48 @@ pub fn snapshot(global: &Global, c: SnapshotCommand) -> anyhow::Result<ExitCode>
             if !component.starts_with("snap:") {
                 return Err(coded(exit::USAGE, format!("{component}: snapshot-only components are named snap:NAME")));
             }
-            let draft = json!({"kind": "component.registered", "body": {"component": component,
-                "snapshot": {"store": store, "description": description}}});
-            let body = draft["body"].clone();
-            let seq = record(global, &signer.key()?, vec![draft])?;
-            util::print_recorded(json, seq[0], &body, || format!("registered {component} as entry {}", seq[0]));
+            let body = EventBody::ComponentRegistered(ComponentRegistered {
+                component: component_id(&component)?,
+                postgresql: None,
+                s3: None,
+                snapshot: Some(SnapshotStoreIdentity { store, description }),
+            });
+            let shown = body.to_value();
+            let seq = record_events(global, &signer.key()?, vec![body])?;
+            util::print_recorded(json, seq[0], &shown, || format!("registered {component} as entry {}", seq[0]));
             Ok(exit::ok())
         }
         SnapshotCommand::Record(a) => {
             let at = a.taken_at.unwrap_or_else(util::now);
-            let (id, draft) = match (&a.file, &a.location) {
-                (Some(f), _) => snapshot_file_draft(&a.component, a.snapshot_id.as_deref(), f, &a.method, at)?,
+            let (id, body) = match (&a.file, &a.location) {
+                (Some(f), _) => snapshot_file_event(&a.component, a.snapshot_id.as_deref(), f, &a.method, at)?,
                 (None, Some(loc)) => {
                     let id =
                         a.snapshot_id.clone().ok_or_else(|| coded(exit::USAGE, "--location needs --snapshot-id"))?;
-                    let mut body = json!({"component": a.component, "snapshot_id": id, "taken_at": at,
-                        "method": a.method, "size_bytes": a.size.unwrap_or(0), "location": loc});
-                    if let Some(b) = &a.blake3 {
-                        body["blake3"] = json!(b);
-                    }
-                    (id, json!({"kind": "snapshot.taken", "body": body}))
+                    let blake3 = a
+                        .blake3
+                        .as_deref()
+                        .map(Digest32::parse)
+                        .transpose()
+                        .map_err(|e| coded(exit::USAGE, format!("--blake3: {e}")))?;
+                    let body = EventBody::SnapshotTaken(SnapshotTaken {
+                        component: component_id(&a.component)?,
+                        snapshot_id: id.clone(),
+                        taken_at: at,
+                        method: a.method.clone(),
+                        size_bytes: a.size.unwrap_or(0),
+                        blake3,
+                        location: loc.clone(),
+                    });
+                    (id, body)
                 }
                 (None, None) => {
                     return Err(coded(exit::USAGE, "give --file, or --location with --snapshot-id and --size"));
                 }
             };
-            let body = draft["body"].clone();
-            let seq = record(global, &a.signer.key()?, vec![draft])?;
-            util::print_recorded(a.json, seq[0], &body, || {
+            let shown = body.to_value();
+            let seq = record_events(global, &a.signer.key()?, vec![body])?;
+            util::print_recorded(a.json, seq[0], &shown, || {
                 format!("snapshot {id} of {} recorded as entry {}", a.component, seq[0])
             });
             Ok(exit::ok())
@@ -661,9 +694,9 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
     }
     let at = observed.iter().map(|o| o.at).min().unwrap_or_else(util::now);
     for (c, file) in &files {
-        let (id, draft) =
-            snapshot_file_draft(c, Some(marker_id.as_str()), std::path::Path::new(file), "file", util::now())?;
-        drafts.push(draft);
+        let (id, body) =
+            snapshot_file_event(c, Some(marker_id.as_str()), std::path::Path::new(file), "file", util::now())?;
+        drafts.push(draft_of(&body));
         parts.push(json!({"component": c, "snapshot_id": id}));
     }
     for (c, id) in &ids {

@@ -8,7 +8,8 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use tidemark_core::Timestamp;
-use tidemark_core::event::S3Identity;
+use tidemark_core::event::{ComponentOutcome, ComponentRegistered, EventBody, Outcome, RestorePerformed, S3Identity};
+use tidemark_core::{ComponentId, Digest32};
 use tidemark_lineage::s3::ManifestLine;
 use tidemark_ops::s3_scan::{BucketSpec, ScanRequest, Scanned};
 use tidemark_s3::{Endpoint, S3};
@@ -17,7 +18,7 @@ use crate::progress::Progress;
 use crate::remote::client_err;
 
 use crate::exit::{self, coded};
-use crate::pg_cmds::{Signer, Source, local_err, record};
+use crate::pg_cmds::{Signer, Source, local_err, record_events};
 use crate::{Global, util};
 
 #[derive(Args, Clone)]
@@ -174,12 +175,19 @@ pub fn run(global: &Global, c: S3Command) -> anyhow::Result<ExitCode> {
             let Some(name) = &bucket.bucket else {
                 return Err(coded(exit::USAGE, "s3 register needs --bucket"));
             };
-            let draft = json!({"kind": "component.registered", "body": {"component": bucket.component,
-                "s3": {"endpoint": bucket.endpoint.clone().unwrap_or_else(|| AWS_ENDPOINT.into()),
-                       "bucket": name, "region": bucket.region.clone().unwrap_or_else(|| "us-east-1".into())}}});
-            let body = draft["body"].clone();
-            let seq = record(global, &signer.key()?, vec![draft])?;
-            util::print_recorded(json, seq[0], &body, || {
+            let body = EventBody::ComponentRegistered(ComponentRegistered {
+                component: ComponentId::parse(&bucket.component).map_err(|e| coded(exit::USAGE, e))?,
+                postgresql: None,
+                s3: Some(S3Identity {
+                    endpoint: bucket.endpoint.clone().unwrap_or_else(|| AWS_ENDPOINT.into()),
+                    bucket: name.clone(),
+                    region: bucket.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                }),
+                snapshot: None,
+            });
+            let shown = body.to_value();
+            let seq = record_events(global, &signer.key()?, vec![body])?;
+            util::print_recorded(json, seq[0], &shown, || {
                 format!("registered {} as entry {}", bucket.component, seq[0])
             });
             Ok(exit::ok())
@@ -363,11 +371,11 @@ fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         eprintln!("failed: {key}: {why}");
     }
     let outcome = if report.failed.is_empty() {
-        "succeeded"
+        Outcome::Succeeded
     } else if report.copied + report.removed + report.skipped > 0 {
-        "partial"
+        Outcome::Partial
     } else {
-        "failed"
+        Outcome::Failed
     };
     let detail = format!(
         "{report}{}",
@@ -377,12 +385,18 @@ fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
             format!(", left alone (not reconstructible) {}", problems.len())
         }
     );
-    let draft = json!({"kind": "restore.performed", "body": {
-        "target": component, "recovery_point": a.at, "plan_digest": summary["digest"],
-        "target_environment": if a.in_place { format!("s3://{target} (in place)") } else { format!("s3://{target}") },
-        "outcome": outcome, "components": [{"component": component, "outcome": outcome, "detail": detail}],
-        "duration_ms": started.elapsed().as_millis() as u64}});
-    let seq = record(global, &operator, vec![draft])?;
+    let component_id = ComponentId::parse(&component).map_err(|e| coded(exit::USAGE, e))?;
+    let body = EventBody::RestorePerformed(RestorePerformed {
+        target: component.clone(),
+        recovery_point: a.at.to_string(),
+        plan_digest: Digest32::parse(summary["digest"].as_str().unwrap_or(""))
+            .map_err(|e| coded(exit::FAILURE, format!("the manifest's digest: {e}")))?,
+        target_environment: if a.in_place { format!("s3://{target} (in place)") } else { format!("s3://{target}") },
+        outcome,
+        components: vec![ComponentOutcome { component: component_id, outcome, detail: Some(detail.clone()) }],
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    let seq = record_events(global, &operator, vec![body])?;
     println!(
         "{component} at {} → s3://{target}: {detail}; {} requests; recorded as entry {}",
         a.at,
