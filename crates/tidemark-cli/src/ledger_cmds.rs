@@ -649,11 +649,29 @@ pub struct CheckpointArgs {
     /// The checkpoint signed at exactly this tree size.
     #[arg(long)]
     size: Option<u64>,
+    /// `{"origin","size","root" (base64),"note"}` instead of the signed note.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints a checkpoint note, or with `--json` its parts and the note.
+fn print_checkpoint(note: &str, json: bool) -> anyhow::Result<()> {
+    if !json {
+        print!("{note}");
+        return Ok(());
+    }
+    let body = note.split("\n\n").next().unwrap_or("").to_owned() + "\n";
+    let cp = tidemark_core::note::Checkpoint::parse_body(&body)
+        .map_err(|e| coded(exit::FAILURE, format!("the checkpoint note: {e}")))?;
+    use base64::Engine as _;
+    print_json(&json!({"origin": cp.origin, "size": cp.size,
+        "root": base64::engine::general_purpose::STANDARD.encode(cp.root), "note": note}));
+    Ok(())
 }
 
 pub fn checkpoint(global: &Global, a: CheckpointArgs) -> anyhow::Result<ExitCode> {
     if let Some(client) = global.client() {
-        print!("{}", client.checkpoint(a.size).map_err(crate::remote::client_err)?);
+        print_checkpoint(&client.checkpoint(a.size).map_err(crate::remote::client_err)?, a.json)?;
         return Ok(exit::ok());
     }
     let ledger = util::open_ledger(global)?;
@@ -671,7 +689,7 @@ pub fn checkpoint(global: &Global, a: CheckpointArgs) -> anyhow::Result<ExitCode
                 .1
         }
     };
-    print!("{note}");
+    print_checkpoint(&note, a.json)?;
     Ok(exit::ok())
 }
 

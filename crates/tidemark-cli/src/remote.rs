@@ -92,9 +92,17 @@ pub fn token(c: TokenCommand) -> anyhow::Result<ExitCode> {
 #[derive(Subcommand)]
 pub enum SpoolCommand {
     /// Deliver every spooled batch to the server, oldest first.
-    Flush,
+    Flush {
+        /// `{"delivered_events","delivered_batches","rejected":[{"path","reason"}]}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// List spooled batches.
-    List,
+    List {
+        /// A JSON array of the batch files, oldest first.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn spool_dir(global: &Global) -> anyhow::Result<Spool> {
@@ -105,20 +113,35 @@ fn spool_dir(global: &Global) -> anyhow::Result<Spool> {
 pub fn spool(global: &Global, c: SpoolCommand) -> anyhow::Result<ExitCode> {
     let spool = spool_dir(global)?;
     match c {
-        SpoolCommand::List => {
-            for p in spool.pending()? {
-                println!("{}", p.display());
+        SpoolCommand::List { json } => {
+            let pending = spool.pending()?;
+            if json {
+                util::print_json(&pending.iter().map(|p| p.display().to_string()).collect::<Vec<_>>());
+            } else {
+                for p in pending {
+                    println!("{}", p.display());
+                }
             }
         }
-        SpoolCommand::Flush => {
+        SpoolCommand::Flush { json } => {
             let url = global.url().ok_or_else(|| coded(exit::USAGE, "spool flush needs --ledger URL of a server"))?;
             let client = Client::new(url, global.token.clone());
             let report = spool
                 .flush(&client)
                 .map_err(|e| coded(exit::FAILURE, format!("{e}; undelivered batches stay in the spool")))?;
-            println!("delivered {} events in {} batches", report.events, report.batches);
-            for (path, reason) in &report.rejected {
-                eprintln!("refused for good, moved to {}: {reason}", path.display());
+            if json {
+                let rejected: Vec<serde_json::Value> = report
+                    .rejected
+                    .iter()
+                    .map(|(p, r)| serde_json::json!({"path": p.display().to_string(), "reason": r}))
+                    .collect();
+                util::print_json(&serde_json::json!({"delivered_events": report.events,
+                    "delivered_batches": report.batches, "rejected": rejected}));
+            } else {
+                println!("delivered {} events in {} batches", report.events, report.batches);
+                for (path, reason) in &report.rejected {
+                    eprintln!("refused for good, moved to {}: {reason}", path.display());
+                }
             }
             if !report.rejected.is_empty() {
                 return Ok(ExitCode::from(exit::REFUSED));

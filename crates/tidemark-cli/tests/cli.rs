@@ -273,3 +273,15 @@ fn custody_and_audit_name_actors_and_roles() {
     let refused = cli.run(&["verify-export", "custody.tar", "--ledger-key", &wrong_vkey]);
     assert_eq!(refused.code, 4, "{}", refused.stdout);
 }
+
+/// `checkpoint --json` names the size and root of the signed note it carries.
+#[test]
+fn a_checkpoint_as_json_carries_its_note() {
+    let cli = Cli::with_keys();
+    let (size, root) = cli.tree_head();
+    let v: Value = serde_json::from_str(&cli.ok(&["checkpoint", "--json"])).unwrap();
+    assert_eq!(v["size"].as_u64().unwrap().to_string(), size);
+    assert_eq!(v["root"].as_str(), Some(root.as_str()));
+    assert_eq!(v["note"].as_str(), Some(cli.ok(&["checkpoint"]).as_str()));
+    assert_eq!(v["origin"], "tidemark.test/cli");
+}
