@@ -8,13 +8,19 @@ Ed25519 signature, and every C2SP tlog-proof against the checkpoint (RFC
 6962 inclusion, transparency-dev's algorithm re-implemented here). It does
 not check the blake3 MANIFEST (blake3 is not in hashlib).
 
-Usage: verify_export.py EXPORT_DIR VKEY    (exit 0 when everything holds)
+Usage: verify_export.py EXPORT_DIR|EXPORT.tar VKEY    (exit 0 when everything holds)
+
+A tar is read by the rules of docs/formats.md §9: members are the directory
+`export/` and files under it, regular files and directories only, plain
+relative names, each path once; anything else is refused before reading.
 """
 import base64
 import hashlib
 import json
 import os
 import sys
+import tarfile
+import tempfile
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -88,8 +94,34 @@ def root_from_inclusion(index, size, leaf, proof):
     return h
 
 
+def unpack_tar(path, into):
+    """Unpacks an export tar into `into` and returns the export directory, refusing what §9 forbids."""
+    seen = set()
+    with tarfile.open(path, "r:") as tar:
+        for m in tar.getmembers():
+            parts = m.name.rstrip("/").split("/")
+            if parts[0] != "export" or any(p in ("", ".", "..") for p in parts) or m.name.startswith("/"):
+                fail(f"tar member {m.name!r} is not a plain path under export/")
+            if not (m.isfile() or m.isdir()):
+                fail(f"tar member {m.name!r} is neither a regular file nor a directory")
+            key = "/".join(parts)
+            if key in seen:
+                fail(f"tar member {m.name!r} appears twice")
+            seen.add(key)
+            target = os.path.join(into, *parts)
+            if m.isdir():
+                os.makedirs(target, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with tar.extractfile(m) as src, open(target, "wb") as dst:
+                    dst.write(src.read())
+    return os.path.join(into, "export")
+
+
 def main():
     directory, vkey = sys.argv[1], sys.argv[2]
+    if os.path.isfile(directory):
+        directory = unpack_tar(directory, tempfile.mkdtemp(prefix="verify-export-"))
     name, key_id, ledger_pub = parse_vkey(vkey)
     note = open(os.path.join(directory, "checkpoint.txt"), encoding="utf-8").read()
     origin, size, root = open_note(note, name, key_id, ledger_pub).rstrip("\n").split("\n")

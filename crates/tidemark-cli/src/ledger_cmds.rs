@@ -280,28 +280,14 @@ pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
         Ok(())
     };
+    let mut on_batch = |b: &ParsedBatch, appended: &[Appended], tally: &mut AppendTally| {
+        print(&b.lines, appended, tally)?;
+        progress.inc(b.bytes);
+        Ok(())
+    };
     let result = match global.url() {
-        Some(url) => append_stream_remote(
-            global,
-            url,
-            batches,
-            &mut |b, appended, tally| {
-                print(&b.lines, appended, tally)?;
-                progress.inc(b.bytes);
-                Ok(())
-            },
-            &mut tally,
-        ),
-        None => append_stream_local(
-            global,
-            batches,
-            &mut |b, appended, tally| {
-                print(&b.lines, appended, tally)?;
-                progress.inc(b.bytes);
-                Ok(())
-            },
-            &mut tally,
-        ),
+        Some(url) => append_stream_remote(global, url, batches, &mut on_batch, &mut tally),
+        None => append_stream_local(global, batches, &mut on_batch, &mut tally),
     };
     let _ = reader_thread.join();
     progress.finish();
@@ -376,15 +362,8 @@ fn append_stream_remote(
     let client = tidemark_client::Client::new(url, global.token.clone());
     let spool = global.spool.as_deref().map(tidemark_client::Spool::open).transpose()?;
     if let Some(s) = &spool {
-        match s.flush(&client) {
-            Ok(report) => {
-                if report.batches > 0 {
-                    eprintln!("tidemark: delivered {} spooled events first", report.events);
-                }
-                for (path, reason) in report.rejected {
-                    eprintln!("tidemark: a spooled batch was refused for good, moved to {}: {reason}", path.display());
-                }
-            }
+        match crate::remote::deliver_spool_first(s, &client) {
+            Ok(()) => {}
             Err(e) if e.is_retryable() => return spool_rest(global, s, None, &batches, &e, tally),
             Err(e) => return Err(e.into()),
         }

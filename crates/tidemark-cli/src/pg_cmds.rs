@@ -515,17 +515,11 @@ impl Source {
     /// (enrolled, unrevoked, a role allowing `kind`), so a wrong key is
     /// refused before anything is touched rather than after.
     pub fn check_signer(&self, key: &tidemark_core::SecretKey, kind: tidemark_core::Kind) -> anyhow::Result<()> {
-        let actor = key.actor_id();
-        let record = match self {
-            Source::Local(l) => l.registry().get(&actor).cloned(),
-            Source::Remote(c) => c.keys().map_err(client_err)?.keys.into_iter().find(|r| r.actor == actor),
+        let keys = match self {
+            Source::Local(l) => l.registry().keys().cloned().collect(),
+            Source::Remote(c) => c.keys().map_err(client_err)?.keys,
         };
-        let refused = |e: tidemark_core::registry::AuthError| coded(exit::REFUSED, format!("{e}; nothing was done"));
-        record
-            .ok_or(tidemark_core::registry::AuthError::UnknownKey { actor })
-            .map_err(refused)?
-            .may_append(kind)
-            .map_err(refused)
+        tidemark_ops::ledger::signer_may(keys, key, kind).map_err(exit::ops_err)
     }
 
     pub fn report(&self, component: &str) -> anyhow::Result<Value> {

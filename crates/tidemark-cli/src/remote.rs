@@ -165,6 +165,20 @@ impl std::fmt::Display for RemoteRefusal {
 
 impl std::error::Error for RemoteRefusal {}
 
+/// Before a write through a server: what is already spooled is delivered
+/// first, so order holds (said on stderr). An error means nothing new may be
+/// sent yet; a retryable one means the new events belong in the spool too.
+pub fn deliver_spool_first(spool: &Spool, client: &Client) -> Result<(), ClientError> {
+    let report = spool.flush(client)?;
+    if report.batches > 0 {
+        eprintln!("tidemark: delivered {} spooled events first", report.events);
+    }
+    for (path, reason) in report.rejected {
+        eprintln!("tidemark: a spooled batch was refused for good, moved to {}: {reason}", path.display());
+    }
+    Ok(())
+}
+
 /// Writes through a server: the spool (if any) is delivered first so order
 /// holds; when the server cannot be reached and `--spool` is given, the rest
 /// goes to the spool and the command still succeeds.
@@ -191,15 +205,8 @@ pub fn append_remote(
         Ok(())
     };
     if let Some(s) = &spool {
-        match s.flush(&client) {
-            Ok(report) => {
-                if report.batches > 0 {
-                    eprintln!("tidemark: delivered {} spooled events first", report.events);
-                }
-                for (path, reason) in report.rejected {
-                    eprintln!("tidemark: a spooled batch was refused for good, moved to {}: {reason}", path.display());
-                }
-            }
+        match deliver_spool_first(s, &client) {
+            Ok(()) => {}
             Err(e) if e.is_retryable() => return spool_rest(s, 0, &e),
             Err(e) => return Err(e.into()),
         }

@@ -26,11 +26,7 @@ pub fn new_event_id() -> EventId {
 /// A new event of `body`, signed by `key`: the typed way to record a fact
 /// (a body that breaks its rules or an event over the size limit is refused here).
 pub fn signed_event(key: &SecretKey, body: tidemark_core::EventBody) -> Result<tidemark_core::SignedEvent, String> {
-    body.validate()?;
-    let event = tidemark_core::Event { id: new_event_id(), occurred_at: now(), actor: key.actor_id(), body };
-    let signed = event.sign(key);
-    signed.check_size().map_err(|e| e.to_string())?;
-    Ok(signed)
+    tidemark_ops::Env::sign(&SystemEnv, key, body).map_err(|e| e.to_string())
 }
 
 pub fn new_key(name: &str) -> SecretKey {

@@ -497,6 +497,29 @@ fn an_independent_python_verifier_agrees() {
     let ok = run(&dir);
     assert!(ok.status.success(), "{}{}", String::from_utf8_lossy(&ok.stdout), String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with("OK: 12 entries"));
+    // The same export as a tar (streamed member by member, docs/formats.md §9).
+    let tar = out.path().join("e.tar");
+    w.export(Selector::All, &tar, &[]);
+    let ok = run(&tar);
+    assert!(ok.status.success(), "{}{}", String::from_utf8_lossy(&ok.stdout), String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("OK: 12 entries"));
+    // A path given twice is refused (which copy would count is ambiguous).
+    let twice = out.path().join("twice.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&twice).unwrap());
+    for m in tar::Archive::new(std::fs::File::open(&tar).unwrap()).entries().unwrap() {
+        let mut m = m.unwrap();
+        let (mut h, path) = (m.header().clone(), m.path().unwrap().into_owned());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut m, &mut bytes).unwrap();
+        b.append_data(&mut h, &path, bytes.as_slice()).unwrap();
+        if path.ends_with("checkpoint.txt") {
+            b.append_data(&mut h, &path, bytes.as_slice()).unwrap();
+        }
+    }
+    b.finish().unwrap();
+    let bad = run(&twice);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("appears twice"), "{}", String::from_utf8_lossy(&bad.stdout));
     let proof = dir.join("proofs/000000000006.tlog-proof");
     edit(&proof, |s| {
         let line = s.lines().nth(3).unwrap().to_owned();
