@@ -3,7 +3,6 @@
 //! and restore points, each read together with the database
 //! clock in one statement.
 
-use serde_json::{Value, json};
 use tidemark_core::{Lsn, Timestamp};
 
 use crate::AgentError;
@@ -138,9 +137,4 @@ impl Db {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
-}
-
-pub fn restore_point_draft(component: &str, name: &str, o: &Observed) -> Value {
-    json!({"kind": "pg.restore_point", "body": {"component": component, "name": name, "lsn": o.lsn,
-        "timeline": o.timeline, "created_at": o.at}})
 }

@@ -4,8 +4,9 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
-use tidemark_core::{Digest32, Lsn, Timestamp};
+use serde_json::Value;
+use tidemark_core::event::{EventBody, PgBaseBackup, PgTimelineHistory, PgWalArchived};
+use tidemark_core::{ComponentId, Digest32, Draft, EventId, Lsn, Timestamp};
 use tidemark_lineage::pg::parse_history_file;
 
 use crate::{AgentError, io_err, parse_err};
@@ -108,7 +109,7 @@ pub fn archived_file_draft(
     digests: &FileDigests,
     modified_micros: i64,
     history_text: Option<&str>,
-) -> Result<Option<Value>, AgentError> {
+) -> Result<Option<Draft>, AgentError> {
     let kind = classify(file_name).ok_or_else(|| {
         AgentError::Refused(format!(
             "{file_name:?} is not a WAL segment, timeline history, backup history or partial segment name"
@@ -116,31 +117,39 @@ pub fn archived_file_draft(
     })?;
     let occurred_at = Timestamp::from_micros(modified_micros);
     let id = deterministic_id(modified_micros, &[component.as_bytes(), file_name.as_bytes(), &digests.blake3.0]);
-    let (kind_name, body) = match kind {
-        ArchivedKind::Segment { timeline } => (
-            "pg.wal_archived",
-            json!({"component": component, "timeline": timeline, "segment": file_name, "size_bytes": digests.size_bytes,
-                "blake3": digests.blake3, "sha256": digests.sha256, "location": location}),
-        ),
+    let component_id = ComponentId::parse(component).map_err(AgentError::Refused)?;
+    let body = match kind {
+        ArchivedKind::Segment { timeline } => EventBody::PgWalArchived(PgWalArchived {
+            component: component_id,
+            timeline,
+            segment: file_name.to_owned(),
+            size_bytes: digests.size_bytes,
+            blake3: digests.blake3,
+            sha256: digests.sha256,
+            location: location.to_owned(),
+        }),
         ArchivedKind::History { timeline } => {
             let text = history_text.unwrap_or("");
             let (parent, switch) = parse_history_file(text).ok_or_else(|| AgentError::Parse {
                 path: file_name.to_owned(),
                 detail: "a timeline history file needs a last line `PARENT_TLI<TAB>SWITCH_LSN<TAB>REASON`".into(),
             })?;
-            (
-                "pg.timeline_history",
-                json!({"component": component, "timeline": timeline, "parent_timeline": parent, "switch_lsn": switch,
-                    "blake3": digests.blake3, "location": location}),
-            )
+            EventBody::PgTimelineHistory(PgTimelineHistory {
+                component: component_id,
+                timeline,
+                parent_timeline: parent,
+                switch_lsn: switch,
+                blake3: digests.blake3,
+                location: location.to_owned(),
+            })
         }
         ArchivedKind::BackupHistory | ArchivedKind::Partial => return Ok(None),
     };
-    Ok(Some(json!({"id": id, "occurred_at": occurred_at, "kind": kind_name, "body": body})))
+    Ok(Some(Draft { id, occurred_at, body }))
 }
 
 /// A UUIDv7 whose time is `micros` and whose random bits are a hash of `parts`.
-pub fn deterministic_id(micros: i64, parts: &[&[u8]]) -> String {
+pub fn deterministic_id(micros: i64, parts: &[&[u8]]) -> EventId {
     let mut h = blake3::Hasher::new();
     for p in parts {
         h.update(&(p.len() as u64).to_be_bytes());
@@ -148,7 +157,7 @@ pub fn deterministic_id(micros: i64, parts: &[&[u8]]) -> String {
     }
     let mut random = [0u8; 10];
     random.copy_from_slice(&h.finalize().as_bytes()[..10]);
-    tidemark_core::EventId::new_v7((micros.max(0) / 1000) as u64, random).to_string()
+    EventId::new_v7((micros.max(0) / 1000) as u64, random)
 }
 
 /// The modification time of a file in microseconds since the epoch.
@@ -328,7 +337,7 @@ fn read_from_tar(tar_path: &Path, member: &str) -> Result<String, AgentError> {
     Err(parse_err(tar_path, format!("no {member} inside")))
 }
 
-/// The `pg.base_backup` draft for a backup directory. The stop time comes
+/// The `pg.base_backup` event for a backup directory. The stop time comes
 /// from the archived backup history file when given (PostgreSQL writes
 /// `STOP TIME` there), else from the manifest's modification time (written last).
 pub fn base_backup_draft(
@@ -338,7 +347,7 @@ pub fn base_backup_draft(
     history: Option<&BackupLabel>,
     manifest_modified: Timestamp,
     segment_size_bytes: u64,
-) -> Result<Value, AgentError> {
+) -> Result<Draft, AgentError> {
     let l = &backup.label;
     let start_lsn = l.start_lsn.ok_or_else(|| parse_err(&backup.dir, "backup_label has no START WAL LOCATION"))?;
     let start_time = l.start_time.ok_or_else(|| {
@@ -353,18 +362,25 @@ pub fn base_backup_draft(
         l.start_segment.clone().unwrap_or_else(|| format!("{:016X}", start_lsn.0)),
         start_lsn.0 % segment_size_bytes
     );
-    Ok(json!({
-        "id": deterministic_id(stop_time.as_micros(), &[component.as_bytes(), backup_id.as_bytes(), &backup.blake3.0]),
-        "occurred_at": stop_time,
-        "kind": "pg.base_backup",
-        "body": {
-            "component": component, "backup_id": backup_id, "label": l.label.clone().unwrap_or_default(),
-            "timeline": timeline, "start_lsn": start_lsn, "stop_lsn": stop_lsn, "start_time": start_time,
-            "stop_time": stop_time, "size_bytes": backup.size_bytes, "manifest_checksum": backup.manifest.checksum,
-            "blake3": backup.blake3, "location": location,
-            "tool": if backup.tar_format { "pg_basebackup -Ft" } else { "pg_basebackup -Fp" },
-        }
-    }))
+    Ok(Draft {
+        id: deterministic_id(stop_time.as_micros(), &[component.as_bytes(), backup_id.as_bytes(), &backup.blake3.0]),
+        occurred_at: stop_time,
+        body: EventBody::PgBaseBackup(PgBaseBackup {
+            component: ComponentId::parse(component).map_err(AgentError::Refused)?,
+            backup_id,
+            label: l.label.clone().unwrap_or_default(),
+            timeline,
+            start_lsn,
+            stop_lsn,
+            start_time,
+            stop_time,
+            size_bytes: backup.size_bytes,
+            manifest_checksum: Some(backup.manifest.checksum.clone()),
+            blake3: Some(backup.blake3),
+            location: location.to_owned(),
+            tool: if backup.tar_format { "pg_basebackup -Ft" } else { "pg_basebackup -Fp" }.to_owned(),
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -421,7 +437,7 @@ mod tests {
         let other = FileDigests { blake3: Digest32([3; 32]), ..d };
         let c = archived_file_draft("pg:main", "000000010000000000000002", "/a/x", &other, 1_790_000_000_000_000, None)
             .unwrap();
-        assert_ne!(a.unwrap()["id"], c.unwrap()["id"], "other content, other event");
+        assert_ne!(a.unwrap().id, c.unwrap().id, "other content, other event");
         let h = archived_file_draft(
             "pg:main",
             "00000002.history",
@@ -432,8 +448,9 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(h["body"]["parent_timeline"], 1);
-        assert_eq!(h["body"]["switch_lsn"], "0/5000000");
+        let EventBody::PgTimelineHistory(h) = h.body else { panic!("a timeline history") };
+        assert_eq!(h.parent_timeline, 1);
+        assert_eq!(h.switch_lsn.to_string(), "0/5000000");
         assert!(
             archived_file_draft("pg:main", "000000010000000000000002.00000028.backup", "/a", &d, 1, None)
                 .unwrap()

@@ -3,8 +3,9 @@
 //! `pg.base_backup` with the same label, LSNs, times and size. Re-importing
 //! sends the same events (ids derive from stanza and label): no duplicates.
 
-use serde_json::{Value, json};
-use tidemark_core::{Lsn, Timestamp};
+use serde_json::Value;
+use tidemark_core::event::{EventBody, PgBaseBackup};
+use tidemark_core::{ComponentId, Draft, Lsn, Timestamp};
 
 use crate::AgentError;
 use crate::pg_files::deterministic_id;
@@ -16,7 +17,7 @@ fn bad(detail: impl Into<String>) -> AgentError {
 /// One imported backup and why others were skipped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Import {
-    pub drafts: Vec<Value>,
+    pub drafts: Vec<Draft>,
     /// (label, reason) for backups that could not be imported.
     pub skipped: Vec<(String, String)>,
 }
@@ -52,7 +53,7 @@ pub fn import_info(component: &str, stanza: Option<&str>, info_json: &str) -> Re
     Ok(out)
 }
 
-fn backup_draft(component: &str, stanza: &str, b: &Value) -> Result<Value, String> {
+fn backup_draft(component: &str, stanza: &str, b: &Value) -> Result<Draft, String> {
     let label = b["label"].as_str().filter(|l| !l.is_empty()).ok_or("no label")?;
     if b["error"].as_bool() == Some(true) {
         return Err("pgBackRest marks this backup as having page checksum errors".into());
@@ -69,18 +70,25 @@ fn backup_draft(component: &str, stanza: &str, b: &Value) -> Result<Value, Strin
     let start_time = Timestamp::from_unix_seconds(secs("start")?);
     let stop_time = Timestamp::from_unix_seconds(secs("stop")?);
     let kind = b["type"].as_str().unwrap_or("full");
-    Ok(json!({
-        "id": deterministic_id(stop_time.as_micros(), &[component.as_bytes(), stanza.as_bytes(), label.as_bytes()]),
-        "occurred_at": stop_time,
-        "kind": "pg.base_backup",
-        "body": {
-            "component": component, "backup_id": label, "label": label, "timeline": timeline,
-            "start_lsn": lsn("start")?, "stop_lsn": lsn("stop")?, "start_time": start_time, "stop_time": stop_time,
-            "size_bytes": b["info"]["size"].as_u64().unwrap_or(0),
-            "location": format!("pgbackrest:{stanza}/{label}"),
-            "tool": format!("pgbackrest {kind}"),
-        }
-    }))
+    Ok(Draft {
+        id: deterministic_id(stop_time.as_micros(), &[component.as_bytes(), stanza.as_bytes(), label.as_bytes()]),
+        occurred_at: stop_time,
+        body: EventBody::PgBaseBackup(PgBaseBackup {
+            component: ComponentId::parse(component)?,
+            backup_id: label.to_owned(),
+            label: label.to_owned(),
+            timeline,
+            start_lsn: lsn("start")?,
+            stop_lsn: lsn("stop")?,
+            start_time,
+            stop_time,
+            size_bytes: b["info"]["size"].as_u64().unwrap_or(0),
+            manifest_checksum: None,
+            blake3: None,
+            location: format!("pgbackrest:{stanza}/{label}"),
+            tool: format!("pgbackrest {kind}"),
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -99,11 +107,11 @@ mod tests {
     fn rule_pgbackrest_backups_map_to_base_backups() {
         let import = import_info("pg:main", Some("main"), INFO).unwrap();
         assert_eq!(import.drafts.len(), 1);
-        let b = &import.drafts[0]["body"];
-        assert_eq!(b["backup_id"], "20261123-020000F");
-        assert_eq!((b["start_lsn"].as_str(), b["stop_lsn"].as_str()), (Some("0/3000028"), Some("0/3000100")));
-        assert_eq!(b["timeline"], 1);
-        assert_eq!(b["location"], "pgbackrest:main/20261123-020000F");
+        let EventBody::PgBaseBackup(b) = &import.drafts[0].body else { panic!("a base backup") };
+        assert_eq!(b.backup_id, "20261123-020000F");
+        assert_eq!((b.start_lsn.to_string(), b.stop_lsn.to_string()), ("0/3000028".into(), "0/3000100".into()));
+        assert_eq!(b.timeline, 1);
+        assert_eq!(b.location, "pgbackrest:main/20261123-020000F");
         assert_eq!(import.skipped.len(), 1, "a backup without LSNs is reported, not guessed");
         assert!(import.skipped[0].1.contains("lsn.start"));
         assert_eq!(

@@ -6,10 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Args};
-use serde_json::Value;
 use tidemark_core::note::{Checkpoint, NoteVerifier};
 use tidemark_core::{ActorId, Kind, Timestamp};
-use tidemark_export::Selector;
+use tidemark_export::{AuditRow, Selector};
 use tidemark_store::EntryFilter;
 
 use crate::exit::{self, coded};
@@ -198,7 +197,7 @@ pub fn verify_export(global: &Global, a: VerifyExportArgs) -> anyhow::Result<Exi
     Ok(ExitCode::from(if report.ok() { exit::OK } else { exit::VERIFY_FAILED }))
 }
 
-fn print_rows(rows: &[Value], json_out: bool) -> anyhow::Result<()> {
+fn print_rows(rows: &[AuditRow], json_out: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json_out {
         writeln!(out, "{}", serde_json::to_string_pretty(rows)?)?;
@@ -213,19 +212,19 @@ fn print_rows(rows: &[Value], json_out: bool) -> anyhow::Result<()> {
         writeln!(
             out,
             "{:>8}  {:<27}  {:<18}  {:<20}  {:<22}  {} ({})",
-            r["seq"].as_u64().unwrap_or(0),
-            r["recorded_at"].as_str().unwrap_or(""),
-            r["action"].as_str().unwrap_or(""),
-            r["kind"].as_str().unwrap_or(""),
-            r["artifacts"][0].as_str().unwrap_or("-"),
-            r["actor_name"].as_str().unwrap_or(r["actor"].as_str().unwrap_or("")),
-            r["actor_roles"].as_str().unwrap_or("not enrolled"),
+            r.seq,
+            r.recorded_at.to_string(),
+            r.action,
+            r.kind,
+            r.artifacts.first().map_or("-", String::as_str),
+            r.actor_name.clone().unwrap_or_else(|| r.actor.to_string()),
+            r.actor_roles.as_deref().unwrap_or("not enrolled"),
         )?;
     }
     Ok(())
 }
 
-fn collect(global: &Global, filter: &EntryFilter) -> anyhow::Result<Vec<Value>> {
+fn collect(global: &Global, filter: &EntryFilter) -> anyhow::Result<Vec<AuditRow>> {
     let ledger = util::open_ledger(global)?;
     let registry = ledger.registry().clone();
     let mut rows = Vec::new();

@@ -74,6 +74,7 @@ pub fn ops_err(e: tidemark_ops::OpsError) -> anyhow::Error {
         OpsError::Usage(m) => coded(USAGE, m),
         e @ (OpsError::NotAuthorised(_) | OpsError::BadEvent(_)) => coded(REFUSED, e.to_string()),
         OpsError::Tampered(m) => coded(VERIFY_FAILED, m),
+        OpsError::NotRestorable(m) => coded(NOT_RESTORABLE, m),
         e @ OpsError::S3(_) => coded(FAILURE, e.to_string()),
         e => coded(FAILURE, e.to_string()),
     }

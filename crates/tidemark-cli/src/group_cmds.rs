@@ -6,18 +6,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
-use tidemark_agents::pg_db::{self, Db};
 use tidemark_core::event::{ComponentRegistered, EventBody, GroupDefined, SnapshotStoreIdentity, SnapshotTaken};
 use tidemark_core::{ComponentId, Digest32, Name, Timestamp};
-use tidemark_lineage::group_plan::PlanRequest;
+use tidemark_lineage::group::{Latest, Record, RecoveryPoint};
+use tidemark_lineage::group_plan::{ComponentPlan, PlanRequest};
 use tidemark_lineage::pg_plan::PlanOptions;
+use tidemark_ops::mark::{MarkRequest, Quiesce};
 
-use crate::exit::{self, coded};
-use crate::pg_cmds::{Signer, Source, client_err, local_err, record, record_events};
-use crate::{Global, mark_cut, s3_cmds, util};
+use crate::exit::{self, coded, ops_err};
+use crate::pg_cmds::{Signer, record_events};
+use crate::progress::Progress;
+use crate::{Global, util};
 
 /// `2s`, `500ms`, `1m`, `0`: a duration in milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
@@ -106,37 +106,8 @@ pub struct SnapshotArgs {
     json: bool,
 }
 
-/// The `snapshot.taken` body for a local file (its blake3 and size read now).
-fn snapshot_file_event(
-    component: &str,
-    id: Option<&str>,
-    file: &std::path::Path,
-    method: &str,
-    at: Timestamp,
-) -> anyhow::Result<(String, EventBody)> {
-    let digest = tidemark_agents::pg_files::blake3_file(file)?;
-    let size = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
-    let location = std::path::absolute(file)?.display().to_string();
-    let id = id.map(str::to_owned).unwrap_or_else(|| format!("b3-{}", &digest.to_string()[..16]));
-    let body = EventBody::SnapshotTaken(SnapshotTaken {
-        component: component_id(component)?,
-        snapshot_id: id.clone(),
-        taken_at: at,
-        method: method.to_owned(),
-        size_bytes: size,
-        blake3: Some(digest),
-        location,
-    });
-    Ok((id, body))
-}
-
 fn component_id(c: &str) -> anyhow::Result<ComponentId> {
     ComponentId::parse(c).map_err(|e| coded(exit::USAGE, e))
-}
-
-/// A typed body as the draft the marker's batch is built from.
-fn draft_of(body: &EventBody) -> Value {
-    json!({"kind": body.kind().name(), "body": body.to_value()})
 }
 
 pub fn group(global: &Global, c: GroupCommand) -> anyhow::Result<ExitCode> {
@@ -155,7 +126,7 @@ pub fn group(global: &Global, c: GroupCommand) -> anyhow::Result<ExitCode> {
             Ok(exit::ok())
         }
         GroupCommand::Show { name } => {
-            let info = group_info(&Source::open(global)?, &name)?;
+            let info = util::open_api(global)?.group_info(&name).map_err(ops_err)?;
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(exit::ok())
         }
@@ -182,7 +153,10 @@ pub fn snapshot(global: &Global, c: SnapshotCommand) -> anyhow::Result<ExitCode>
         SnapshotCommand::Record(a) => {
             let at = a.taken_at.unwrap_or_else(util::now);
             let (id, body) = match (&a.file, &a.location) {
-                (Some(f), _) => snapshot_file_event(&a.component, a.snapshot_id.as_deref(), f, &a.method, at)?,
+                (Some(f), _) => {
+                    tidemark_ops::mark::snapshot_file_event(&a.component, a.snapshot_id.as_deref(), f, &a.method, at)
+                        .map_err(ops_err)?
+                }
                 (None, Some(loc)) => {
                     let id =
                         a.snapshot_id.clone().ok_or_else(|| coded(exit::USAGE, "--location needs --snapshot-id"))?;
@@ -217,53 +191,6 @@ pub fn snapshot(global: &Global, c: SnapshotCommand) -> anyhow::Result<ExitCode>
     }
 }
 
-/// A group's definition and its components' identities.
-pub fn group_info(source: &Source, name: &str) -> anyhow::Result<Value> {
-    match source {
-        Source::Local(l) => Ok(serde_json::to_value(l.group_info(name).ok_or_else(|| {
-            coded(exit::USAGE, tidemark_lineage::group::GroupError::UnknownGroup(name.to_owned()).to_string())
-        })?)?),
-        Source::Remote(c) => Ok(serde_json::to_value(c.group_info(name).map_err(client_err)?)?),
-    }
-}
-
-fn group_report(source: &Source, name: &str) -> anyhow::Result<Value> {
-    match source {
-        Source::Local(l) => Ok(serde_json::to_value(l.group_report(name).map_err(local_err)?)?),
-        Source::Remote(c) => Ok(serde_json::to_value(c.group_report(name).map_err(client_err)?)?),
-    }
-}
-
-fn group_latest(source: &Source, name: &str) -> anyhow::Result<Option<Value>> {
-    match source {
-        Source::Local(l) => {
-            Ok(l.group_latest(name).map_err(local_err)?.map(|x| serde_json::to_value(x).expect("serialises")))
-        }
-        Source::Remote(c) => {
-            Ok(c.group_latest(name).map_err(client_err)?.map(|x| serde_json::to_value(x).expect("serialises")))
-        }
-    }
-}
-
-/// The group plan, or the reasons the point is not restorable.
-pub fn group_plan(
-    source: &Source,
-    name: &str,
-    request: &PlanRequest,
-    options: &PlanOptions,
-) -> anyhow::Result<Result<Value, Vec<String>>> {
-    match source {
-        Source::Local(l) => Ok(match l.group_plan(name, request, options).map_err(local_err)? {
-            Ok(p) => Ok(serde_json::to_value(p)?),
-            Err(reasons) => Err(reasons),
-        }),
-        Source::Remote(c) => Ok(match c.group_plan(name, request, options).map_err(client_err)? {
-            Ok(p) => Ok(serde_json::to_value(p)?),
-            Err(reasons) => Err(reasons),
-        }),
-    }
-}
-
 /// The default `restore_command` of plans: this tidemark, the same ledger, `{cluster}` filled per component.
 pub fn default_restore_command(global: &Global) -> anyhow::Result<String> {
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tidemark".into());
@@ -274,53 +201,40 @@ pub fn default_restore_command(global: &Global) -> anyhow::Result<String> {
     Ok(format!("{exe} pg restore-wal --cluster {{cluster}} --ledger {ledger} %f %p"))
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
-}
-
-fn record_text(r: &Value) -> String {
-    let drills = r["drills"].as_u64().unwrap_or(0);
-    let mut out = if drills == 0 {
-        "never drilled".to_owned()
-    } else {
-        format!(
-            "drilled {drills}× ({} passed), last {} at {}",
-            r["drills_passed"],
-            s(&r["last_drill"]["result"]),
-            s(&r["last_drill"]["at"])
-        )
+fn record_text(r: &Record) -> String {
+    let mut out = match &r.last_drill {
+        Some(last) if r.drills > 0 => {
+            format!("drilled {}× ({} passed), last {} at {}", r.drills, r.drills_passed, last.result, last.at)
+        }
+        _ => "never drilled".to_owned(),
     };
-    if let Some(n) = r["restores"].as_u64().filter(|n| *n > 0) {
-        out += &format!(", restored {n}× (last {})", s(&r["last_restore"]["result"]));
+    if r.restores > 0 {
+        out += &format!(
+            ", restored {}× (last {})",
+            r.restores,
+            r.last_restore.as_ref().map_or("-", |l| l.result.as_str())
+        );
     }
     out
 }
 
-fn print_point(out: &mut impl std::io::Write, p: &Value) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "  {}  {}  {:<10}  {:<14}  {}",
-        s(&p["id"]),
-        s(&p["at"]),
-        s(&p["class"]),
-        s(&p["status"]),
-        record_text(&p["record"])
-    )?;
-    for c in p["components"].as_array().into_iter().flatten() {
-        let pinned = match (c["lsn"].as_str(), c["at"].as_str(), c["snapshot_id"].as_str()) {
-            (Some(lsn), _, _) => format!("LSN {lsn} on timeline {}", c["timeline"]),
+fn print_point(out: &mut impl std::io::Write, p: &RecoveryPoint) -> std::io::Result<()> {
+    writeln!(out, "  {}  {}  {:<10}  {:<14}  {}", p.id, p.at, p.class.name(), p.status, record_text(&p.record))?;
+    for c in &p.components {
+        let pinned = match (&c.lsn, &c.at, &c.snapshot_id) {
+            (Some(lsn), _, _) => format!("LSN {lsn} on timeline {}", c.timeline.map_or("-".into(), |t| t.to_string())),
             (_, Some(at), _) => format!("as of {at}"),
             (_, _, Some(id)) => format!("snapshot {id}"),
             _ => "nothing pinned".to_owned(),
         };
-        match c["reason"].as_str() {
-            Some(r) => writeln!(out, "      {}: NOT restorable ({pinned}): {r}", s(&c["component"]))?,
+        match &c.reason {
+            Some(r) => writeln!(out, "      {}: NOT restorable ({pinned}): {r}", c.component)?,
             None => {
-                let reads = match (c["base_backup"].as_str(), c["wal"].as_array()) {
-                    (Some(b), Some(w)) => format!("; base backup {b}, WAL {} … {}", s(&w[0]), s(&w[1])),
+                let reads = match (&c.base_backup, &c.wal) {
+                    (Some(b), Some((first, last))) => format!("; base backup {b}, WAL {first} … {last}"),
                     _ => String::new(),
                 };
-                writeln!(out, "      {}: {pinned}{reads}", s(&c["component"]))?
+                writeln!(out, "      {}: {pinned}{reads}", c.component)?
             }
         }
     }
@@ -328,10 +242,10 @@ fn print_point(out: &mut impl std::io::Write, p: &Value) -> std::io::Result<()> 
 }
 
 pub fn recovery_points(global: &Global, group: &str, latest: bool, json_out: bool) -> anyhow::Result<ExitCode> {
-    let source = Source::open(global)?;
+    let api = util::open_api(global)?;
     let mut out = std::io::stdout().lock();
     if latest {
-        let Some(l) = group_latest(&source, group)? else {
+        let Some(l) = api.group_latest(group).map_err(ops_err)? else {
             if json_out {
                 writeln!(out, "null")?;
             } else {
@@ -344,55 +258,43 @@ pub fn recovery_points(global: &Global, group: &str, latest: bool, json_out: boo
         };
         if json_out {
             writeln!(out, "{}", serde_json::to_string_pretty(&l)?)?;
-        } else if l["kind"] == "marker" {
-            let p = &l["point"];
-            writeln!(
+            return Ok(exit::ok());
+        }
+        match &l {
+            Latest::Marker { point: p } => writeln!(
                 out,
                 "latest: marker {} at {} ({}); plan it with `tidemark plan --group {group} --point {}`",
-                s(&p["id"]),
-                s(&p["at"]),
-                s(&p["class"]),
-                s(&p["id"])
-            )?;
-        } else {
-            writeln!(
+                p.id,
+                p.at,
+                p.class.name(),
+                p.id
+            )?,
+            Latest::Time { at, window } => writeln!(
                 out,
-                "latest: {} (the end of the correlated window from {}); plan it with `tidemark plan --group {group} --at {}`",
-                s(&l["at"]),
-                s(&l["window"]["from"]),
-                s(&l["at"])
-            )?;
+                "latest: {at} (the end of the correlated window from {}); plan it with `tidemark plan --group {group} --at {at}`",
+                window.from
+            )?,
         }
         return Ok(exit::ok());
     }
-    let r = group_report(&source, group)?;
+    let r = api.group_report(group).map_err(ops_err)?;
     if json_out {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(exit::ok());
     }
-    let names: Vec<&str> = r["components"].as_array().into_iter().flatten().map(s).collect();
-    writeln!(out, "group {}  components {}  max skew {} ms", s(&r["group"]), names.join(", "), r["max_skew_ms"])?;
-    for n in r["notes"].as_array().into_iter().flatten() {
-        writeln!(out, "note: {}", s(n))?;
+    writeln!(out, "group {}  components {}  max skew {} ms", r.group, r.components.join(", "), r.max_skew_ms)?;
+    for n in &r.notes {
+        writeln!(out, "note: {n}")?;
     }
-    let windows = r["windows"].as_array().cloned().unwrap_or_default();
-    let gaps = r["gaps"].as_array().cloned().unwrap_or_default();
-    writeln!(out, "correlated windows (newest first): {}", windows.len())?;
-    for (i, w) in windows.iter().enumerate() {
-        writeln!(out, "  {} … {}  correlated  {}", s(&w["from"]), s(&w["to"]), record_text(&w["record"]))?;
-        if let Some(g) = gaps.get(i) {
-            writeln!(
-                out,
-                "  gap {} … {}: {}",
-                s(&g["from"]),
-                s(&g["to"]),
-                g["reasons"].as_array().into_iter().flatten().map(s).collect::<Vec<_>>().join("; ")
-            )?;
+    writeln!(out, "correlated windows (newest first): {}", r.windows.len())?;
+    for (i, w) in r.windows.iter().enumerate() {
+        writeln!(out, "  {} … {}  correlated  {}", w.from, w.to, record_text(&w.record))?;
+        if let Some(g) = r.gaps.get(i) {
+            writeln!(out, "  gap {} … {}: {}", g.from, g.to, g.reasons.join("; "))?;
         }
     }
-    let markers = r["markers"].as_array().cloned().unwrap_or_default();
-    writeln!(out, "markers (newest first): {}", markers.len())?;
-    for p in &markers {
+    writeln!(out, "markers (newest first): {}", r.markers.len())?;
+    for p in &r.markers {
         print_point(&mut out, p)?;
     }
     Ok(exit::ok())
@@ -418,41 +320,39 @@ pub fn plan(
         },
         use_recovery_target_time: false,
     };
-    match group_plan(&Source::open(global)?, group, &request, &options)? {
+    match util::open_api(global)?.group_plan(group, &request, &options).map_err(ops_err)? {
         Ok(plan) => {
             let text = serde_json::to_string_pretty(&plan)? + "\n";
             match out {
                 Some(p) => util::write_file_atomic(p, text.as_bytes())?,
                 None => std::io::stdout().lock().write_all(text.as_bytes())?,
             }
-            let parts: Vec<String> = plan["components"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| match c["kind"].as_str() {
-                    Some("postgresql") => format!(
-                        "{}: base backup {} + {} WAL segments to LSN {}",
-                        s(&c["component"]),
-                        s(&c["plan"]["base_backup"]["backup_id"]),
-                        c["plan"]["wal_segments"].as_array().map_or(0, Vec::len),
-                        s(&c["plan"]["target_lsn"])
+            let parts: Vec<String> = plan
+                .body
+                .components
+                .iter()
+                .map(|c| match c {
+                    ComponentPlan::Postgresql { component, plan } => format!(
+                        "{component}: base backup {} + {} WAL segments to LSN {}",
+                        plan.body.base_backup.backup_id,
+                        plan.body.wal_segments.len(),
+                        plan.body.target_lsn
                     ),
-                    Some("s3") => format!(
+                    ComponentPlan::S3(p) => format!(
                         "{}: {} keys to restore, {} to remove as of {}",
-                        s(&c["component"]),
-                        c["keys_to_restore"],
-                        c["keys_to_remove"],
-                        s(&c["at"])
+                        p.component, p.keys_to_restore, p.keys_to_remove, p.at
                     ),
-                    _ => format!("{}: snapshot {}", s(&c["component"]), s(&c["snapshot"]["snapshot_id"])),
+                    ComponentPlan::Snapshot { component, snapshot } => {
+                        format!("{component}: snapshot {}", snapshot.snapshot_id)
+                    }
                 })
                 .collect();
             eprintln!(
                 "plan {} for {} {} ({}): {}",
-                s(&plan["digest"]),
+                plan.digest,
                 group,
-                s(&plan["recovery_point"]["id"]),
-                s(&plan["recovery_point"]["class"]),
+                plan.body.recovery_point.id,
+                plan.body.recovery_point.class.name(),
                 parts.join("; ")
             );
             Ok(exit::ok())
@@ -473,16 +373,9 @@ pub struct TimelineArgs {
 }
 
 pub fn timeline(global: &Global, a: TimelineArgs) -> anyhow::Result<ExitCode> {
-    let text = match Source::open(global)? {
-        Source::Local(l) => {
-            let r = l.group_report(&a.group).map_err(local_err)?;
-            if a.html { tidemark_lineage::timeline::html(&r) } else { tidemark_lineage::timeline::svg(&r) }
-        }
-        Source::Remote(c) => {
-            let format = if a.html { "html" } else { "svg" };
-            c.group_timeline(&a.group, format).map_err(client_err)?
-        }
-    };
+    // The same page whatever holds the ledger: drawn here from the typed report.
+    let r = util::open_api(global)?.group_report(&a.group).map_err(ops_err)?;
+    let text = if a.html { tidemark_lineage::timeline::html(&r) } else { tidemark_lineage::timeline::svg(&r) };
     util::write_file_atomic(&a.out, text.as_bytes())?;
     println!("wrote {} ({} bytes)", a.out.display(), text.len());
     Ok(exit::ok())
@@ -543,231 +436,49 @@ fn pairs(values: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>>
         .collect()
 }
 
-fn sh(cmd: &str, what: &str) -> anyhow::Result<()> {
-    let status =
-        std::process::Command::new("sh").arg("-c").arg(cmd).status().with_context(|| format!("running {what}"))?;
-    if status.success() { Ok(()) } else { Err(coded(exit::FAILURE, format!("{what} `{cmd}` failed ({status})"))) }
-}
-
-/// Runs `--exec-after` exactly once: when asked, or when dropped on an error path.
-struct Resume {
-    cmd: Option<String>,
-}
-
-impl Resume {
-    fn now(&mut self) -> anyhow::Result<Timestamp> {
-        if let Some(cmd) = self.cmd.take() {
-            sh(&cmd, "--exec-after")?;
-        }
-        Ok(util::now())
-    }
-}
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        if let Some(cmd) = self.cmd.take() {
-            eprintln!("tidemark mark: a step failed; resuming writers with --exec-after");
-            if let Err(e) = sh(&cmd, "--exec-after") {
-                eprintln!("tidemark mark: {e:#}; THE WRITERS MAY STILL BE STOPPED");
-            }
-        }
+/// `--pg-dsn pg:NAME=DSN`, or a bare DSN for a group with one cluster.
+fn pg_dsn(v: &str) -> (Option<String>, String) {
+    match v.split_once('=') {
+        Some((c, dsn)) if c.starts_with("pg:") && !c.contains(' ') => (Some(c.to_owned()), dsn.to_owned()),
+        _ => (None, v.to_owned()),
     }
 }
 
 pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
     let key = a.signer.key()?;
-    let source = Source::open(global)?;
-    source.check_signer(
-        &key,
-        if a.quiesced { tidemark_core::Kind::MarkerQuiesced } else { tidemark_core::Kind::MarkerPoint },
-    )?;
-    let info = group_info(&source, &a.group)?;
-    drop(source);
-    let components: Vec<String> =
-        info["definition"]["components"].as_array().into_iter().flatten().map(|c| s(c).to_owned()).collect();
-    let max_skew_ms = info["definition"]["max_skew_ms"].as_u64().unwrap_or(0);
-    let mut dsns = pairs(&a.pg_dsn.iter().filter(|v| v.starts_with("pg:")).cloned().collect::<Vec<_>>(), "--pg-dsn")?;
-    let bare: Vec<&String> = a.pg_dsn.iter().filter(|v| !v.starts_with("pg:")).collect();
-    let pg: Vec<&String> = components.iter().filter(|c| c.starts_with("pg:")).collect();
-    if let [dsn] = bare.as_slice() {
-        match pg.as_slice() {
-            [only] => dsns.push(((*only).clone(), (*dsn).clone())),
-            _ => {
-                return Err(coded(
-                    exit::USAGE,
-                    "the group has several PostgreSQL components: give --pg-dsn pg:NAME=DSN for each",
-                ));
-            }
-        }
-    }
-    let files = pairs(&a.snapshot_file, "--snapshot-file")?;
-    let ids = pairs(&a.snapshot_id, "--snapshot-id")?;
-    for c in &components {
-        let given = match c.split(':').next() {
-            Some("pg") => dsns.iter().any(|(x, _)| x == c),
-            Some("snap") => files.iter().chain(ids.iter()).any(|(x, _)| x == c),
-            _ => true,
-        };
-        if !given {
-            return Err(coded(
-                exit::USAGE,
-                format!(
-                    "{c}: give {} for it",
-                    if c.starts_with("pg:") { "--pg-dsn" } else { "--snapshot-file or --snapshot-id" }
-                ),
-            ));
-        }
-    }
-    let marker_id = a.id.clone().unwrap_or_else(|| {
-        let t = util::now().to_string();
-        format!(
-            "m-{}",
-            t.replace(['-', ':'], "").trim_end_matches('Z').split('.').next().unwrap_or("").to_owned() + "Z"
-        )
-    });
-    // Connect first: nothing is stopped while a connection can still fail.
-    let mut dbs = Vec::new();
-    for (c, dsn) in &dsns {
-        let db = Db::connect(dsn).with_context(|| format!("{c}: connecting"))?;
-        let (system, _) = db.identity()?;
-        let registered = info["components"][c]["postgresql"]["system_identifier"].as_str();
-        if registered.is_some_and(|r| r != system) {
-            return Err(coded(
-                exit::USAGE,
-                format!(
-                    "{c}: the database at that DSN is system {system}, but {c} is registered as {}",
-                    registered.unwrap_or("")
-                ),
-            ));
-        }
-        dbs.push((c.clone(), db));
-    }
-    // The buckets, connected before anything is stopped too.
-    let mut buckets = Vec::new();
-    for c in components.iter().filter(|c| c.starts_with("s3:")) {
-        let b = s3_cmds::Bucket::registered(c, a.s3_path_style).resolve(&info["components"][c.as_str()]["s3"])?;
-        let s3 = b.connect()?;
-        buckets.push((c.clone(), b, s3));
-    }
-    let mut resume = Resume { cmd: a.exec_after.clone() };
-    let stopped_at = if a.quiesced {
-        if let Some(cmd) = &a.exec_before {
-            // On failure writers may be half stopped: the guard resumes them.
-            sh(cmd, "--exec-before")?;
-        }
-        Some(util::now())
-    } else {
-        None
+    let request = MarkRequest {
+        group: a.group.clone(),
+        id: a.id.clone(),
+        pg_dsns: a.pg_dsn.iter().map(|v| pg_dsn(v)).collect(),
+        snapshot_files: pairs(&a.snapshot_file, "--snapshot-file")?
+            .into_iter()
+            .map(|(c, f)| (c, PathBuf::from(f)))
+            .collect(),
+        snapshot_ids: pairs(&a.snapshot_id, "--snapshot-id")?,
+        s3_path_style: a.s3_path_style,
+        clock_skew_ms: a.clock_skew_ms,
+        quiesce: a.quiesced.then(|| Quiesce { exec_before: a.exec_before.clone(), exec_after: a.exec_after.clone() }),
+        archive_timeout: Duration::from_millis(a.archive_timeout),
     };
-    let mut drafts = Vec::new();
-    let mut parts = Vec::new();
-    let restore_point = format!("tidemark-{}-{marker_id}", a.group);
-    // One restore point per cluster; an attempt that S3's clock did not bracket
-    // leaves its (harmless, differently named) restore points unrecorded.
-    let cut_pg = |attempt: u32| -> anyhow::Result<(String, Vec<pg_db::Observed>)> {
-        let name = if attempt == 0 { restore_point.clone() } else { format!("{restore_point}.{attempt}") };
-        let observed = dbs
-            .iter()
-            .map(|(c, db)| db.create_restore_point(&name).with_context(|| c.clone()))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok((name, observed))
-    };
-    let clocked: Vec<mark_cut::Clocked<'_>> =
-        buckets.iter().map(|(c, b, s3)| mark_cut::Clocked { component: c, s3, bucket: b.bucket_name() }).collect();
-    // With buckets, PostgreSQL is cut while S3's clock is seen ticking.
-    let (mut cut, (restore_point, observed)) = if clocked.is_empty() {
-        (None, cut_pg(0)?)
-    } else {
-        let (cut, pg) = mark_cut::cut(&clocked, &cut_pg)?;
-        (Some(cut), pg)
-    };
-    if let Some(cut) = cut.as_mut() {
-        for (b, e) in clocked.iter().zip(cut.evidence.iter_mut()) {
-            mark_cut::confirm(b, e)?;
-        }
-    }
-    for ((c, _), o) in dbs.iter().zip(&observed) {
-        drafts.push(pg_db::restore_point_draft(c, &restore_point, o));
-        parts.push(
-            json!({"component": c, "pg_lsn": o.lsn, "pg_timeline": o.timeline, "pg_restore_point": restore_point}),
-        );
-    }
-    let at = observed.iter().map(|o| o.at).min().unwrap_or_else(util::now);
-    for (c, file) in &files {
-        let (id, body) =
-            snapshot_file_event(c, Some(marker_id.as_str()), std::path::Path::new(file), "file", util::now())?;
-        drafts.push(draft_of(&body));
-        parts.push(json!({"component": c, "snapshot_id": id}));
-    }
-    for (c, id) in &ids {
-        parts.push(json!({"component": c, "snapshot_id": id}));
-    }
-    let resumed_at = if a.quiesced { Some(resume.now()?) } else { None };
-    drop(resume);
-    // Writers run again; what follows only makes the pinned state durable and visible.
-    for ((c, db), o) in dbs.iter().zip(&observed) {
-        let seg = db
-            .switch_and_wait_archived(o.lsn, Duration::from_millis(a.archive_timeout))
-            .with_context(|| c.to_string())?;
-        eprintln!("{c}: restore point {restore_point:?} at LSN {} ({}); segment {seg} archived", o.lsn, o.at);
-    }
-    let mut cuts = Vec::new();
-    if let Some(cut) = cut {
-        for ((b, e), ids) in clocked.iter().zip(cut.evidence).zip(cut.probes) {
-            let versions: Vec<(String, String)> =
-                ids.into_iter().map(|v| (tidemark_s3::CLOCK_KEY.to_owned(), v)).collect();
-            if let Err(err) = b.s3.delete_versions(b.bucket, &versions) {
-                eprintln!("{}: the clock probes were not removed ({err}); they are never recorded", b.component);
-            }
-            let watermark = e.boundary.saturating_add_micros(-1);
-            if e.cut_spread_us() > (max_skew_ms as i64).saturating_mul(1000) {
-                eprintln!(
-                    "{}: WARNING: the cut took longer than the group's max skew of {max_skew_ms} ms: this marker will not be restorable",
-                    b.component
-                );
-            }
-            eprintln!(
-                "{}: S3's clock ticked to {} between two probes; PostgreSQL cut within {} ms of it{}",
-                b.component,
-                e.boundary,
-                e.cut_spread_us() / 1000,
-                if e.uploads_in_progress.is_empty() {
-                    String::new()
-                } else {
-                    format!("; UPLOADS IN PROGRESS across the cut: {}", e.uploads_in_progress.join(", "))
-                }
-            );
-            // The scan starts after the tick: every version stamped before it is listed.
-            let (_, bucket, _) = buckets.iter().find(|(c, _, _)| c == b.component).expect("connected above");
-            eprintln!("{}", s3_cmds::scan_bucket(global, &key, bucket, None, a.clock_skew_ms, Some(watermark))?);
-            cuts.push(json!({"component": b.component, "boundary": e.boundary, "cut_spread_ms": e.cut_spread_us() / 1000,
-                "probe_sent_at": e.before.sent_at, "cut_returned_at": e.cut_returned_at, "uploads_in_progress": e.uploads_in_progress}));
-            parts.push(json!({"component": b.component, "s3_watermark": watermark, "s3_clock": e}));
-        }
-    }
-    parts.sort_by(|x, y| s(&x["component"]).cmp(s(&y["component"])));
-    drafts.push(match (stopped_at, resumed_at) {
-        (Some(stopped), Some(resumed)) => json!({"kind": "marker.quiesced", "body": {"group": a.group, "marker_id": marker_id,
-            "writers_stopped_at": stopped, "writers_resumed_at": resumed, "components": parts}}),
-        _ => json!({"kind": "marker.point", "body": {"group": a.group, "marker_id": marker_id, "taken_at": at, "components": parts}}),
-    });
-    let seqs = record(global, &key, drafts)?;
+    let mut ledger = util::open_api(global)?;
+    let mut progress = Progress::new("scanned", "versions", None, global.quiet);
+    let marked =
+        tidemark_ops::mark::mark(ledger.as_mut(), &util::SystemEnv, &key, &request, &mut progress).map_err(ops_err)?;
+    progress.finish();
     if a.json {
-        println!(
-            "{}",
-            json!({"marker_id": marker_id, "group": a.group, "at": at, "entry": seqs.last().copied().unwrap_or(0),
-                "writers_stopped_at": stopped_at, "writers_resumed_at": resumed_at, "s3_cuts": cuts})
-        );
+        util::print_json(&marked);
         return Ok(exit::ok());
     }
     println!(
-        "marker {marker_id} of group {} at {at}{} recorded as entry {}",
-        a.group,
-        match (stopped_at, resumed_at) {
+        "marker {} of group {} at {}{} recorded as entry {}",
+        marked.marker_id,
+        marked.group,
+        marked.at,
+        match (marked.writers_stopped_at, marked.writers_resumed_at) {
             (Some(x), Some(y)) => format!(" (quiesced: writers stopped {x} … {y})"),
             _ => String::new(),
         },
-        seqs.last().copied().unwrap_or(0)
+        marked.entry.map_or("(spooled)".to_owned(), |e| e.to_string())
     );
     Ok(exit::ok())
 }

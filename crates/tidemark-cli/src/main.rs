@@ -15,7 +15,6 @@ mod exit;
 mod group_cmds;
 mod keys;
 mod ledger_cmds;
-mod mark_cut;
 mod pg_cmds;
 mod progress;
 mod recovery_cmds;

@@ -10,15 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::Value;
 use tidemark_agents::pg_files::{self, ArchivedKind};
 use tidemark_agents::{pg_db, pgbackrest, restore};
-use tidemark_client::Client;
 use tidemark_core::ComponentId;
 use tidemark_core::event::{ComponentRegistered, EventBody, PostgresqlIdentity};
-use tidemark_core::{Digest32, SecretKey, SignedEvent};
-use tidemark_lineage::pg_plan::{PlanOptions, Target};
-use tidemark_store::Ledger;
+use tidemark_core::{Draft, SecretKey, SignedEvent};
 
 use crate::exit::{self, coded};
 use crate::{Global, ledger_cmds, util};
@@ -222,12 +218,11 @@ pub fn record_events(global: &Global, key: &SecretKey, bodies: Vec<EventBody>) -
     Ok(ledger_cmds::append_signed(global, events)?.iter().map(|a| a.seq).collect())
 }
 
-/// Signs drafts and appends them (through the server and spool when `--ledger` is a URL).
-pub fn record(global: &Global, key: &SecretKey, drafts: Vec<Value>) -> anyhow::Result<Vec<u64>> {
-    let events: Vec<SignedEvent> = drafts
-        .into_iter()
-        .map(|d| ledger_cmds::sign_draft(d, key).map_err(|e| coded(exit::REFUSED, e)))
-        .collect::<anyhow::Result<_>>()?;
+/// Signs drafts (typed bodies with their own ids and times) and appends
+/// them (through the server and spool when `--ledger` is a URL).
+pub fn record(global: &Global, key: &SecretKey, drafts: Vec<Draft>) -> anyhow::Result<Vec<u64>> {
+    let events: Vec<SignedEvent> =
+        drafts.into_iter().map(|d| d.sign(key).map_err(|e| coded(exit::REFUSED, e))).collect::<anyhow::Result<_>>()?;
     Ok(ledger_cmds::append_signed(global, events)?.iter().map(|a| a.seq).collect())
 }
 
@@ -320,10 +315,10 @@ fn record_backup(global: &Global, a: RecordBackupArgs) -> anyhow::Result<ExitCod
     let (history, archive_dir) = loop {
         let archive_dir = match &a.archive {
             Some(d) => Some(d.clone()),
-            None => Source::open(global)?
-                .file(&component, &start_segment)?
-                .and_then(|f| f["location"].as_str().map(PathBuf::from))
-                .and_then(|p| p.parent().map(Path::to_path_buf)),
+            None => util::open_api(global)?
+                .pg_file(&component, &start_segment)
+                .map_err(exit::ops_err)?
+                .and_then(|f| PathBuf::from(f.location).parent().map(Path::to_path_buf)),
         };
         let found = archive_dir.as_deref().and_then(|d| find_backup_history(d, &start_segment, start_lsn));
         if found.is_some() || Instant::now() >= deadline {
@@ -343,22 +338,23 @@ fn record_backup(global: &Global, a: RecordBackupArgs) -> anyhow::Result<ExitCod
         .location
         .clone()
         .unwrap_or_else(|| std::path::absolute(&a.dir).unwrap_or(a.dir.clone()).to_string_lossy().to_string());
-    let segment_size = match Source::open(global)?.report(&component) {
-        Ok(r) => r["wal_segment_size_bytes"].as_u64().unwrap_or(tidemark_lineage::pg::DEFAULT_SEGMENT_SIZE_BYTES),
-        Err(_) => tidemark_lineage::pg::DEFAULT_SEGMENT_SIZE_BYTES,
-    };
+    let segment_size = util::open_api(global)?
+        .pg_report(&component)
+        .map_or(tidemark_lineage::pg::DEFAULT_SEGMENT_SIZE_BYTES, |r| r.wal_segment_size_bytes);
     let draft =
         pg_files::base_backup_draft(&component, &backup, &location, history.as_ref(), manifest_modified, segment_size)?;
-    let body = draft["body"].clone();
+    let EventBody::PgBaseBackup(b) = draft.body.clone() else {
+        unreachable!("base_backup_draft builds a pg.base_backup")
+    };
     let seq = record(global, &key, vec![draft])?;
     println!(
         "recorded base backup {} (timeline {}, {} → {}, {} bytes, blake3 {}) as entry {}",
-        body["backup_id"].as_str().unwrap_or(""),
-        body["timeline"],
-        body["start_lsn"].as_str().unwrap_or(""),
-        body["stop_lsn"].as_str().unwrap_or(""),
-        body["size_bytes"],
-        body["blake3"].as_str().unwrap_or(""),
+        b.backup_id,
+        b.timeline,
+        b.start_lsn,
+        b.stop_lsn,
+        b.size_bytes,
+        b.blake3.map_or("-".to_owned(), |d| d.to_string()),
         seq[0]
     );
     Ok(exit::ok())
@@ -475,93 +471,11 @@ fn restore_wal(global: &Global, component: &str, file: &str, dest: &Path) -> any
         eprintln!("tidemark restore-wal: {msg}");
         Ok(ExitCode::from(exit::FAILURE))
     };
-    let Some(record) = Source::open(global)?.file(component, file)? else {
+    let Some(record) = util::open_api(global)?.pg_file(component, file).map_err(exit::ops_err)? else {
         return refuse(format!("{file} is not in the ledger for {component}"));
     };
-    let location = record["location"].as_str().unwrap_or("");
-    let Some(expected) = record["blake3"].as_str().and_then(|s| Digest32::parse(s).ok()) else {
-        return refuse(format!("{file}: the ledger's record has no blake3"));
-    };
-    match restore::fetch_verified(file, location, expected, dest)? {
+    match restore::fetch_verified(file, &record.location, record.blake3, dest)? {
         Ok(()) => Ok(exit::ok()),
         Err(refused) => refuse(refused.to_string()),
-    }
-}
-
-/// Where questions are answered: a local ledger, or a server.
-pub enum Source {
-    Local(Box<Ledger>),
-    Remote(Client),
-}
-
-pub use crate::remote::client_err;
-
-pub fn local_err(e: tidemark_store::StoreError) -> anyhow::Error {
-    match e {
-        tidemark_store::StoreError::BadRequest(d) => coded(exit::USAGE, d),
-        other => other.into(),
-    }
-}
-
-impl Source {
-    pub fn open(global: &Global) -> anyhow::Result<Source> {
-        Ok(match global.url() {
-            Some(url) => Source::Remote(Client::new(url, global.token.clone())),
-            None => Source::Local(Box::new(util::open_ledger(global)?)),
-        })
-    }
-
-    /// Before long work: the signer may append what the work records
-    /// (enrolled, unrevoked, a role allowing `kind`), so a wrong key is
-    /// refused before anything is touched rather than after.
-    pub fn check_signer(&self, key: &tidemark_core::SecretKey, kind: tidemark_core::Kind) -> anyhow::Result<()> {
-        let keys = match self {
-            Source::Local(l) => l.registry().keys().cloned().collect(),
-            Source::Remote(c) => c.keys().map_err(client_err)?.keys,
-        };
-        tidemark_ops::ledger::signer_may(keys, key, kind).map_err(exit::ops_err)
-    }
-
-    pub fn report(&self, component: &str) -> anyhow::Result<Value> {
-        match self {
-            Source::Local(l) => Ok(serde_json::to_value(l.pg_report(component).map_err(local_err)?)?),
-            Source::Remote(c) => Ok(serde_json::to_value(c.pg_report(component).map_err(client_err)?)?),
-        }
-    }
-
-    pub fn answer(&self, component: &str, target: &Target) -> anyhow::Result<Value> {
-        match self {
-            Source::Local(l) => Ok(serde_json::to_value(l.pg_answer(component, target).map_err(local_err)?)?),
-            Source::Remote(c) => Ok(serde_json::to_value(c.pg_answer(component, target).map_err(client_err)?)?),
-        }
-    }
-
-    /// The plan, or the reason (text, data) it cannot be made.
-    pub fn plan(
-        &self,
-        component: &str,
-        target: &Target,
-        options: &PlanOptions,
-    ) -> anyhow::Result<Result<Value, (String, Value)>> {
-        match self {
-            Source::Local(l) => Ok(match l.pg_plan(component, target, options).map_err(local_err)? {
-                Ok(p) => Ok(serde_json::to_value(p)?),
-                Err(reason) => Err((reason.to_string(), serde_json::to_value(&reason)?)),
-            }),
-            Source::Remote(c) => Ok(match c.pg_plan(component, target, options).map_err(client_err)? {
-                Ok(p) => Ok(serde_json::to_value(p)?),
-                Err((detail, reason)) => Err((detail, serde_json::to_value(&reason)?)),
-            }),
-        }
-    }
-
-    pub fn file(&self, component: &str, name: &str) -> anyhow::Result<Option<Value>> {
-        match self {
-            Source::Local(l) => Ok(l.pg_file(component, name)?.map(|f| serde_json::to_value(f).expect("serialises"))),
-            Source::Remote(c) => Ok(c
-                .pg_file(component, name)
-                .map_err(client_err)?
-                .map(|f| serde_json::to_value(f).expect("serialises"))),
-        }
     }
 }

@@ -5,11 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use serde_json::Value;
 use tidemark_lineage::pg_plan::{PlanOptions, Target};
 
-use crate::exit::{self, coded};
-use crate::pg_cmds::Source;
+use crate::exit::{self, coded, ops_err};
 use crate::{Global, util};
 
 #[derive(Args)]
@@ -71,12 +69,9 @@ fn group_at(global: &Global, group: &str, at: &str, json_out: bool) -> anyhow::R
         restore_command: crate::group_cmds::default_restore_command(global)?,
         use_recovery_target_time: false,
     };
-    let judged = crate::group_cmds::group_plan(
-        &Source::open(global)?,
-        group,
-        &tidemark_lineage::group_plan::PlanRequest::Time(t),
-        &options,
-    )?;
+    let judged = util::open_api(global)?
+        .group_plan(group, &tidemark_lineage::group_plan::PlanRequest::Time(t), &options)
+        .map_err(ops_err)?;
     let (restorable, reasons) = match &judged {
         Ok(_) => (true, Vec::new()),
         Err(reasons) => (false, reasons.clone()),
@@ -91,10 +86,6 @@ fn group_at(global: &Global, group: &str, at: &str, json_out: bool) -> anyhow::R
         writeln!(out, "NOT restorable: {group} at {t}: {}", reasons.join("; "))?;
     }
     Ok(ExitCode::from(if restorable { exit::OK } else { exit::NOT_RESTORABLE }))
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
 }
 
 pub fn recovery_points(global: &Global, a: RecoveryPointsArgs) -> anyhow::Result<ExitCode> {
@@ -119,35 +110,33 @@ pub fn recovery_points(global: &Global, a: RecoveryPointsArgs) -> anyhow::Result
         return crate::s3_cmds::recovery_points(global, component, a.target.at.as_deref(), a.json);
     }
     check_component(component)?;
-    let source = Source::open(global)?;
+    let api = util::open_api(global)?;
     let mut out = std::io::stdout().lock();
     if let Some(target) = a.target.target()? {
-        let answer = source.answer(component, &target)?;
-        let restorable = answer["restorable"].as_bool() == Some(true);
+        let answer = api.pg_answer(component, &target).map_err(ops_err)?;
         if a.json {
             writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
-        } else if restorable {
-            let r = &answer["resolved"];
+        } else if let Some(r) = answer.resolved.as_ref().filter(|_| answer.restorable) {
             writeln!(
                 out,
                 "restorable: base backup {} then WAL {} … {} ({} segments) on timeline {} to LSN {}{}",
-                s(&r["base_backup"]["backup_id"]),
-                s(&r["first_segment"]),
-                s(&r["last_segment"]),
-                r["segment_count"],
-                r["timeline"],
-                s(&r["target_lsn"]),
-                r["target_observation"]["observed_at"]
-                    .as_str()
-                    .map(|t| format!(" (the database as observed at {t})"))
+                r.base_backup.backup_id,
+                r.first_segment,
+                r.last_segment,
+                r.segment_count,
+                r.timeline,
+                r.target_lsn,
+                r.target_observation
+                    .as_ref()
+                    .map(|o| format!(" (the database as observed at {})", o.observed_at))
                     .unwrap_or_default()
             )?;
         } else {
-            writeln!(out, "NOT restorable: {}", s(&answer["explanation"]))?;
+            writeln!(out, "NOT restorable: {}", answer.explanation.as_deref().unwrap_or("-"))?;
         }
-        return Ok(ExitCode::from(if restorable { exit::OK } else { exit::NOT_RESTORABLE }));
+        return Ok(ExitCode::from(if answer.restorable { exit::OK } else { exit::NOT_RESTORABLE }));
     }
-    let report = source.report(component)?;
+    let report = api.pg_report(component).map_err(ops_err)?;
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(exit::ok());
@@ -155,39 +144,34 @@ pub fn recovery_points(global: &Global, a: RecoveryPointsArgs) -> anyhow::Result
     writeln!(
         out,
         "{}  system {}  {} segments recorded  segment size {} bytes  {} base backups",
-        s(&report["component"]),
-        s(&report["system_identifier"]),
-        report["segments_recorded"],
-        report["wal_segment_size_bytes"],
-        report["base_backups"].as_array().map_or(0, Vec::len)
+        report.component,
+        report.system_identifier.as_deref().unwrap_or("-"),
+        report.segments_recorded,
+        report.wal_segment_size_bytes,
+        report.base_backups.len()
     )?;
-    for tl in report["timelines"].as_array().into_iter().flatten() {
-        writeln!(out, "timeline {}", tl["timeline"])?;
-        let windows = tl["windows"].as_array().cloned().unwrap_or_default();
-        if windows.is_empty() {
+    for tl in &report.timelines {
+        writeln!(out, "timeline {}", tl.timeline)?;
+        if tl.windows.is_empty() {
             writeln!(out, "  no restorable window (no base backup with all its WAL archived)")?;
         }
-        for w in windows {
+        for w in &tl.windows {
             writeln!(
                 out,
                 "  restorable {} … {}   LSN {} … {}   backups {}",
-                s(&w["from_time"]),
-                s(&w["to_time"]),
-                s(&w["from_lsn"]),
-                s(&w["to_lsn"]),
-                w["backups"]
-                    .as_array()
-                    .map(|b| b.iter().map(|x| s(x).to_owned()).collect::<Vec<_>>().join(","))
-                    .unwrap_or_default()
+                w.from_time,
+                w.to_time,
+                w.from_lsn,
+                w.to_lsn,
+                w.backups.join(",")
             )?;
-            let gap: Vec<String> = w["gap_after"].as_array().into_iter().flatten().map(|x| s(x).to_owned()).collect();
-            if !gap.is_empty() {
-                writeln!(out, "  gap: {} missing segment(s): {}", w["gap_after_count"], gap.join(", "))?;
+            if !w.gap_after.is_empty() {
+                writeln!(out, "  gap: {} missing segment(s): {}", w.gap_after_count, w.gap_after.join(", "))?;
             }
         }
     }
-    for u in report["unsound_segments"].as_array().into_iter().flatten() {
-        writeln!(out, "unsound: {} {}", s(&u["segment"]), s(&u["state"]))?;
+    for u in &report.unsound_segments {
+        writeln!(out, "unsound: {} {}", u.segment, u.state.name())?;
     }
     Ok(exit::ok())
 }
@@ -236,17 +220,10 @@ pub fn plan(global: &Global, a: PlanArgs) -> anyhow::Result<ExitCode> {
     let cluster = component.trim_start_matches("pg:");
     let restore_command = match a.restore_command {
         Some(c) => c,
-        None => {
-            let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tidemark".into());
-            let ledger = match global.url() {
-                Some(url) => url.to_owned(),
-                None => std::path::absolute(&global.ledger)?.display().to_string(),
-            };
-            format!("{exe} pg restore-wal --cluster {cluster} --ledger {ledger} %f %p")
-        }
+        None => crate::group_cmds::default_restore_command(global)?.replace("{cluster}", cluster),
     };
     let options = PlanOptions { restore_command, use_recovery_target_time: a.recovery_target_time };
-    match Source::open(global)?.plan(&component, &target, &options)? {
+    match util::open_api(global)?.pg_plan(&component, &target, &options).map_err(ops_err)? {
         Ok(plan) => {
             let text = serde_json::to_string_pretty(&plan)? + "\n";
             match &a.out {
@@ -255,14 +232,14 @@ pub fn plan(global: &Global, a: PlanArgs) -> anyhow::Result<ExitCode> {
             }
             eprintln!(
                 "plan {}: base backup {}, {} WAL segments, recovery_target_lsn {} on timeline {}",
-                s(&plan["digest"]),
-                s(&plan["base_backup"]["backup_id"]),
-                plan["wal_segments"].as_array().map_or(0, Vec::len),
-                s(&plan["target_lsn"]),
-                plan["timeline"]
+                plan.digest,
+                plan.body.base_backup.backup_id,
+                plan.body.wal_segments.len(),
+                plan.body.target_lsn,
+                plan.body.timeline
             );
             Ok(exit::ok())
         }
-        Err((explanation, _)) => Err(coded(exit::NOT_RESTORABLE, format!("not restorable: {explanation}"))),
+        Err(reason) => Err(coded(exit::NOT_RESTORABLE, format!("not restorable: {reason}"))),
     }
 }

@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::json;
 use tidemark_agents::pg_process::PgProcess;
 use tidemark_core::event::Outcome;
-use tidemark_lineage::group_plan::PlanRequest;
+use tidemark_lineage::group_plan::{GroupPlan, PlanRequest};
 use tidemark_lineage::pg_plan::PlanOptions;
 use tidemark_ops::OpsError;
 use tidemark_ops::restore::{DrillPlan, PgRestore, Targets};
 
 use crate::exit::{self, coded};
-use crate::pg_cmds::{Signer, Source};
+use crate::pg_cmds::Signer;
 use crate::progress::Progress;
 use crate::{Global, group_cmds, util};
 
@@ -142,19 +142,15 @@ impl PgRun {
 }
 
 /// Reads a plan file and checks its digests (the plan's and each PostgreSQL part's).
-pub fn read_plan(path: &Path) -> anyhow::Result<Value> {
+pub fn read_plan(path: &Path) -> anyhow::Result<GroupPlan> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let plan: Value =
-        serde_json::from_str(&text).map_err(|e| coded(exit::USAGE, format!("{}: not JSON: {e}", path.display())))?;
+    let plan: GroupPlan = serde_json::from_str(&text)
+        .map_err(|e| coded(exit::USAGE, format!("{}: not a group plan: {e}", path.display())))?;
     tidemark_ops::restore::check_plan_digests(&plan).map_err(|e| {
         let code = if matches!(e, OpsError::Tampered(_)) { exit::VERIFY_FAILED } else { exit::USAGE };
         coded(code, format!("{}: {e}", path.display()))
     })?;
     Ok(plan)
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
 }
 
 pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
@@ -199,9 +195,9 @@ pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "restore of {} {} ({}): {outcome} in {:.1} s; recorded as entry {}",
-            s(&plan["group"]),
-            s(&plan["recovery_point"]["id"]),
-            s(&plan["digest"]),
+            plan.body.group,
+            plan.body.recovery_point.id,
+            plan.digest,
             done.seconds,
             done.entry.map_or("(spooled)".to_owned(), |e| e.to_string())
         );
@@ -223,7 +219,7 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
     };
     let options =
         PlanOptions { restore_command: group_cmds::default_restore_command(global)?, use_recovery_target_time: false };
-    let plan = match group_cmds::group_plan(&Source::open(global)?, &a.group, &request, &options)? {
+    let plan = match util::open_api(global)?.group_plan(&a.group, &request, &options).map_err(exit::ops_err)? {
         Ok(p) => p,
         Err(reasons) => return Err(coded(exit::NOT_RESTORABLE, format!("not restorable: {}", reasons.join("; ")))),
     };
@@ -270,7 +266,7 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
         println!(
             "drill of {} {}: {} in {:.1} s; recorded as entry {}",
             a.group,
-            s(&plan["recovery_point"]["id"]),
+            plan.body.recovery_point.id,
             if done.passed { "passed" } else { "FAILED" },
             done.seconds,
             done.entry.map_or("(spooled)".to_owned(), |e| e.to_string())

@@ -3,22 +3,17 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
-use tidemark_core::Timestamp;
-use tidemark_core::event::{ComponentOutcome, ComponentRegistered, EventBody, Outcome, RestorePerformed, S3Identity};
-use tidemark_core::{ComponentId, Digest32};
+use tidemark_core::event::{ComponentRegistered, EventBody, S3Identity};
+use tidemark_core::{ComponentId, Timestamp};
 use tidemark_lineage::s3::ManifestLine;
+use tidemark_ops::s3_restore::{self, Destination, S3RestoreRequest};
 use tidemark_ops::s3_scan::{BucketSpec, ScanRequest, Scanned};
-use tidemark_s3::{Endpoint, S3};
 
+use crate::exit::{self, coded, ops_err};
+use crate::pg_cmds::{Signer, record_events};
 use crate::progress::Progress;
-use crate::remote::client_err;
-
-use crate::exit::{self, coded};
-use crate::pg_cmds::{Signer, Source, local_err, record_events};
 use crate::{Global, util};
 
 #[derive(Args, Clone)]
@@ -42,11 +37,6 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// A bucket known only by its component: everything else from its registration (`resolve`).
-    pub fn registered(component: &str, path_style: bool) -> Bucket {
-        Bucket { component: component.to_owned(), endpoint: None, bucket: None, region: None, path_style }
-    }
-
     /// What the operator named, for the rules in `tidemark_ops::s3_scan`.
     pub fn spec(&self) -> BucketSpec {
         BucketSpec {
@@ -58,35 +48,8 @@ impl Bucket {
         }
     }
 
-    /// The whole address from the registration (`BucketSpec::resolve`'s rules).
-    pub fn resolve(&self, registered: &Value) -> anyhow::Result<Bucket> {
-        let identity: Option<S3Identity> =
-            if registered.is_null() { None } else { Some(serde_json::from_value(registered.clone())?) };
-        let r = self.spec().resolve(identity.as_ref()).map_err(crate::exit::ops_err)?;
-        Ok(Bucket {
-            component: r.component,
-            endpoint: r.endpoint,
-            bucket: Some(r.bucket),
-            region: Some(r.region),
-            path_style: r.path_style,
-        })
-    }
-
     fn check(&self) -> anyhow::Result<()> {
         self.spec().check().map_err(crate::exit::ops_err)
-    }
-
-    pub fn bucket_name(&self) -> &str {
-        self.bucket.as_deref().unwrap_or("")
-    }
-
-    pub fn connect(&self) -> anyhow::Result<S3> {
-        Ok(S3::connect(&Endpoint {
-            url: self.endpoint.clone(),
-            region: self.region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
-            path_style: self.path_style,
-            static_credentials: None,
-        })?)
     }
 }
 
@@ -166,6 +129,9 @@ pub struct RestoreArgs {
     /// Restore the other keys even when some cannot be reconstructed at T (they are listed and left alone).
     #[arg(long)]
     skip_problem_keys: bool,
+    /// Print what was restored and recorded as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(global: &Global, c: S3Command) -> anyhow::Result<ExitCode> {
@@ -195,39 +161,6 @@ pub fn run(global: &Global, c: S3Command) -> anyhow::Result<ExitCode> {
         S3Command::Scan(a) => scan(global, a),
         S3Command::Manifest(a) => manifest(global, a),
         S3Command::Restore(a) => restore(global, a),
-    }
-}
-
-impl Source {
-    pub fn s3_report(&self, component: &str) -> anyhow::Result<Value> {
-        match self {
-            Source::Local(l) => Ok(serde_json::to_value(l.s3_report(component).map_err(local_err)?)?),
-            Source::Remote(c) => Ok(serde_json::to_value(c.s3_report(component).map_err(client_err)?)?),
-        }
-    }
-
-    pub fn s3_answer(&self, component: &str, at: Timestamp) -> anyhow::Result<Value> {
-        match self {
-            Source::Local(l) => Ok(serde_json::to_value(l.s3_answer(component, at).map_err(local_err)?)?),
-            Source::Remote(c) => Ok(serde_json::to_value(c.s3_answer(component, at).map_err(client_err)?)?),
-        }
-    }
-
-    /// `{summary, lines}`.
-    pub fn s3_manifest(&self, component: &str, at: Timestamp) -> anyhow::Result<Value> {
-        match self {
-            Source::Local(l) => {
-                let mut lines = Vec::new();
-                let summary = l
-                    .s3_manifest(component, at, 0, &mut |line| {
-                        lines.push(line.clone());
-                        Ok(())
-                    })
-                    .map_err(local_err)?;
-                Ok(json!({"summary": summary, "lines": lines}))
-            }
-            Source::Remote(c) => Ok(serde_json::to_value(c.s3_manifest(component, at).map_err(client_err)?)?),
-        }
     }
 }
 
@@ -261,228 +194,147 @@ pub fn scan_bucket(
     Ok(scanned)
 }
 
-fn print_line(out: &mut impl std::io::Write, l: &Value) -> std::io::Result<()> {
-    let s = |k: &str| l[k].as_str().unwrap_or("").to_owned();
-    match l["action"].as_str() {
-        Some("restore") => writeln!(
-            out,
-            "restore  {}  {}  {} bytes  {}",
-            s("key"),
-            s("version_id"),
-            l["size_bytes"],
-            s("last_modified")
-        ),
-        Some("remove") => writeln!(out, "remove   {}", s("key")),
-        _ => writeln!(out, "PROBLEM  {}  {}", s("key"), l["at"]),
+fn print_line(out: &mut impl std::io::Write, l: &ManifestLine) -> anyhow::Result<()> {
+    match l {
+        ManifestLine::Restore { key, version_id, size_bytes, last_modified, .. } => {
+            writeln!(out, "restore  {key}  {version_id}  {size_bytes} bytes  {last_modified}")?
+        }
+        ManifestLine::Remove { key } => writeln!(out, "remove   {key}")?,
+        ManifestLine::Problem { key, at } => writeln!(out, "PROBLEM  {key}  {}", serde_json::to_string(at)?)?,
     }
+    Ok(())
 }
 
 fn manifest(global: &Global, a: ManifestArgs) -> anyhow::Result<ExitCode> {
-    let m = Source::open(global)?.s3_manifest(&a.component, a.at)?;
+    let m = util::open_api(global)?.s3_manifest(&a.component, a.at).map_err(ops_err)?;
     let mut out = std::io::stdout().lock();
-    for l in m["lines"].as_array().into_iter().flatten() {
+    for l in &m.lines {
         if a.json {
-            writeln!(out, "{l}")?;
+            writeln!(out, "{}", serde_json::to_string(l)?)?;
         } else {
             print_line(&mut out, l)?;
         }
     }
-    let summary = &m["summary"];
+    let summary = &m.summary;
     if a.json {
-        writeln!(out, "{}", json!({"summary": summary}))?;
+        writeln!(out, "{}", serde_json::to_string(&ManifestEnd { summary })?)?;
     } else {
         writeln!(
             out,
             "{} at {}: {} keys to restore, {} to remove, {} that cannot be reconstructed; digest {}{}",
             a.component,
             a.at,
-            summary["keys_to_restore"],
-            summary["keys_to_remove"],
-            summary["keys_with_problems"],
-            summary["digest"].as_str().unwrap_or(""),
-            summary["bound"]["reason"].as_str().map(|r| format!("; NOT restorable: {r}")).unwrap_or_default()
+            summary.keys_to_restore,
+            summary.keys_to_remove,
+            summary.keys_with_problems,
+            summary.digest,
+            summary.bound.as_ref().map(|r| format!("; NOT restorable: {r}")).unwrap_or_default()
         )?;
     }
-    Ok(ExitCode::from(if summary["restorable"].as_bool() == Some(true) { exit::OK } else { exit::NOT_RESTORABLE }))
+    Ok(ExitCode::from(if summary.restorable { exit::OK } else { exit::NOT_RESTORABLE }))
+}
+
+/// The last line of `s3 manifest --json`.
+#[derive(serde::Serialize)]
+struct ManifestEnd<'a> {
+    summary: &'a tidemark_lineage::s3::ManifestSummary,
 }
 
 fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
-    a.bucket.check()?;
-    let component = a.bucket.component.clone();
-    let started = Instant::now();
-    let source = Source::open(global)?;
-    let report = source.s3_report(&component).map_err(|e| coded(exit::USAGE, format!("{e:#}")))?;
-    let bucket = a.bucket.resolve(&report["registered"])?;
-    let m = source.s3_manifest(&component, a.at)?;
-    drop(source);
-    let summary = m["summary"].clone();
-    if let Some(reason) = summary["bound"]["reason"].as_str() {
-        return Err(coded(
-            exit::NOT_RESTORABLE,
-            format!("{component} is not restorable at {}: {reason} ({})", a.at, summary["bound"]),
-        ));
-    }
-    let lines: Vec<ManifestLine> = m["lines"].as_array().into_iter().flatten().filter_map(manifest_line_from).collect();
-    let problems: Vec<&Value> =
-        m["lines"].as_array().into_iter().flatten().filter(|l| l["action"] == "problem").collect();
-    if !problems.is_empty() && !a.skip_problem_keys {
-        for p in &problems {
-            eprintln!("cannot be reconstructed at {}: {} {}", a.at, p["key"].as_str().unwrap_or(""), p["at"]);
-        }
-        return Err(coded(
-            exit::NOT_RESTORABLE,
-            format!(
-                "{} keys cannot be reconstructed at {}; pass --skip-problem-keys to restore the others",
-                problems.len(),
-                a.at
-            ),
-        ));
-    }
-    let target =
-        if a.in_place { bucket.bucket_name().to_owned() } else { a.target_bucket.clone().expect("clap requires one") };
+    let request = S3RestoreRequest {
+        bucket: a.bucket.spec(),
+        at: a.at,
+        destination: match (&a.target_bucket, a.in_place) {
+            (_, true) => Destination::InPlace,
+            (Some(b), false) => Destination::Bucket(b.clone()),
+            (None, false) => return Err(coded(exit::USAGE, "give --target-bucket or --in-place")),
+        },
+        existing: a.existing_objects.into(),
+        concurrency: a.concurrency,
+        skip_problem_keys: a.skip_problem_keys,
+    };
+    let mut ledger = util::open_api(global)?;
+    let mut progress = Progress::new("restored", "keys", None, global.quiet);
+    let prepared = s3_restore::prepare(ledger.as_ref(), &request, &mut progress).map_err(ops_err)?;
     if a.dry_run {
         let mut out = std::io::stdout().lock();
-        for l in m["lines"].as_array().into_iter().flatten() {
+        for l in &prepared.manifest.lines {
             print_line(&mut out, l)?;
         }
         writeln!(
             out,
-            "dry run: would restore {} keys and remove {} in s3://{target}; nothing changed",
-            summary["keys_to_restore"], summary["keys_to_remove"]
+            "dry run: would restore {} keys and remove {} in s3://{}; nothing changed",
+            prepared.manifest.summary.keys_to_restore, prepared.manifest.summary.keys_to_remove, prepared.target
         )?;
         return Ok(exit::ok());
     }
     let operator = a.signer.key()?;
-    Source::open(global)?.check_signer(&operator, tidemark_core::Kind::RestorePerformed)?;
-    let s3 = bucket.connect()?;
-    let created = if a.in_place { false } else { s3.ensure_bucket(&target)? };
-    if created {
-        eprintln!("created s3://{target} (versioned)");
-    }
-    let progress = std::sync::Mutex::new(Progress::new("restored", "keys", None, global.quiet));
-    let report =
-        s3.restore(bucket.bucket_name(), &target, lines, a.concurrency, a.existing_objects.into(), &|done, total| {
-            let mut p = progress.lock().expect("progress lock");
-            p.set_total(total);
-            p.set(done);
-        })?;
-    progress.into_inner().expect("progress lock").finish();
-    for (key, why) in &report.failed {
-        eprintln!("failed: {key}: {why}");
-    }
-    let outcome = if report.failed.is_empty() {
-        Outcome::Succeeded
-    } else if report.copied + report.removed + report.skipped > 0 {
-        Outcome::Partial
+    let done = s3_restore::restore(ledger.as_mut(), &util::SystemEnv, &operator, &request, &prepared, &mut progress)
+        .map_err(ops_err)?;
+    progress.finish();
+    if a.json {
+        util::print_json(&done);
     } else {
-        Outcome::Failed
-    };
-    let detail = format!(
-        "{report}{}",
-        if problems.is_empty() {
-            String::new()
-        } else {
-            format!(", left alone (not reconstructible) {}", problems.len())
-        }
-    );
-    let component_id = ComponentId::parse(&component).map_err(|e| coded(exit::USAGE, e))?;
-    let body = EventBody::RestorePerformed(RestorePerformed {
-        target: component.clone(),
-        recovery_point: a.at.to_string(),
-        plan_digest: Digest32::parse(summary["digest"].as_str().unwrap_or(""))
-            .map_err(|e| coded(exit::FAILURE, format!("the manifest's digest: {e}")))?,
-        target_environment: if a.in_place { format!("s3://{target} (in place)") } else { format!("s3://{target}") },
-        outcome,
-        components: vec![ComponentOutcome { component: component_id, outcome, detail: Some(detail.clone()) }],
-        duration_ms: started.elapsed().as_millis() as u64,
-    });
-    let seq = record_events(global, &operator, vec![body])?;
-    println!(
-        "{component} at {} → s3://{target}: {detail}; {} requests; recorded as entry {}",
-        a.at,
-        s3.requests(),
-        seq[0]
-    );
-    Ok(ExitCode::from(if report.failed.is_empty() { exit::OK } else { exit::FAILURE }))
-}
-
-fn manifest_line_from(l: &Value) -> Option<ManifestLine> {
-    let key = l["key"].as_str()?.to_owned();
-    match l["action"].as_str()? {
-        "restore" => Some(ManifestLine::Restore {
-            key,
-            version_id: l["version_id"].as_str()?.to_owned(),
-            etag: l["etag"].as_str().map(str::to_owned),
-            size_bytes: l["size_bytes"].as_u64()?,
-            last_modified: Timestamp::parse_rfc3339(l["last_modified"].as_str()?).ok()?,
-        }),
-        "remove" => Some(ManifestLine::Remove { key }),
-        _ => None,
+        println!(
+            "{} at {} → s3://{}: {}; {} requests; recorded as entry {}",
+            done.component,
+            done.at,
+            done.target,
+            done.detail,
+            done.requests,
+            done.entry.map_or("(spooled)".to_owned(), |e| e.to_string())
+        );
     }
+    Ok(ExitCode::from(if done.report.failed.is_empty() { exit::OK } else { exit::FAILURE }))
 }
 
 /// `recovery-points --component s3:…`.
 pub fn recovery_points(global: &Global, component: &str, at: Option<&str>, json_out: bool) -> anyhow::Result<ExitCode> {
-    let source = Source::open(global)?;
+    let api = util::open_api(global)?;
     let mut out = std::io::stdout().lock();
     if let Some(at) = at {
         let at = util::parse_time(at).map_err(|e| coded(exit::USAGE, format!("--at: {e}")))?;
-        let answer = source.s3_answer(component, at)?;
-        let ok = answer["restorable"].as_bool() == Some(true);
+        let answer = api.s3_answer(component, at).map_err(ops_err)?;
         if json_out {
             writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
-        } else if ok {
+        } else if answer.restorable {
             writeln!(
                 out,
                 "restorable: {component} at {at} (every key's version known; `tidemark s3 manifest` lists them)"
             )?;
         } else {
-            writeln!(out, "NOT restorable: {}", answer["explanation"].as_str().unwrap_or(""))?;
+            writeln!(out, "NOT restorable: {}", answer.explanation.as_deref().unwrap_or(""))?;
         }
-        return Ok(ExitCode::from(if ok { exit::OK } else { exit::NOT_RESTORABLE }));
+        return Ok(ExitCode::from(if answer.restorable { exit::OK } else { exit::NOT_RESTORABLE }));
     }
-    let r = source.s3_report(component)?;
+    let r = api.s3_report(component).map_err(ops_err)?;
     if json_out {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(exit::ok());
     }
+    let or = |t: Option<Timestamp>, none: &str| t.map_or(none.to_owned(), |t| t.to_string());
     writeln!(
         out,
         "{component}  {} keys  {} versions and delete markers  {} scans  complete through {}  versioning enabled since {}",
-        r["keys"],
-        r["entries_recorded"],
-        r["scans_completed"],
-        r["complete_through"].as_str().unwrap_or("-"),
-        r["versioning_enabled_since"].as_str().unwrap_or("never observed")
+        r.keys,
+        r.entries_recorded,
+        r.scans_completed,
+        or(r.complete_through, "-"),
+        or(r.versioning_enabled_since, "never observed")
     )?;
-    for p in r["suspended_periods"].as_array().into_iter().flatten() {
-        writeln!(
-            out,
-            "  versioning suspended from {} to {}",
-            p[0].as_str().unwrap_or(""),
-            p[1].as_str().unwrap_or("now")
-        )?;
+    for (from, to) in &r.suspended_periods {
+        writeln!(out, "  versioning suspended from {from} to {}", or(*to, "now"))?;
     }
-    for w in r["windows"].as_array().into_iter().flatten() {
-        let bounded: Vec<String> =
-            w["bounded_by"].as_array().into_iter().flatten().map(|x| x.as_str().unwrap_or("").to_owned()).collect();
-        writeln!(
-            out,
-            "  restorable {} … {}   bounded by {}",
-            w["from"].as_str().unwrap_or(""),
-            w["to"].as_str().unwrap_or(""),
-            bounded.join(", ")
-        )?;
+    for w in &r.windows {
+        writeln!(out, "  restorable {} … {}   bounded by {}", w.from, w.to, w.bounded_by.join(", "))?;
     }
-    for (k, intervals) in r["problem_keys"].as_array().into_iter().flatten().map(|p| (p[0].clone(), p[1].clone())) {
-        for i in intervals.as_array().into_iter().flatten() {
+    for (k, intervals) in &r.problem_keys {
+        for (from, to, at) in intervals {
             writeln!(
                 out,
-                "  key {} cannot be reconstructed from {} to {}: {}",
-                k,
-                i[0].as_str().unwrap_or(""),
-                i[1].as_str().unwrap_or("now"),
-                i[2]
+                "  key {k:?} cannot be reconstructed from {from} to {}: {}",
+                or(*to, "now"),
+                serde_json::to_string(at)?
             )?;
         }
     }

@@ -295,19 +295,22 @@ impl Client {
     }
 
     /// Custody rows of one artifact (every event touching it, with actors and roles).
-    pub fn custody(&self, artifact: &str) -> Result<Vec<Value>, ClientError> {
+    pub fn custody(&self, artifact: &str) -> Result<Vec<tidemark_core::api::AuditRow>, ClientError> {
         #[derive(Deserialize)]
         struct Reply {
-            events: Vec<Value>,
+            events: Vec<tidemark_core::api::AuditRow>,
         }
         Ok(self.get_json::<Reply>("/v1/custody", &[("artifact", artifact.to_owned())])?.events)
     }
 
     /// Audit rows of the entries `filter` selects.
-    pub fn audit(&self, filter: &tidemark_core::api::EntryFilter) -> Result<Vec<Value>, ClientError> {
+    pub fn audit(
+        &self,
+        filter: &tidemark_core::api::EntryFilter,
+    ) -> Result<Vec<tidemark_core::api::AuditRow>, ClientError> {
         #[derive(Deserialize)]
         struct Reply {
-            events: Vec<Value>,
+            events: Vec<tidemark_core::api::AuditRow>,
         }
         let mut q = Self::filter_query(filter);
         q.extend(filter.limit.map(|l| ("limit", l.to_string())));

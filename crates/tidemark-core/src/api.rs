@@ -214,3 +214,25 @@ mod tests {
         assert!(v.get("leaf").is_none());
     }
 }
+
+/// One row of `custody` and `audit` (CLI and `GET /v1/custody`, `GET /v1/audit`
+/// alike): who — name and roles from the registry — did what, to which
+/// artifacts, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub seq: u64,
+    pub recorded_at: Timestamp,
+    pub occurred_at: Timestamp,
+    /// The event's kind name (`pg.wal_archived`, …).
+    pub kind: String,
+    /// What the event did to its artifacts ("created", "verified", "restored from"…).
+    pub action: String,
+    pub actor: ActorId,
+    /// None when the actor is not enrolled.
+    pub actor_name: Option<String>,
+    pub actor_roles: Option<String>,
+    pub artifacts: Vec<String>,
+    /// The event's body exactly as signed: its shape is the kind's
+    /// (`schemas/events/`); rows only carry it for display and `--json`.
+    pub body: serde_json::Value,
+}

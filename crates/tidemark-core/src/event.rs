@@ -1178,6 +1178,29 @@ impl Event {
     }
 }
 
+/// An event not signed yet: a typed body with the id and time it is to
+/// carry. Agents derive both from what they observed (a file's modification
+/// time and digest), so observing the same thing again gives the very same
+/// event, which the ledger acknowledges as a duplicate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub id: EventId,
+    pub occurred_at: Timestamp,
+    pub body: EventBody,
+}
+
+impl Draft {
+    /// Signed by `key`: refused here when the body breaks one of its rules
+    /// or the event is over [`MAX_EVENT_BYTES`], before anything is sent.
+    pub fn sign(self, key: &SecretKey) -> Result<SignedEvent, String> {
+        self.body.validate()?;
+        let event = Event { id: self.id, occurred_at: self.occurred_at, actor: key.actor_id(), body: self.body };
+        let signed = event.sign(key);
+        signed.check_size().map_err(|e| e.to_string())?;
+        Ok(signed)
+    }
+}
+
 /// An event and its signature, as writers send it.
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct SignedEvent {

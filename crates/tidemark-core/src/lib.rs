@@ -23,7 +23,7 @@ pub mod time;
 pub mod token;
 pub mod types;
 
-pub use event::{Entry, Event, EventBody, EventError, Kind, Role, SignedEvent};
+pub use event::{Draft, Entry, Event, EventBody, EventError, Kind, Role, SignedEvent};
 pub use keys::{ActorId, PublicKey, SecretKey, Signature};
 pub use time::Timestamp;
 pub use types::{ArtifactRef, ComponentId, Digest32, EventId, Lsn, Name};

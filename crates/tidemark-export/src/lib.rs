@@ -71,22 +71,24 @@ pub fn custody_action(kind: tidemark_core::Kind) -> &'static str {
     }
 }
 
+pub use tidemark_core::api::AuditRow;
+
 /// One row of `custody` and `audit` output (CLI and HTTP alike): who
 /// (name and roles from the registry) did what, to which artifacts, when.
-pub fn audit_row(e: &tidemark_core::Entry, registry: &tidemark_core::registry::Registry) -> serde_json::Value {
+pub fn audit_row(e: &tidemark_core::Entry, registry: &tidemark_core::registry::Registry) -> AuditRow {
     let who = registry.get(&e.event.actor);
-    serde_json::json!({
-        "seq": e.seq,
-        "recorded_at": e.recorded_at.to_string(),
-        "occurred_at": e.event.occurred_at.to_string(),
-        "kind": e.event.kind().name(),
-        "action": custody_action(e.event.kind()),
-        "actor": e.event.actor.to_string(),
-        "actor_name": who.map(|k| k.name.to_string()),
-        "actor_roles": who.map(|k| k.roles_text()),
-        "artifacts": e.event.body.artifacts(),
-        "body": e.event.to_value()["body"],
-    })
+    AuditRow {
+        seq: e.seq,
+        recorded_at: e.recorded_at,
+        occurred_at: e.event.occurred_at,
+        kind: e.event.kind().name().to_owned(),
+        action: custody_action(e.event.kind()).to_owned(),
+        actor: e.event.actor,
+        actor_name: who.map(|k| k.name.to_string()),
+        actor_roles: who.map(|k| k.roles_text()),
+        artifacts: e.event.body.artifacts(),
+        body: e.event.body.to_value(),
+    }
 }
 
 /// What EXPORT.json says about an export (for printing a summary).

@@ -563,6 +563,17 @@ pub enum Class {
     Crash,
 }
 
+impl Class {
+    /// The class as reports and plans name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Quiesced => "quiesced",
+            Class::Correlated => "correlated",
+            Class::Crash => "crash",
+        }
+    }
+}
+
 /// One component's part of a recovery point.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartStatus {
@@ -1320,6 +1331,13 @@ pub fn time_point(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rule_a_class_is_named_as_it_serialises() {
+        for c in [Class::Quiesced, Class::Correlated, Class::Crash] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.name());
+        }
+    }
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_unix_seconds(1_790_000_000 + s)

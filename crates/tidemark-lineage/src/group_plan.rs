@@ -102,6 +102,74 @@ pub fn assemble(
         notes,
         computed_at_checkpoint: checkpoint,
     };
-    let bytes = tidemark_core::canonical_writer::to_canonical(&body).expect("plans hold integers and strings only");
-    GroupPlan { digest: Digest32::blake3_of(&bytes), body }
+    GroupPlan { digest: body_digest(&body), body }
+}
+
+fn body_digest(body: &GroupPlanBody) -> Digest32 {
+    let bytes = tidemark_core::canonical_writer::to_canonical(body).expect("plans hold integers and strings only");
+    Digest32::blake3_of(&bytes)
+}
+
+/// A plan whose content does not hash to the digest it states: it was
+/// changed after it was computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} was changed after it was computed: its digest says {stated}, its content hashes to {found}")]
+pub struct DigestMismatch {
+    pub what: String,
+    pub stated: Digest32,
+    pub found: Digest32,
+}
+
+impl GroupPlan {
+    /// Rule: a plan is what was computed — its digest is the blake3 of its
+    /// body's canonical JSON, and each PostgreSQL part's digest that of its
+    /// own body. (What is checked is what is carried out: a file is read
+    /// into this type first, so a field the type does not have is never
+    /// acted on.)
+    pub fn check_digests(&self) -> Result<(), DigestMismatch> {
+        let found = body_digest(&self.body);
+        if found != self.digest {
+            return Err(DigestMismatch { what: "the plan".into(), stated: self.digest, found });
+        }
+        for c in &self.body.components {
+            if let ComponentPlan::Postgresql { component, plan } = c {
+                let found = plan.body_digest();
+                if found != plan.digest {
+                    return Err(DigestMismatch { what: format!("the {component} part"), stated: plan.digest, found });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> GroupPlan {
+        let t = Timestamp::from_unix_seconds(1_790_000_000);
+        let def = GroupDef { name: "app".into(), components: vec![], max_skew_ms: 2000, defined_at: t, seq: 1 };
+        let point = PointRef { id: "m-1".into(), class: Class::Quiesced, at: t };
+        let checkpoint = CheckpointRef { origin: "o".into(), tree_size: 3, root_hash: "r".into() };
+        assemble(&def, point, vec![], checkpoint, vec![])
+    }
+
+    #[test]
+    fn rule_a_plan_is_what_was_computed_its_digest_holds() {
+        assert_eq!(plan().check_digests(), Ok(()));
+        let mut changed = plan();
+        changed.body.recovery_point.id = "m-2".into();
+        let e = changed.check_digests().unwrap_err();
+        assert_eq!(e.what, "the plan");
+        assert_eq!(e.stated, plan().digest);
+    }
+
+    #[test]
+    fn a_plan_read_back_from_its_file_has_the_same_digest() {
+        let p = plan();
+        let read: GroupPlan = serde_json::from_str(&serde_json::to_string_pretty(&p).unwrap()).unwrap();
+        assert_eq!(read, p);
+        assert_eq!(read.check_digests(), Ok(()));
+    }
 }

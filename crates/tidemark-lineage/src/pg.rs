@@ -82,6 +82,18 @@ pub enum SegmentState {
     Deleted,
 }
 
+impl SegmentState {
+    /// The state as the reports name it (`archived`, `missing`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            SegmentState::Archived => "archived",
+            SegmentState::Missing => "missing",
+            SegmentState::Corrupt => "corrupt",
+            SegmentState::Deleted => "deleted",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
 pub struct BaseBackup {
     pub backup_id: String,
@@ -780,6 +792,13 @@ mod tests {
     use serde_json::json;
     use tidemark_core::event::Event;
     use tidemark_core::{ActorId, EventId};
+
+    #[test]
+    fn rule_a_segment_state_is_named_as_it_serialises() {
+        for s in [SegmentState::Archived, SegmentState::Missing, SegmentState::Corrupt, SegmentState::Deleted] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
+    }
 
     const MIB: u64 = 1024 * 1024;
 

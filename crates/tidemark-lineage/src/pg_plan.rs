@@ -234,6 +234,21 @@ pub struct Plan {
     pub digest: Digest32,
 }
 
+impl PlanBody {
+    /// The blake3 of the body's canonical JSON: the plan's digest.
+    pub fn digest(&self) -> Digest32 {
+        let bytes = tidemark_core::canonical::to_canonical_vec(self).expect("plans hold integers and strings only");
+        Digest32::blake3_of(&bytes)
+    }
+}
+
+impl Plan {
+    /// What the digest of this plan's body is (equal to `digest` unless it was changed).
+    pub fn body_digest(&self) -> Digest32 {
+        self.body.digest()
+    }
+}
+
 /// Single-quotes a value for `postgresql.auto.conf`.
 pub fn conf_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
@@ -296,8 +311,7 @@ pub fn plan(
         notes,
         computed_at_checkpoint: checkpoint,
     };
-    let bytes = tidemark_core::canonical::to_canonical_vec(&body).expect("plans hold integers and strings only");
-    Ok(Plan { digest: Digest32::blake3_of(&bytes), body })
+    Ok(Plan { digest: PlanBody::digest(&body), body })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! What the outside world gives orchestration: the time and fresh event ids.
 
-use tidemark_core::event::{Event, EventBody};
+use tidemark_core::event::{Draft, EventBody};
 use tidemark_core::{EventId, SecretKey, SignedEvent, Timestamp};
 
 use crate::OpsError;
@@ -14,11 +14,7 @@ pub trait Env: Sync {
     /// fact (a body that breaks its rules, or an event over the size
     /// limit, is refused here, before anything is sent).
     fn sign(&self, key: &SecretKey, body: EventBody) -> Result<SignedEvent, OpsError> {
-        body.validate().map_err(OpsError::BadEvent)?;
-        let event = Event { id: self.new_event_id(), occurred_at: self.now(), actor: key.actor_id(), body };
-        let signed = event.sign(key);
-        signed.check_size().map_err(|e| OpsError::BadEvent(e.to_string()))?;
-        Ok(signed)
+        Draft { id: self.new_event_id(), occurred_at: self.now(), body }.sign(key).map_err(OpsError::BadEvent)
     }
 }
 

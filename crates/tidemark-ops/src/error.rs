@@ -27,6 +27,9 @@ pub enum OpsError {
     /// PostgreSQL or its files failed (a server that would not start or promote, an unreadable backup).
     #[error(transparent)]
     Agent(#[from] tidemark_agents::AgentError),
+    /// The recovery target cannot be restored (the message says why); nothing was changed.
+    #[error("{0}")]
+    NotRestorable(String),
     /// A plan or other document was changed after it was made, or is not of this ledger's history.
     #[error("{0}")]
     Tampered(String),

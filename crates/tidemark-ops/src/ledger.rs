@@ -9,9 +9,12 @@ use tidemark_client::{Client, ClientError, Spool};
 use tidemark_core::api::ConsistencyProof;
 use tidemark_core::registry::{AuthError, KeyRecord};
 use tidemark_core::{Kind, SecretKey, SignedEvent, Timestamp};
-use tidemark_lineage::pg::ArchivedFile;
-use tidemark_lineage::s3::{KeyHistory, S3Report};
-use tidemark_store::{Appended, Ledger};
+use tidemark_lineage::group::{GroupError, GroupInfo, GroupReport, Latest};
+use tidemark_lineage::group_plan::{GroupPlan, PlanRequest};
+use tidemark_lineage::pg::{ArchivedFile, NotRestorable};
+use tidemark_lineage::pg_plan::{Answer, Plan, PlanOptions, Report, Target};
+use tidemark_lineage::s3::{KeyHistory, Manifest, S3Answer, S3Report};
+use tidemark_store::{Appended, Ledger, StoreError};
 
 use crate::OpsError;
 
@@ -38,7 +41,10 @@ impl Recorded {
 /// Page size for reading key histories and archived files from a server.
 const KEYS_PAGE: usize = 10_000;
 
-/// The questions and the one write orchestration needs.
+/// The questions and the one write every front end needs: what the CLI
+/// prints, what orchestration plans from. An unknown group or component is
+/// [`StoreError::NotFound`](tidemark_store::StoreError::NotFound) locally and
+/// a 404 problem remotely.
 pub trait LedgerApi {
     /// Every enrolled key, with its roles and revocation.
     fn keys(&self) -> Result<Vec<KeyRecord>, OpsError>;
@@ -56,6 +62,37 @@ pub trait LedgerApi {
         component: &str,
         each: &mut dyn FnMut(ArchivedFile) -> Result<(), OpsError>,
     ) -> Result<(), OpsError>;
+
+    /// A group's definition, its components' identities and snapshots.
+    fn group_info(&self, group: &str) -> Result<GroupInfo, OpsError>;
+    /// A group's markers, correlated windows, gaps and drills.
+    fn group_report(&self, group: &str) -> Result<GroupReport, OpsError>;
+    /// A group's newest restorable point, if it has one.
+    fn group_latest(&self, group: &str) -> Result<Option<Latest>, OpsError>;
+    /// A group plan, or the reasons the point is not restorable.
+    fn group_plan(
+        &self,
+        group: &str,
+        request: &PlanRequest,
+        options: &PlanOptions,
+    ) -> Result<Result<GroupPlan, Vec<String>>, OpsError>;
+    /// A PostgreSQL component's report: windows, backups, holes.
+    fn pg_report(&self, component: &str) -> Result<Report, OpsError>;
+    /// Whether one target of a PostgreSQL component is restorable, and why not.
+    fn pg_answer(&self, component: &str, target: &Target) -> Result<Answer, OpsError>;
+    /// A PostgreSQL restore plan, or why the target is not restorable.
+    fn pg_plan(
+        &self,
+        component: &str,
+        target: &Target,
+        options: &PlanOptions,
+    ) -> Result<Result<Plan, NotRestorable>, OpsError>;
+    /// One archived file of a PostgreSQL component, if the ledger has it.
+    fn pg_file(&self, component: &str, name: &str) -> Result<Option<ArchivedFile>, OpsError>;
+    /// Whether an S3 component is restorable at `at`, and why not.
+    fn s3_answer(&self, component: &str, at: Timestamp) -> Result<S3Answer, OpsError>;
+    /// An S3 component's manifest at `at`: every key's version then.
+    fn s3_manifest(&self, component: &str, at: Timestamp) -> Result<Manifest, OpsError>;
 
     /// Rule: before long work, the signer may append what the work records
     /// (enrolled, unrevoked, a role allowing `kind`), so a wrong key is
@@ -111,6 +148,62 @@ impl LedgerApi for Ledger {
             each(f?)?;
         }
         Ok(())
+    }
+
+    fn group_info(&self, group: &str) -> Result<GroupInfo, OpsError> {
+        Ledger::group_info(self, group)
+            .ok_or_else(|| StoreError::NotFound(GroupError::UnknownGroup(group.to_owned()).to_string()).into())
+    }
+
+    fn group_report(&self, group: &str) -> Result<GroupReport, OpsError> {
+        Ok(Ledger::group_report(self, group)?)
+    }
+
+    fn group_latest(&self, group: &str) -> Result<Option<Latest>, OpsError> {
+        Ok(Ledger::group_latest(self, group)?)
+    }
+
+    fn group_plan(
+        &self,
+        group: &str,
+        request: &PlanRequest,
+        options: &PlanOptions,
+    ) -> Result<Result<GroupPlan, Vec<String>>, OpsError> {
+        Ok(Ledger::group_plan(self, group, request, options)?)
+    }
+
+    fn pg_report(&self, component: &str) -> Result<Report, OpsError> {
+        Ok(Ledger::pg_report(self, component)?)
+    }
+
+    fn pg_answer(&self, component: &str, target: &Target) -> Result<Answer, OpsError> {
+        Ok(Ledger::pg_answer(self, component, target)?)
+    }
+
+    fn pg_plan(
+        &self,
+        component: &str,
+        target: &Target,
+        options: &PlanOptions,
+    ) -> Result<Result<Plan, NotRestorable>, OpsError> {
+        Ok(Ledger::pg_plan(self, component, target, options)?)
+    }
+
+    fn pg_file(&self, component: &str, name: &str) -> Result<Option<ArchivedFile>, OpsError> {
+        Ok(Ledger::pg_file(self, component, name)?)
+    }
+
+    fn s3_answer(&self, component: &str, at: Timestamp) -> Result<S3Answer, OpsError> {
+        Ok(Ledger::s3_answer(self, component, at)?)
+    }
+
+    fn s3_manifest(&self, component: &str, at: Timestamp) -> Result<Manifest, OpsError> {
+        let mut lines = Vec::new();
+        let summary = Ledger::s3_manifest(self, component, at, 0, &mut |line| {
+            lines.push(line.clone());
+            Ok(())
+        })?;
+        Ok(Manifest { summary, lines })
     }
 }
 
@@ -206,5 +299,55 @@ impl LedgerApi for Remote {
                 None => return Ok(()),
             }
         }
+    }
+
+    fn group_info(&self, group: &str) -> Result<GroupInfo, OpsError> {
+        Ok(self.client.group_info(group)?)
+    }
+
+    fn group_report(&self, group: &str) -> Result<GroupReport, OpsError> {
+        Ok(self.client.group_report(group)?)
+    }
+
+    fn group_latest(&self, group: &str) -> Result<Option<Latest>, OpsError> {
+        Ok(self.client.group_latest(group)?)
+    }
+
+    fn group_plan(
+        &self,
+        group: &str,
+        request: &PlanRequest,
+        options: &PlanOptions,
+    ) -> Result<Result<GroupPlan, Vec<String>>, OpsError> {
+        Ok(self.client.group_plan(group, request, options)?)
+    }
+
+    fn pg_report(&self, component: &str) -> Result<Report, OpsError> {
+        Ok(self.client.pg_report(component)?)
+    }
+
+    fn pg_answer(&self, component: &str, target: &Target) -> Result<Answer, OpsError> {
+        Ok(self.client.pg_answer(component, target)?)
+    }
+
+    fn pg_plan(
+        &self,
+        component: &str,
+        target: &Target,
+        options: &PlanOptions,
+    ) -> Result<Result<Plan, NotRestorable>, OpsError> {
+        Ok(self.client.pg_plan(component, target, options)?.map_err(|(_, reason)| reason))
+    }
+
+    fn pg_file(&self, component: &str, name: &str) -> Result<Option<ArchivedFile>, OpsError> {
+        Ok(self.client.pg_file(component, name)?)
+    }
+
+    fn s3_answer(&self, component: &str, at: Timestamp) -> Result<S3Answer, OpsError> {
+        Ok(self.client.s3_answer(component, at)?)
+    }
+
+    fn s3_manifest(&self, component: &str, at: Timestamp) -> Result<Manifest, OpsError> {
+        Ok(self.client.s3_manifest(component, at)?)
     }
 }

@@ -11,8 +11,9 @@
 //!   scheduler decides what time it is;
 //! * progress goes to a [`Progress`] sink (ripgrep's `Sink` is the model):
 //!   the CLI draws a bar, the agent logs, a test records;
-//! * so far: the S3 scan ([`s3_scan`]), PostgreSQL positions and the archive
-//!   audit ([`pg`]), restores and drills of group plans ([`restore`]);
+//! * the S3 scan ([`s3_scan`]) and bucket restores ([`s3_restore`]), markers ([`mark`], with the S3 clock cut in
+//!   [`mark_cut`]), PostgreSQL positions and the archive audit ([`pg`]),
+//!   restores and drills of group plans ([`restore`]);
 //! * errors are [`OpsError`], one enum the CLI maps to exit codes and the
 //!   server to HTTP statuses.
 //!
@@ -21,9 +22,12 @@
 pub mod env;
 pub mod error;
 pub mod ledger;
+pub mod mark;
+pub mod mark_cut;
 pub mod pg;
 pub mod progress;
 pub mod restore;
+pub mod s3_restore;
 pub mod s3_scan;
 
 pub use env::Env;

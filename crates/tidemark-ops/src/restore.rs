@@ -10,13 +10,14 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tidemark_agents::pg_process::{self, PgProcess};
 use tidemark_core::event::{
     ComponentOutcome, DrillCheck, DrillCompleted, DrillResult, EventBody, Outcome, RestorePerformed,
 };
-use tidemark_core::{ComponentId, Digest32, Kind, Name, SecretKey, Timestamp};
-use tidemark_lineage::pg_plan::conf_quote;
+use tidemark_core::{ComponentId, Kind, Name, SecretKey};
+use tidemark_lineage::group::Snapshot;
+use tidemark_lineage::group_plan::{ComponentPlan, FORMAT, GroupPlan, S3Part};
+use tidemark_lineage::pg_plan::{Plan, conf_quote};
 use tidemark_lineage::s3::ManifestLine;
 
 use crate::s3_scan::{endpoint_url, path_style};
@@ -94,10 +95,6 @@ fn failed(msg: impl Into<String>) -> OpsError {
     OpsError::Failed(msg.into())
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
-}
-
 fn name_of(component: &str) -> &str {
     component.split_once(':').map_or(component, |(_, n)| n)
 }
@@ -128,49 +125,27 @@ fn free_port() -> Result<u16, OpsError> {
     Ok(l.local_addr().map_err(io("a free port"))?.port())
 }
 
-/// Rule: a plan file is what was computed — its digest (and each
-/// PostgreSQL part's) is the blake3 of its canonical JSON without it.
-pub fn check_plan_digests(plan: &Value) -> Result<(), OpsError> {
-    if plan["format"] != tidemark_lineage::group_plan::FORMAT {
-        return Err(OpsError::Usage(format!("not a group plan (format {})", plan["format"])));
+/// Rule: a plan file is what was computed — a group plan of this format
+/// whose digests (the plan's and each PostgreSQL part's) hold.
+pub fn check_plan_digests(plan: &GroupPlan) -> Result<(), OpsError> {
+    if plan.body.format != FORMAT {
+        return Err(OpsError::Usage(format!("not a group plan (format {:?}, expected {FORMAT})", plan.body.format)));
     }
-    check_digest(plan, "the plan")?;
-    for c in plan["components"].as_array().into_iter().flatten() {
-        if c["kind"] == "postgresql" {
-            check_digest(&c["plan"], &format!("the {} part", c["component"]))?;
-        }
-    }
-    Ok(())
-}
-
-fn check_digest(v: &Value, what: &str) -> Result<(), OpsError> {
-    let mut body = v.clone();
-    let stated = body.as_object_mut().and_then(|m| m.remove("digest")).and_then(|d| d.as_str().map(str::to_owned));
-    let bytes =
-        tidemark_core::canonical::to_canonical_vec(&body).map_err(|e| OpsError::Usage(format!("{what}: {e}")))?;
-    let found = Digest32::blake3_of(&bytes).to_string();
-    match stated {
-        Some(d) if d == found => Ok(()),
-        Some(d) => Err(OpsError::Tampered(format!(
-            "{what} was changed after it was computed: its digest says {d}, its content hashes to {found}"
-        ))),
-        None => Err(OpsError::Usage(format!("{what} has no digest"))),
-    }
+    plan.check_digests().map_err(|e| OpsError::Tampered(e.to_string()))
 }
 
 /// Rule: the plan must come from this ledger's history — the ledger's tree
 /// at the plan's checkpoint size has the plan's root (a plan from another
 /// ledger, or from a history since rewritten, is refused). Returns the
 /// ledger's size now.
-pub fn check_plan_checkpoint(ledger: &dyn LedgerApi, plan: &Value) -> Result<u64, OpsError> {
-    let cp = &plan["computed_at_checkpoint"];
-    let size = cp["tree_size"].as_u64().ok_or_else(|| OpsError::Usage("the plan has no checkpoint size".into()))?;
+pub fn check_plan_checkpoint(ledger: &dyn LedgerApi, plan: &GroupPlan) -> Result<u64, OpsError> {
+    let cp = &plan.body.computed_at_checkpoint;
+    let size = cp.tree_size;
     let doc = ledger.consistency_proof(size, None)?;
-    if cp["root_hash"].as_str() != Some(doc.root1.as_str()) {
+    if cp.root_hash != doc.root1 {
         return Err(OpsError::Tampered(format!(
             "the plan was computed at a checkpoint (size {size}, root {}) that is not in this ledger's history (its tree at {size} has root {}): a plan from another ledger, or a rewritten history; nothing was restored",
-            s(&cp["root_hash"]),
-            doc.root1
+            cp.root_hash, doc.root1
         )));
     }
     Ok(doc.size2)
@@ -180,25 +155,25 @@ pub fn check_plan_checkpoint(ledger: &dyn LedgerApi, plan: &Value) -> Result<u64
 /// write the recovery settings, start the server and wait until it has
 /// replayed to the target and promoted.
 fn restore_pg(
-    part: &Value,
+    plan: &Plan,
     data: &Path,
     pg: &PgRestore,
     keep_running: bool,
 ) -> Result<(String, Option<Running>), OpsError> {
-    let plan = &part["plan"];
-    let backup = &plan["base_backup"];
-    let location = PathBuf::from(backup["location"].as_str().unwrap_or(""));
+    let plan = &plan.body;
+    let backup = &plan.base_backup;
+    let location = PathBuf::from(&backup.location);
     if data.exists() && std::fs::read_dir(data).map_err(io("the data directory"))?.next().is_some() {
         return Err(OpsError::Usage(format!("{} is not empty: restore into a new or empty directory", data.display())));
     }
     // The backup must still be the one the ledger recorded, file for file.
     let found = tidemark_agents::pg_files::read_backup_dir(&location)?;
-    if let Some(expected) = backup["blake3"].as_str()
-        && found.blake3.to_string() != expected
+    if let Some(expected) = backup.blake3
+        && found.blake3 != expected
     {
         return Err(failed(format!(
             "base backup {} at {} differs from the ledger's record (blake3 {} vs {expected})",
-            s(&backup["backup_id"]),
+            backup.backup_id,
             location.display(),
             found.blake3
         )));
@@ -219,9 +194,8 @@ fn restore_pg(
         let _ = std::fs::remove_file(data.join(stale));
     }
     let mut conf = String::from("\n# tidemark restore: plan settings\n");
-    let settings = plan["recovery_settings"].as_object().cloned().unwrap_or_default();
-    for (k, v) in &settings {
-        conf += &format!("{k} = {}\n", conf_quote(v.as_str().unwrap_or("")));
+    for (k, v) in &plan.recovery_settings {
+        conf += &format!("{k} = {}\n", conf_quote(v));
     }
     if !pg.keep_archive_mode {
         conf += "archive_mode = 'off'\n";
@@ -252,10 +226,10 @@ fn restore_pg(
     };
     let detail = format!(
         "base backup {} + {} WAL segments replayed to LSN {} on timeline {}, promoted ({:.1} s) in {}",
-        s(&backup["backup_id"]),
-        plan["wal_segments"].as_array().map_or(0, Vec::len),
-        s(&plan["target_lsn"]),
-        plan["timeline"],
+        backup.backup_id,
+        plan.wal_segments.len(),
+        plan.target_lsn,
+        plan.timeline,
         promoted.as_secs_f64(),
         data.display()
     );
@@ -268,45 +242,29 @@ fn restore_pg(
 }
 
 fn restore_s3(
-    part: &Value,
+    part: &S3Part,
     t: &Targets,
     progress: &Mutex<&mut dyn Progress>,
 ) -> Result<(String, String, Option<String>), OpsError> {
     let suffix = t.bucket_suffix.as_deref().ok_or_else(|| OpsError::Usage("give a target bucket suffix".into()))?;
-    let bucket = s(&part["bucket"]);
-    let target = format!("{bucket}{suffix}");
-    let endpoint = s(&part["endpoint"]);
-    let url = endpoint_url(endpoint);
+    let target = format!("{}{suffix}", part.bucket);
+    let url = endpoint_url(&part.endpoint);
     let s3 = tidemark_s3::S3::connect(&tidemark_s3::Endpoint {
         url: url.clone(),
-        region: s(&part["region"]).to_owned(),
-        path_style: path_style(endpoint, t.s3_path_style),
+        region: part.region.clone(),
+        path_style: path_style(&part.endpoint, t.s3_path_style),
         static_credentials: None,
     })?;
-    let lines: Vec<ManifestLine> = part["manifest"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| -> Result<ManifestLine, OpsError> {
-            let key = s(&l["key"]).to_owned();
-            Ok(match l["action"].as_str() {
-                Some("restore") => ManifestLine::Restore {
-                    key,
-                    version_id: s(&l["version_id"]).to_owned(),
-                    etag: l["etag"].as_str().map(str::to_owned),
-                    size_bytes: l["size_bytes"].as_u64().unwrap_or(0),
-                    last_modified: Timestamp::parse_rfc3339(s(&l["last_modified"]))
-                        .map_err(|e| OpsError::Usage(e.to_string()))?,
-                },
-                Some("remove") => ManifestLine::Remove { key },
-                other => return Err(OpsError::Usage(format!("manifest line with action {other:?} in a plan"))),
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    if let Some(ManifestLine::Problem { key, .. }) =
+        part.manifest.iter().find(|l| matches!(l, ManifestLine::Problem { .. }))
+    {
+        return Err(OpsError::Usage(format!("the plan's manifest has a key that cannot be reconstructed: {key}")));
+    }
+    let lines = part.manifest.clone();
     let total = lines.len();
     let created = s3.ensure_bucket(&target)?;
-    progress.lock().expect("progress lock").begin("restored keys", Some(total as u64));
-    let report = s3.restore(bucket, &target, lines, t.concurrency, t.existing, &|done, _| {
+    progress.lock().expect("progress lock").begin(&format!("{}: restored keys", part.component), Some(total as u64));
+    let report = s3.restore(&part.bucket, &target, lines, t.concurrency, t.existing, &|done, _| {
         progress.lock().expect("progress lock").advance(done);
     })?;
     if !report.failed.is_empty() {
@@ -317,32 +275,22 @@ fn restore_s3(
             shown.join("; ")
         )));
     }
-    Ok((
-        format!("{report} into {target}{} (as of {})", if created { " (created)" } else { "" }, s(&part["at"])),
-        target,
-        url,
-    ))
+    Ok((format!("{report} into {target}{} (as of {})", if created { " (created)" } else { "" }, part.at), target, url))
 }
 
-fn restore_snapshot(part: &Value, t: &Targets) -> Result<(String, PathBuf), OpsError> {
+fn restore_snapshot(component: &str, snap: &Snapshot, t: &Targets) -> Result<(String, PathBuf), OpsError> {
     let dir = t.snapshot_dir.as_ref().ok_or_else(|| OpsError::Usage("give a snapshot directory".into()))?;
-    let snap = &part["snapshot"];
-    let component = s(&part["component"]);
-    let location = s(&snap["location"]);
-    let expected = snap["blake3"].as_str().and_then(|b| Digest32::parse(b).ok()).ok_or_else(|| {
-        failed(format!("snapshot {} has no recorded blake3: it cannot be verified", s(&snap["snapshot_id"])))
+    let expected = snap.blake3.ok_or_else(|| {
+        failed(format!("snapshot {} has no recorded blake3: it cannot be verified", snap.snapshot_id))
     })?;
     let target_dir = dir.join(name_of(component));
     std::fs::create_dir_all(&target_dir).map_err(io("the snapshot directory"))?;
-    let file_name = Path::new(location).file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "snapshot".into());
+    let file_name =
+        Path::new(&snap.location).file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "snapshot".into());
     let dest = target_dir.join(file_name);
-    match tidemark_agents::restore::fetch_verified(s(&snap["snapshot_id"]), location, expected, &dest)? {
+    match tidemark_agents::restore::fetch_verified(&snap.snapshot_id, &snap.location, expected, &dest)? {
         Ok(()) => Ok((
-            format!(
-                "snapshot {} copied to {} and verified (blake3 {expected})",
-                s(&snap["snapshot_id"]),
-                dest.display()
-            ),
+            format!("snapshot {} copied to {} and verified (blake3 {expected})", snap.snapshot_id, dest.display()),
             target_dir,
         )),
         Err(refused) => Err(failed(refused.to_string())),
@@ -351,20 +299,27 @@ fn restore_snapshot(part: &Value, t: &Targets) -> Result<(String, PathBuf), OpsE
 
 /// Carries out every part of a plan, each verified; never stops at the
 /// first failure. Each part's result goes to `progress` as a note.
-pub fn execute(plan: &Value, t: &Targets, pg: &PgRestore, progress: &mut dyn Progress) -> Executed {
+pub fn execute(plan: &GroupPlan, t: &Targets, pg: &PgRestore, progress: &mut dyn Progress) -> Executed {
     let mut ex = Executed::default();
-    let parts = plan["components"].as_array().cloned().unwrap_or_default();
-    let pg_count = parts.iter().filter(|p| p["kind"] == "postgresql").count();
+    let parts = &plan.body.components;
+    let pg_count = parts.iter().filter(|p| matches!(p, ComponentPlan::Postgresql { .. })).count();
+    let s3_count = parts.iter().filter(|p| matches!(p, ComponentPlan::S3(_))).count();
     let progress = Mutex::new(progress);
-    for part in &parts {
-        let component = s(&part["component"]).to_owned();
+    for part in parts {
+        let component = part_component(part).to_owned();
         let started = Instant::now();
-        let result: Result<String, OpsError> = match part["kind"].as_str() {
-            Some("postgresql") => match &t.pg_data {
+        let result: Result<String, OpsError> = match part {
+            ComponentPlan::Postgresql { plan, .. } => match &t.pg_data {
                 None => Err(OpsError::Usage("give a PostgreSQL data directory".into())),
                 Some(dir) => {
                     let data = if pg_count > 1 { dir.join(name_of(&component)) } else { dir.clone() };
-                    restore_pg(part, &data, pg, t.keep_running).map(|(detail, running)| {
+                    progress.lock().expect("progress lock").note(&format!(
+                        "{component}: restoring base backup {} and replaying {} WAL segments into {}",
+                        plan.body.base_backup.backup_id,
+                        plan.body.wal_segments.len(),
+                        data.display()
+                    ));
+                    restore_pg(plan, &data, pg, t.keep_running).map(|(detail, running)| {
                         if let Some(r) = running {
                             let dsn = format!("host=127.0.0.1 port={} user={} dbname=postgres", r.port, pg.user);
                             ex.env.insert(format!("TIDEMARK_PG_{}_DSN", env_name(&component)), dsn.clone());
@@ -385,9 +340,9 @@ pub fn execute(plan: &Value, t: &Targets, pg: &PgRestore, progress: &mut dyn Pro
                     })
                 }
             },
-            Some("s3") => restore_s3(part, t, &progress).map(|(detail, bucket, url)| {
+            ComponentPlan::S3(part) => restore_s3(part, t, &progress).map(|(detail, bucket, url)| {
                 ex.env.insert(format!("TIDEMARK_S3_{}_BUCKET", env_name(&component)), bucket.clone());
-                if parts.iter().filter(|p| p["kind"] == "s3").count() == 1 {
+                if s3_count == 1 {
                     ex.env.insert("TIDEMARK_S3_BUCKET".into(), bucket.clone());
                 }
                 if let Some(u) = &url {
@@ -396,11 +351,12 @@ pub fn execute(plan: &Value, t: &Targets, pg: &PgRestore, progress: &mut dyn Pro
                 ex.buckets.push((component.clone(), url, bucket));
                 detail
             }),
-            Some("snapshot") => restore_snapshot(part, t).map(|(detail, dir)| {
-                ex.env.insert(format!("TIDEMARK_SNAPSHOT_{}_DIR", env_name(&component)), dir.display().to_string());
-                detail
-            }),
-            other => Err(OpsError::Usage(format!("unknown part kind {other:?}"))),
+            ComponentPlan::Snapshot { snapshot, .. } => {
+                restore_snapshot(&component, snapshot, t).map(|(detail, dir)| {
+                    ex.env.insert(format!("TIDEMARK_SNAPSHOT_{}_DIR", env_name(&component)), dir.display().to_string());
+                    detail
+                })
+            }
         };
         let mut p = progress.lock().expect("progress lock");
         match result {
@@ -424,8 +380,11 @@ fn clip(s: &str) -> String {
     s.chars().take(900).collect()
 }
 
-fn plan_digest(plan: &Value) -> Result<Digest32, OpsError> {
-    Digest32::parse(s(&plan["digest"])).map_err(|e| OpsError::Usage(format!("the plan's digest: {e}")))
+fn part_component(part: &ComponentPlan) -> &str {
+    match part {
+        ComponentPlan::Postgresql { component, .. } | ComponentPlan::Snapshot { component, .. } => component,
+        ComponentPlan::S3(p) => &p.component,
+    }
 }
 
 /// What a restore did and recorded.
@@ -448,7 +407,7 @@ pub fn restore(
     ledger: &mut dyn LedgerApi,
     env: &dyn Env,
     key: &SecretKey,
-    plan: &Value,
+    plan: &GroupPlan,
     targets: &Targets,
     pg: &PgRestore,
     environment: &str,
@@ -459,7 +418,7 @@ pub fn restore(
     let now_size = check_plan_checkpoint(ledger, plan)?;
     progress.note(&format!(
         "plan checkpoint {} is in this ledger's history (now {now_size} entries)",
-        plan["computed_at_checkpoint"]["tree_size"]
+        plan.body.computed_at_checkpoint.tree_size
     ));
     let started = Instant::now();
     let executed = execute(plan, targets, pg, progress);
@@ -476,9 +435,9 @@ pub fn restore(
         })
         .collect::<Result<Vec<_>, OpsError>>()?;
     let body = EventBody::RestorePerformed(RestorePerformed {
-        target: s(&plan["group"]).to_owned(),
-        recovery_point: s(&plan["recovery_point"]["id"]).to_owned(),
-        plan_digest: plan_digest(plan)?,
+        target: plan.body.group.clone(),
+        recovery_point: plan.body.recovery_point.id.clone(),
+        plan_digest: plan.digest,
         target_environment: if environment.is_empty() { "none".to_owned() } else { environment.to_owned() },
         outcome,
         components,
@@ -525,7 +484,7 @@ pub fn drill(
     ledger: &mut dyn LedgerApi,
     env: &dyn Env,
     key: &SecretKey,
-    plan: &Value,
+    plan: &GroupPlan,
     d: &DrillPlan,
     pg: &PgRestore,
     progress: &mut dyn Progress,
@@ -539,7 +498,7 @@ pub fn drill(
     let plan_path = d.scratch.join("plan.json");
     let text = serde_json::to_string_pretty(plan).map_err(|e| failed(e.to_string()))? + "\n";
     std::fs::write(&plan_path, text).map_err(io("writing the drill's plan"))?;
-    let tag: String = s(&plan["digest"]).chars().take(8).collect::<String>().to_lowercase();
+    let tag: String = plan.digest.to_string().chars().take(8).collect::<String>().to_lowercase();
     let targets = Targets {
         pg_data: Some(d.scratch.join("pg")),
         bucket_suffix: Some(format!("-drill-{tag}")),
@@ -554,7 +513,7 @@ pub fn drill(
     let ex = execute(plan, &targets, pg, progress);
     let restored = overall(&ex.outcomes) == Outcome::Succeeded;
     let mut checks = vec![DrillCheck {
-        command: format!("tidemark restore (plan {})", s(&plan["digest"])),
+        command: format!("tidemark restore (plan {})", plan.digest),
         exit_code: if restored { 0 } else { 1 },
         passed: restored,
     }];
@@ -566,7 +525,7 @@ pub fn drill(
                 .envs(&ex.env)
                 .env("TIDEMARK_PLAN", &plan_path)
                 .env("TIDEMARK_DRILL_GROUP", &d.group)
-                .env("TIDEMARK_DRILL_POINT", s(&plan["recovery_point"]["id"]));
+                .env("TIDEMARK_DRILL_POINT", &plan.body.recovery_point.id);
             match c.status() {
                 Ok(st) => st.code().unwrap_or(128),
                 Err(e) => {
@@ -595,9 +554,15 @@ pub fn drill(
             pg.process.stop(&r.data);
         }
         for (component, url, bucket) in &ex.buckets {
-            let part =
-                plan["components"].as_array().into_iter().flatten().find(|p| p["component"] == component.as_str());
-            let region = part.map(|p| s(&p["region"]).to_owned()).unwrap_or_else(|| "us-east-1".into());
+            let region = plan
+                .body
+                .components
+                .iter()
+                .find_map(|p| match p {
+                    ComponentPlan::S3(p) if p.component == *component => Some(p.region.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "us-east-1".into());
             let removed = tidemark_s3::S3::connect(&tidemark_s3::Endpoint {
                 url: url.clone(),
                 region,
@@ -616,8 +581,8 @@ pub fn drill(
     }
     let body = EventBody::DrillCompleted(DrillCompleted {
         group,
-        recovery_point: s(&plan["recovery_point"]["id"]).to_owned(),
-        plan_digest: plan_digest(plan)?,
+        recovery_point: plan.body.recovery_point.id.clone(),
+        plan_digest: plan.digest,
         checks,
         result: if passed { DrillResult::Passed } else { DrillResult::Failed },
         duration_ms: started.elapsed().as_millis() as u64,
@@ -639,14 +604,28 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_plan_is_refused_by_its_digest() {
-        let body =
-            serde_json::json!({"format": tidemark_lineage::group_plan::FORMAT, "components": [], "group": "app"});
-        let digest = Digest32::blake3_of(&tidemark_core::canonical::to_canonical_vec(&body).unwrap());
-        let mut plan = body.clone();
-        plan["digest"] = Value::String(digest.to_string());
+    fn a_plan_of_another_format_or_changed_is_refused() {
+        let t = tidemark_core::Timestamp::from_unix_seconds(1_790_000_000);
+        let def = tidemark_lineage::group::GroupDef {
+            name: "app".into(),
+            components: vec![],
+            max_skew_ms: 0,
+            defined_at: t,
+            seq: 1,
+        };
+        let point = tidemark_lineage::group_plan::PointRef {
+            id: "m-1".into(),
+            class: tidemark_lineage::group::Class::Quiesced,
+            at: t,
+        };
+        let cp = tidemark_lineage::pg_plan::CheckpointRef { origin: "o".into(), tree_size: 1, root_hash: "r".into() };
+        let plan = tidemark_lineage::group_plan::assemble(&def, point, vec![], cp, vec![]);
         assert!(check_plan_digests(&plan).is_ok());
-        plan["group"] = Value::String("other".into());
-        assert!(matches!(check_plan_digests(&plan), Err(OpsError::Tampered(_))));
+        let mut changed = plan.clone();
+        changed.body.group = "other".into();
+        assert!(matches!(check_plan_digests(&changed), Err(OpsError::Tampered(_))));
+        let mut other = plan;
+        other.body.format = "tidemark-group-plan-v0".into();
+        assert!(matches!(check_plan_digests(&other), Err(OpsError::Usage(_))));
     }
 }

@@ -488,7 +488,7 @@ impl S3 {
 }
 
 /// What a restore did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RestoreReport {
     /// Versions copied and verified.
     pub copied: u64,

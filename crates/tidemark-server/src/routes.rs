@@ -414,7 +414,7 @@ struct CustodyQuery {
 }
 
 /// Custody and audit rows for the entries `filter` selects.
-fn audit_rows(s: &AppState, filter: &EntryFilter) -> Result<Vec<Value>, Problem> {
+fn audit_rows(s: &AppState, filter: &EntryFilter) -> Result<Vec<tidemark_export::AuditRow>, Problem> {
     let ledger = s.ledger.read().expect("ledger lock");
     let registry = ledger.registry().clone();
     let mut rows = Vec::new();

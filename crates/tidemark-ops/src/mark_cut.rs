@@ -10,14 +10,21 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tidemark_core::Timestamp;
 use tidemark_core::event::{ClockProbe, S3ClockEvidence};
 use tidemark_lineage::s3::SECOND_US;
 use tidemark_s3::S3;
 
-use crate::exit::{self, coded};
-use crate::util;
+use crate::{Env, OpsError};
+
+fn failed(msg: impl Into<String>) -> OpsError {
+    OpsError::Failed(msg.into())
+}
+
+/// An S3 error, said of the component it happened to.
+fn of(component: &str) -> impl Fn(tidemark_s3::S3Error) -> OpsError + '_ {
+    move |e| failed(format!("{component}: {e}"))
+}
 
 /// A bucket whose clock the cut watches.
 pub struct Clocked<'a> {
@@ -37,17 +44,17 @@ fn second(t: Timestamp) -> i64 {
     t.as_micros().div_euclid(SECOND_US)
 }
 
-fn micros_until(t: i64) -> Option<Duration> {
-    let now = util::now().as_micros();
+fn micros_until(env: &dyn Env, t: i64) -> Option<Duration> {
+    let now = env.now().as_micros();
     (t > now).then(|| Duration::from_micros((t - now) as u64))
 }
 
 /// Probes every bucket once, in order.
-fn round(buckets: &[Clocked<'_>], probes: &mut [Vec<String>]) -> anyhow::Result<Vec<ClockProbe>> {
-    let now = || util::now();
+fn round(env: &dyn Env, buckets: &[Clocked<'_>], probes: &mut [Vec<String>]) -> Result<Vec<ClockProbe>, OpsError> {
+    let now = || env.now();
     let mut out = Vec::with_capacity(buckets.len());
     for (b, ids) in buckets.iter().zip(probes.iter_mut()) {
-        let p = b.s3.probe_clock(b.bucket, &now).with_context(|| b.component.to_owned())?;
+        let p = b.s3.probe_clock(b.bucket, &now).map_err(of(b.component))?;
         ids.push(p.version_id.clone());
         out.push(p);
     }
@@ -69,19 +76,20 @@ fn clean_tick(before: &[ClockProbe], after: &[ClockProbe]) -> Option<i64> {
 /// one. The cut then lies between the previous round's sending and its own
 /// return, as does the tick. Each attempt gets its number (0 first).
 pub fn cut<T: Send>(
+    env: &dyn Env,
     buckets: &[Clocked<'_>],
-    cut: &(dyn Fn(u32) -> anyhow::Result<T> + Sync),
-) -> anyhow::Result<(Cut, T)> {
+    cut: &(dyn Fn(u32) -> Result<T, OpsError> + Sync),
+) -> Result<(Cut, T), OpsError> {
     for b in buckets {
-        b.s3.prepare_clock(b.bucket).with_context(|| b.component.to_owned())?;
+        b.s3.prepare_clock(b.bucket).map_err(of(b.component))?;
     }
     let mut probes = vec![Vec::new(); buckets.len()];
     // Where S3's second ticks on this clock, to within the probe interval…
-    let mut prev = round(buckets, &mut probes)?;
+    let mut prev = round(env, buckets, &mut probes)?;
     let mut tick: Option<i64> = None;
     for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(40));
-        let cur = round(buckets, &mut probes)?;
+        let cur = round(env, buckets, &mut probes)?;
         if second(cur[0].last_modified) != second(prev[0].last_modified) {
             tick = Some(cur[0].sent_at.as_micros());
             break;
@@ -89,7 +97,7 @@ pub fn cut<T: Send>(
         prev = cur;
     }
     let Some(mut tick) = tick else {
-        return Err(coded(exit::FAILURE, "S3's clock did not tick in 1.6 s of probing: LastModified is not advancing"));
+        return Err(failed("S3's clock did not tick in 1.6 s of probing: LastModified is not advancing"));
     };
     // …then to within a round trip (back-to-back probes around the next tick),
     // and then the cut, concurrent with the probes, around the one after.
@@ -97,28 +105,28 @@ pub fn cut<T: Send>(
     let mut round_trip = 20_000i64;
     let mut attempt = 0u32;
     for _ in 0..8 {
-        let now = util::now().as_micros();
+        let now = env.now().as_micros();
         let mut next = tick + ((now - tick).div_euclid(SECOND_US) + 1) * SECOND_US;
         let early = if calibrated { 2 * round_trip + 2_000 } else { 80_000 };
         if next - early < now + 2_000 {
             next += SECOND_US;
         }
-        if let Some(d) = micros_until(next - early) {
+        if let Some(d) = micros_until(env, next - early) {
             std::thread::sleep(d);
         }
-        let mut before = round(buckets, &mut probes)?;
+        let mut before = round(env, buckets, &mut probes)?;
         loop {
             let (after, attempted) = if calibrated {
                 let (done, after) = std::thread::scope(|scope| {
                     let n = attempt;
-                    let pg = scope.spawn(move || cut(n).map(|t| (t, util::now())));
-                    let after = round(buckets, &mut probes);
+                    let pg = scope.spawn(move || cut(n).map(|t| (t, env.now())));
+                    let after = round(env, buckets, &mut probes);
                     (pg.join().expect("the cut does not panic"), after)
                 });
                 attempt += 1;
                 (after?, Some(done?))
             } else {
-                (round(buckets, &mut probes)?, None)
+                (round(env, buckets, &mut probes)?, None)
             };
             let (first, last) = (&before[0], &after[0]);
             round_trip = round_trip.min(last.received_at.as_micros() - last.sent_at.as_micros()).max(500);
@@ -152,22 +160,23 @@ pub fn cut<T: Send>(
                 calibrated = false;
                 break;
             }
-            if util::now().as_micros() > next + 250_000 {
+            if env.now().as_micros() > next + 250_000 {
                 calibrated = false;
                 break;
             }
             before = after;
         }
     }
-    Err(coded(exit::FAILURE, "could not see S3's clock tick between two back-to-back probes in 8 attempts"))
+    Err(failed("could not see S3's clock tick between two back-to-back probes in 8 attempts"))
 }
 
 /// After the cut: the uploads in progress that could still add versions
 /// stamped before the boundary, and a check that the listing stamps the
 /// probes exactly as their responses did (the same clock, the same rounding).
-pub fn confirm(b: &Clocked<'_>, e: &mut S3ClockEvidence) -> anyhow::Result<()> {
+pub fn confirm(b: &Clocked<'_>, e: &mut S3ClockEvidence) -> Result<(), OpsError> {
     let mut keys: Vec<String> =
-        b.s3.uploads_in_progress(b.bucket, None)?
+        b.s3.uploads_in_progress(b.bucket, None)
+            .map_err(of(b.component))?
             .into_iter()
             .filter(|(k, initiated)| *initiated < e.boundary && !k.starts_with(tidemark_lineage::s3::RESERVED_PREFIX))
             .map(|(k, _)| k)
@@ -175,24 +184,18 @@ pub fn confirm(b: &Clocked<'_>, e: &mut S3ClockEvidence) -> anyhow::Result<()> {
     keys.sort();
     keys.dedup();
     e.uploads_in_progress = keys;
-    let listed = b.s3.listed_probes(b.bucket)?;
+    let listed = b.s3.listed_probes(b.bucket).map_err(of(b.component))?;
     for p in [&e.before, &e.after] {
         match listed.iter().find(|(id, _)| *id == p.version_id) {
             Some((_, lm)) if *lm == p.last_modified => {}
             Some((_, lm)) => {
-                return Err(coded(
-                    exit::FAILURE,
-                    format!(
-                        "{}: the probe {} was stamped {} in its response but {lm} in the listing: S3's LastModified cannot be read exactly here",
-                        b.component, p.version_id, p.last_modified
-                    ),
-                ));
+                return Err(failed(format!(
+                    "{}: the probe {} was stamped {} in its response but {lm} in the listing: S3's LastModified cannot be read exactly here",
+                    b.component, p.version_id, p.last_modified
+                )));
             }
             None => {
-                return Err(coded(
-                    exit::FAILURE,
-                    format!("{}: the probe version {} is not listed", b.component, p.version_id),
-                ));
+                return Err(failed(format!("{}: the probe version {} is not listed", b.component, p.version_id)));
             }
         }
     }
