@@ -110,6 +110,13 @@ impl Db {
         Ok(self.one("SELECT pg_is_in_recovery()", &[])?.get(0))
     }
 
+    /// `pg_last_wal_replay_lsn()`: how far a server in recovery has replayed
+    /// (none before replay starts, or on a server that never recovered).
+    pub fn replay_lsn(&self) -> Result<Option<Lsn>, AgentError> {
+        let text: Option<String> = self.one("SELECT pg_last_wal_replay_lsn()::text", &[])?.get(0);
+        Ok(text.and_then(|t| Lsn::parse(&t).ok()))
+    }
+
     /// Completes the WAL segment holding `lsn` (`pg_switch_wal()`) and waits
     /// until the archiver reports it archived, so what was just pinned is in
     /// the archive (and the ledger, through the archive hook) when this returns.

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tidemark_core::Lsn;
+
 use crate::AgentError;
 use crate::pg_db::Db;
 
@@ -85,17 +87,31 @@ impl PgProcess {
 /// Rule: recovery has ended when the server answers `pg_is_in_recovery()`
 /// with false; it has failed when the server is gone (no `postmaster.pid`).
 /// Waits up to `timeout` and returns how long promotion took; on failure the
-/// error carries the end of `log`.
-pub fn wait_promoted(dsn: &str, data: &Path, log: &Path, timeout: Duration) -> Result<Duration, AgentError> {
+/// error carries the end of `log`. `replayed` sees how far replay has got
+/// whenever the server answers during recovery.
+pub fn wait_promoted(
+    dsn: &str,
+    data: &Path,
+    log: &Path,
+    timeout: Duration,
+    replayed: &mut dyn FnMut(Lsn),
+) -> Result<Duration, AgentError> {
     let started = Instant::now();
     loop {
         if !data.join("postmaster.pid").exists() {
             return Err(AgentError::Refused(format!("the restored server stopped during recovery: {}", log_tail(log))));
         }
-        if let Ok(db) = Db::connect(dsn)
-            && db.in_recovery().ok() == Some(false)
-        {
-            return Ok(started.elapsed());
+        if let Ok(db) = Db::connect(dsn) {
+            match db.in_recovery() {
+                Ok(false) => return Ok(started.elapsed()),
+                // Hot standby answers during replay: how far it has got.
+                Ok(true) => {
+                    if let Ok(Some(lsn)) = db.replay_lsn() {
+                        replayed(lsn);
+                    }
+                }
+                Err(_) => {}
+            }
         }
         if started.elapsed() > timeout {
             return Err(AgentError::Refused(format!(
@@ -163,9 +179,15 @@ mod tests {
             "FATAL: requested recovery stop point is before consistent recovery point\n",
         )
         .unwrap();
-        let e = wait_promoted("host=127.0.0.1 port=1", dir.path(), &dir.path().join("log"), Duration::from_secs(5))
-            .unwrap_err()
-            .to_string();
+        let e = wait_promoted(
+            "host=127.0.0.1 port=1",
+            dir.path(),
+            &dir.path().join("log"),
+            Duration::from_secs(5),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("stopped during recovery") && e.contains("consistent recovery point"), "{e}");
         assert!(wait_exited(dir.path(), Duration::from_millis(1)));
     }

@@ -370,6 +370,9 @@ pub struct TimelineArgs {
     out: PathBuf,
     #[arg(long)]
     html: bool,
+    /// Print what was written as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn timeline(global: &Global, a: TimelineArgs) -> anyhow::Result<ExitCode> {
@@ -377,7 +380,11 @@ pub fn timeline(global: &Global, a: TimelineArgs) -> anyhow::Result<ExitCode> {
     let r = util::open_api(global)?.group_report(&a.group).map_err(ops_err)?;
     let text = if a.html { tidemark_lineage::timeline::html(&r) } else { tidemark_lineage::timeline::svg(&r) };
     util::write_file_atomic(&a.out, text.as_bytes())?;
-    println!("wrote {} ({} bytes)", a.out.display(), text.len());
+    if a.json {
+        util::print_json(&serde_json::json!({"path": a.out.display().to_string(), "bytes": text.len()}));
+    } else {
+        println!("wrote {} ({} bytes)", a.out.display(), text.len());
+    }
     Ok(exit::ok())
 }
 

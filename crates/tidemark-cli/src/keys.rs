@@ -93,6 +93,9 @@ pub struct ShowArgs {
     /// Print the actor id and public key of a key file.
     #[arg(long = "pub")]
     public: Option<PathBuf>,
+    /// Print it as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(global: &Global, command: KeyCommand) -> anyhow::Result<ExitCode> {
@@ -225,16 +228,24 @@ fn list(global: &Global, a: ListArgs) -> anyhow::Result<ExitCode> {
 fn show(global: &Global, a: ShowArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = a.public {
         let public = read_public(&p)?;
+        if a.json {
+            print_json(&json!({"actor": public.actor.to_string(), "name": public.name.to_string(),
+                "public_key": public.public_key.to_base64()}));
+            return Ok(exit::ok());
+        }
         println!("actor {}", public.actor);
         println!("name {}", public.name);
         println!("public_key {}", public.public_key.to_base64());
         return Ok(exit::ok());
     }
-    if let Some(client) = global.client() {
-        println!("{}", client.ledger_key().map_err(crate::remote::client_err)?);
-        return Ok(exit::ok());
+    let vkey = match global.client() {
+        Some(client) => client.ledger_key().map_err(crate::remote::client_err)?,
+        None => util::open_ledger(global)?.note_verifier().to_vkey(),
+    };
+    if a.json {
+        print_json(&json!({"ledger_key": vkey}));
+    } else {
+        println!("{vkey}");
     }
-    let ledger = util::open_ledger(global)?;
-    println!("{}", ledger.note_verifier().to_vkey());
     Ok(exit::ok())
 }

@@ -108,6 +108,9 @@ pub struct ArchiveHookArgs {
     location: PathBuf,
     /// %p: the file in pg_wal. When given, the archived copy must be byte-identical to it.
     source: Option<PathBuf>,
+    /// Print what was recorded as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -128,6 +131,9 @@ pub struct RecordBackupArgs {
     /// How long to wait for the backup history file to be archived.
     #[arg(long, default_value_t = 15)]
     wait_secs: u64,
+    /// Print what was recorded as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -144,6 +150,9 @@ pub struct ImportArgs {
     /// pgBackRest configuration file for `pgbackrest info`.
     #[arg(long)]
     pgbackrest_config: Option<PathBuf>,
+    /// Print what was imported and skipped as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -156,6 +165,9 @@ pub struct WatchArgs {
     /// Stop after this many positions (default: until SIGTERM or SIGINT).
     #[arg(long)]
     count: Option<u64>,
+    /// One JSON object per recorded position on stdout (NDJSON).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -278,8 +290,12 @@ fn archive_hook(global: &Global, a: ArchiveHookArgs) -> anyhow::Result<ExitCode>
         modified,
         history_text.as_deref(),
     )?;
-    if let Some(draft) = draft {
-        record(global, &a.signer.key()?, vec![draft])?;
+    let entry = match draft {
+        Some(draft) => record(global, &a.signer.key()?, vec![draft])?.first().copied(),
+        None => None,
+    };
+    if a.json {
+        util::print_json(&serde_json::json!({"file": file_name, "recorded": entry.is_some(), "entry": entry}));
     }
     Ok(exit::ok())
 }
@@ -347,6 +363,10 @@ fn record_backup(global: &Global, a: RecordBackupArgs) -> anyhow::Result<ExitCod
         unreachable!("base_backup_draft builds a pg.base_backup")
     };
     let seq = record(global, &key, vec![draft])?;
+    if a.json {
+        util::print_recorded(true, seq[0], &b, String::new);
+        return Ok(exit::ok());
+    }
     println!(
         "recorded base backup {} (timeline {}, {} → {}, {} bytes, blake3 {}) as entry {}",
         b.backup_id,
@@ -391,6 +411,15 @@ fn import_pgbackrest(global: &Global, a: ImportArgs) -> anyhow::Result<ExitCode>
     }
     let n = import.drafts.len();
     let appended = if n > 0 { record(global, &a.signer.key()?, import.drafts)? } else { Vec::new() };
+    if a.json {
+        let skipped: Vec<_> = import
+            .skipped
+            .iter()
+            .map(|(label, reason)| serde_json::json!({"label": label, "reason": reason}))
+            .collect();
+        util::print_json(&serde_json::json!({"imported": n, "entries": appended, "skipped": skipped}));
+        return Ok(exit::ok());
+    }
     println!("imported {n} backups ({} entries; re-imports are acknowledged as duplicates)", appended.len());
     Ok(exit::ok())
 }
@@ -429,12 +458,22 @@ fn watch(global: &Global, a: WatchArgs) -> anyhow::Result<ExitCode> {
         count: a.count,
     };
     let mut ledger = util::open_api(global)?;
-    let mut progress = crate::progress::Progress::new("positions", "recorded", None, global.quiet);
-    let n =
-        tidemark_ops::pg::watch_positions(ledger.as_mut(), &util::SystemEnv, &key, &db, &plan, &stop, &mut progress)
-            .map_err(exit::ops_err)?;
-    progress.finish();
-    eprintln!("tidemark: recorded {n} positions; stopped");
+    let quiet = global.quiet;
+    let mut each = |o: &pg_db::Observed, entry: Option<u64>| {
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"component": component, "lsn": o.lsn, "timeline": o.timeline, "observed_at": o.at, "entry": entry})
+            );
+        } else if !quiet {
+            eprintln!("tidemark: {component} at {} on timeline {} ({})", o.lsn, o.timeline, o.at);
+        }
+    };
+    let n = tidemark_ops::pg::watch_positions(ledger.as_mut(), &util::SystemEnv, &key, &db, &plan, &stop, &mut each)
+        .map_err(exit::ops_err)?;
+    if !quiet {
+        eprintln!("tidemark: recorded {n} positions; stopped");
+    }
     Ok(exit::ok())
 }
 
@@ -451,8 +490,7 @@ fn check_archive(global: &Global, a: CheckArchiveArgs) -> anyhow::Result<ExitCod
         writeln!(out, "{}", serde_json::to_string_pretty(&check)?)?;
     } else {
         for f in &check.problems {
-            let outcome = serde_json::to_value(f.outcome)?;
-            writeln!(out, "{:<8} {}  {}", outcome.as_str().unwrap_or(""), f.file, f.detail)?;
+            writeln!(out, "{:<8} {}  {}", f.outcome.name(), f.file, f.detail)?;
         }
         writeln!(
             out,

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Progress {
-    what: &'static str,
+    what: String,
     unit: &'static str,
     mode: Mode,
 }
@@ -29,24 +29,14 @@ impl Progress {
         let mode = if quiet {
             Mode::Quiet
         } else if std::io::stderr().is_terminal() {
-            let bar = match total {
-                Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()).with_style(
-                    ProgressStyle::with_template(&format!(
-                        "{what} {{bar:30}} {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, ETA {{eta}})"
-                    ))
-                    .expect("template is valid"),
-                ),
-                None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
-                    ProgressStyle::with_template(&format!("{what} {{spinner}} {{human_pos}} {unit} ({{per_sec}})"))
-                        .expect("template is valid"),
-                ),
-            };
-            Mode::Bar(bar)
+            Mode::Bar(
+                ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr()).with_style(style(what, unit, total)),
+            )
         } else {
             let now = Instant::now();
             Mode::Plain { started: now, last: now, total, done: 0 }
         };
-        Progress { what, unit, mode }
+        Progress { what: what.to_owned(), unit, mode }
     }
 
     /// Bytes instead of counts.
@@ -84,7 +74,7 @@ impl Progress {
                 *done = n;
                 if last.elapsed() >= PLAIN_EVERY {
                     *last = Instant::now();
-                    eprintln!("tidemark: {}", plain_line(self.what, self.unit, n, *total, started.elapsed()));
+                    eprintln!("tidemark: {}", plain_line(&self.what, self.unit, n, *total, started.elapsed()));
                 }
             }
         }
@@ -107,6 +97,15 @@ impl Progress {
     }
 }
 
+/// The bar's look: `what`, the bar, the count of `unit`, rate and ETA.
+fn style(what: &str, unit: &str, total: Option<u64>) -> ProgressStyle {
+    let template = match total {
+        Some(_) => format!("{what} {{bar:30}} {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, ETA {{eta}})"),
+        None => format!("{what} {{spinner}} {{human_pos}} {unit} ({{per_sec}})"),
+    };
+    ProgressStyle::with_template(&template).expect("template is valid")
+}
+
 /// `verified 120000/300000 entries (45000/s, ETA 4s)`.
 fn plain_line(what: &str, unit: &str, done: u64, total: Option<u64>, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-3);
@@ -123,9 +122,25 @@ fn plain_line(what: &str, unit: &str, done: u64, total: Option<u64>, elapsed: Du
 
 /// The bar (or the plain lines) as the sink of `tidemark_ops` work.
 impl tidemark_ops::Progress for Progress {
-    fn begin(&mut self, _what: &str, total: Option<u64>) {
-        if let Some(t) = total {
-            self.set_total(t);
+    /// A new phase: its own label ("restored keys", "pg:main: WAL bytes
+    /// replayed"), total, count and clock.
+    fn begin(&mut self, what: &str, total: Option<u64>) {
+        self.what = what.to_owned();
+        self.unit = "";
+        match &mut self.mode {
+            Mode::Quiet => {}
+            Mode::Bar(bar) => {
+                bar.set_style(style(what, "", total));
+                match total {
+                    Some(t) => bar.set_length(t),
+                    None => bar.unset_length(),
+                }
+                bar.reset();
+            }
+            Mode::Plain { started, last, total: t, done } => {
+                let now = Instant::now();
+                (*started, *last, *t, *done) = (now, now, total, 0);
+            }
         }
     }
 

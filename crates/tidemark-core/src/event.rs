@@ -713,6 +713,17 @@ pub enum VerifyOutcome {
     Corrupt,
 }
 
+impl VerifyOutcome {
+    /// The outcome as events name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            VerifyOutcome::Ok => "ok",
+            VerifyOutcome::Missing => "missing",
+            VerifyOutcome::Corrupt => "corrupt",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactVerified {
@@ -1386,6 +1397,13 @@ mod tests {
     use super::*;
     use crate::canonical::value_to_canonical_vec;
     use serde_json::json;
+
+    #[test]
+    fn rule_a_verify_outcome_is_named_as_it_serialises() {
+        for o in [VerifyOutcome::Ok, VerifyOutcome::Missing, VerifyOutcome::Corrupt] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.name());
+        }
+    }
 
     fn key() -> SecretKey {
         SecretKey::from_seed("agent-1", [3; 32])

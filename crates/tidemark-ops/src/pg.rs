@@ -60,8 +60,9 @@ pub struct WatchPlan {
 }
 
 /// Records a position every `interval` until `stop` is set (or `count` is
-/// reached); returns how many were recorded. Each position is reported to
-/// `progress` as a note. The signer is checked before the first one.
+/// reached); returns how many were recorded. Each position goes to
+/// `recorded` with its entry (none when spooled). The signer is checked
+/// before the first one.
 pub fn watch_positions(
     ledger: &mut dyn LedgerApi,
     env: &dyn Env,
@@ -69,7 +70,7 @@ pub fn watch_positions(
     db: &Db,
     plan: &WatchPlan,
     stop: &AtomicBool,
-    progress: &mut dyn Progress,
+    recorded: &mut dyn FnMut(&Observed, Option<u64>),
 ) -> Result<u64, OpsError> {
     if plan.interval.is_zero() {
         return Err(OpsError::Usage("the interval must be positive".into()));
@@ -79,9 +80,9 @@ pub fn watch_positions(
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) && plan.count.is_none_or(|c| n < c) {
         let started = Instant::now();
-        let (o, _) = record_position(ledger, env, key, component, db)?;
+        let (o, r) = record_position(ledger, env, key, component, db)?;
         n += 1;
-        progress.note(&format!("{component} at {} on timeline {} ({})", o.lsn, o.timeline, o.at));
+        recorded(&o, r.last_seq());
         if plan.count.is_some_and(|c| n >= c) {
             break;
         }

@@ -155,10 +155,12 @@ pub fn check_plan_checkpoint(ledger: &dyn LedgerApi, plan: &GroupPlan) -> Result
 /// write the recovery settings, start the server and wait until it has
 /// replayed to the target and promoted.
 fn restore_pg(
+    component: &str,
     plan: &Plan,
     data: &Path,
     pg: &PgRestore,
     keep_running: bool,
+    progress: &Mutex<&mut dyn Progress>,
 ) -> Result<(String, Option<Running>), OpsError> {
     let plan = &plan.body;
     let backup = &plan.base_backup;
@@ -217,7 +219,14 @@ fn restore_pg(
     let options = format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''");
     pg.process.start(data, &log, &options, &env, Duration::from_secs(120))?;
     let dsn = format!("host=127.0.0.1 port={port} user={} dbname=postgres", pg.user);
-    let promoted = match pg_process::wait_promoted(&dsn, data, &log, pg.recovery_timeout) {
+    // Replay progress in WAL bytes, from the backup's start to the target.
+    let start = backup.start_lsn.0;
+    let total = plan.target_lsn.0.saturating_sub(start);
+    progress.lock().expect("progress lock").begin(&format!("{component}: WAL bytes replayed"), Some(total));
+    let mut replayed = |lsn: tidemark_core::Lsn| {
+        progress.lock().expect("progress lock").advance(lsn.0.saturating_sub(start).min(total));
+    };
+    let promoted = match pg_process::wait_promoted(&dsn, data, &log, pg.recovery_timeout, &mut replayed) {
         Ok(d) => d,
         Err(e) => {
             pg.process.stop(data);
@@ -319,7 +328,7 @@ pub fn execute(plan: &GroupPlan, t: &Targets, pg: &PgRestore, progress: &mut dyn
                         plan.body.wal_segments.len(),
                         data.display()
                     ));
-                    restore_pg(plan, &data, pg, t.keep_running).map(|(detail, running)| {
+                    restore_pg(&component, plan, &data, pg, t.keep_running, &progress).map(|(detail, running)| {
                         if let Some(r) = running {
                             let dsn = format!("host=127.0.0.1 port={} user={} dbname=postgres", r.port, pg.user);
                             ex.env.insert(format!("TIDEMARK_PG_{}_DSN", env_name(&component)), dsn.clone());
