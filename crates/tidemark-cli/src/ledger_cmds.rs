@@ -241,6 +241,8 @@ impl AppendTally {
 /// fits in one batch is all-or-nothing; a refusal in a later batch stops
 /// there and says what before it is recorded.
 pub fn append(global: &Global, a: AppendArgs) -> anyhow::Result<ExitCode> {
+    // A stream of any length: memory follows what is live (docs/performance.md).
+    crate::return_freed_memory_promptly();
     let batch_size = a.batch_size.unwrap_or(if global.url().is_some() {
         tidemark_store::MAX_BATCH_EVENTS
     } else {

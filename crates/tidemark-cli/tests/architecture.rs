@@ -60,7 +60,7 @@ fn every_crate_keeps_to_its_boundary() {
     broken.extend(only(&deps, "tokio-postgres", &["tidemark-agents"]));
     broken.extend(only(&deps, "aws-", &["tidemark-s3"]));
     // Parsing, printing and exit codes live in the binary only.
-    for shell in ["clap", "anyhow", "indicatif", "tracing-subscriber", "mimalloc"] {
+    for shell in ["clap", "anyhow", "indicatif", "tracing-subscriber", "mimalloc", "libmimalloc-sys"] {
         broken.extend(only(&deps, shell, &["tidemark-cli"]));
     }
     // The pure rule crates: no I/O, no clock, no randomness, no workspace crate but core.
@@ -125,4 +125,44 @@ fn only_the_client_names_api_paths() {
         }
     }
     assert!(found.is_empty(), "API paths outside tidemark-client:\n{}", found.join("\n"));
+}
+
+/// Every `.rs` file under the crates' `src/` directories.
+fn sources() -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(&crates).unwrap() {
+        let src = dir.unwrap().path().join("src");
+        if src.is_dir() {
+            walk(&src, &mut out);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_only_unsafe_code_is_the_allocator_option() {
+    let mut found = Vec::new();
+    for path in sources() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("unsafe {") || code.contains("unsafe fn") || code.contains("unsafe impl") {
+                found.push(format!("{}:{}", path.display(), i + 1));
+            }
+        }
+    }
+    let main: Vec<&String> = found.iter().filter(|f| f.contains("tidemark-cli/src/main.rs")).collect();
+    assert_eq!(main.len(), 2, "one mimalloc option set and its test read it: {found:?}");
+    assert_eq!(found.len(), 2, "unsafe code outside the allocator option: {found:?}");
 }
