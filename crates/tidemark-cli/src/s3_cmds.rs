@@ -45,6 +45,7 @@ impl Bucket {
             bucket: self.bucket.clone(),
             region: self.region.clone(),
             path_style: self.path_style,
+            static_credentials: None,
         }
     }
 

@@ -25,6 +25,25 @@ use serde_json::Value;
 use tidemark_core::Digest32;
 use tidemark_s3::{Endpoint, S3};
 
+/// The real clock and fresh ids, for library calls.
+#[derive(Default)]
+struct LibEnv(std::sync::atomic::AtomicU64);
+
+impl tidemark_ops::Env for LibEnv {
+    fn now(&self) -> tidemark_core::Timestamp {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        tidemark_core::Timestamp::from_micros(d.as_micros() as i64)
+    }
+
+    fn new_event_id(&self) -> tidemark_core::EventId {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        let mut random = [0u8; 10];
+        random[..2].copy_from_slice(&(std::process::id() as u16).to_be_bytes());
+        random[2..].copy_from_slice(&n.to_be_bytes());
+        tidemark_core::EventId::new_v7((self.now().as_micros() / 1000) as u64, random)
+    }
+}
+
 struct World {
     cli: Cli,
     server: Server,
@@ -90,6 +109,35 @@ impl World {
         args.extend_from_slice(extra);
         let started = std::time::Instant::now();
         let mut v = self.json(&args);
+        v["measured_ms"] = Value::from(started.elapsed().as_millis() as u64);
+        v
+    }
+
+    /// The same marker as a library call (`tidemark_ops::mark::mark` over the
+    /// server's typed API): what `mark --json` prints, without a subprocess.
+    fn mark_lib(&self, group: &str, pg: &Postgres) -> Value {
+        let request = tidemark_ops::mark::MarkRequest {
+            group: group.to_owned(),
+            id: None,
+            pg_dsns: vec![(None, pg.dsn())],
+            snapshot_files: vec![],
+            snapshot_ids: vec![],
+            s3_path_style: true,
+            s3_static_credentials: Some(("test".into(), "test".into())),
+            clock_skew_ms: 300,
+            quiesce: None,
+            archive_timeout: Duration::from_secs(120),
+        };
+        let mut api =
+            tidemark_ops::Remote::new(tidemark_client::Client::new(&self.server.url, Some(self.token.clone())), None)
+                .unwrap();
+        let key = tidemark_store::read_secret_key_file(&self.cli.dir.path().join("agent.key")).unwrap();
+        let mut progress = tidemark_ops::progress::Recording::default();
+        let started = std::time::Instant::now();
+        let marked = tidemark_ops::mark::mark(&mut api, &LibEnv::default(), &key, &request, &mut progress)
+            .unwrap_or_else(|e| panic!("mark {group}: {e}; {:?}", progress.notes));
+        assert!(marked.entry.is_some() && marked.scans.len() == 1, "{marked:?}");
+        let mut v = serde_json::to_value(&marked).unwrap();
         v["measured_ms"] = Value::from(started.elapsed().as_millis() as u64);
         v
     }
@@ -397,7 +445,8 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
             if i % 2 == 0 {
                 w.watch(&pg);
             }
-            marks.push(w.mark_json("app", &pg, &[]));
+            // Every other marker through the library, the rest through the binary.
+            marks.push(if i % 2 == 0 { w.mark_lib("app", &pg) } else { w.mark_json("app", &pg, &[]) });
         }
         std::thread::sleep(Duration::from_secs(1));
         w.watch(&pg);

@@ -43,6 +43,8 @@ pub struct MarkRequest {
     pub snapshot_ids: Vec<(String, String)>,
     /// Path-style S3 addressing for registered endpoints that are AWS's.
     pub s3_path_style: bool,
+    /// An access key id and secret for the buckets; none: the standard AWS chain.
+    pub s3_static_credentials: Option<(String, String)>,
     /// Allowance for the difference between this clock and S3's (as for a scan).
     pub clock_skew_ms: u64,
     /// Writers stopped and resumed around the marker (a quiesced marker).
@@ -248,7 +250,11 @@ pub fn mark(
     let dbs = connect_clusters(&info, &dsns)?;
     let mut buckets = Vec::new();
     for c in components.iter().filter(|c| c.starts_with("s3:")) {
-        let spec = BucketSpec { path_style: request.s3_path_style, ..BucketSpec::registered(c) };
+        let spec = BucketSpec {
+            path_style: request.s3_path_style,
+            static_credentials: request.s3_static_credentials.clone(),
+            ..BucketSpec::registered(c)
+        };
         let b = spec.resolve(info.components.get(c).and_then(|r| r.s3.as_ref()))?;
         let s3 = b.connect()?;
         buckets.push((spec, b, s3));
