@@ -25,25 +25,6 @@ use serde_json::Value;
 use tidemark_core::Digest32;
 use tidemark_s3::{Endpoint, S3};
 
-/// The real clock and fresh ids, for library calls.
-#[derive(Default)]
-struct LibEnv(std::sync::atomic::AtomicU64);
-
-impl tidemark_ops::Env for LibEnv {
-    fn now(&self) -> tidemark_core::Timestamp {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        tidemark_core::Timestamp::from_micros(d.as_micros() as i64)
-    }
-
-    fn new_event_id(&self) -> tidemark_core::EventId {
-        let n = self.0.fetch_add(1, Ordering::Relaxed);
-        let mut random = [0u8; 10];
-        random[..2].copy_from_slice(&(std::process::id() as u16).to_be_bytes());
-        random[2..].copy_from_slice(&n.to_be_bytes());
-        tidemark_core::EventId::new_v7((self.now().as_micros() / 1000) as u64, random)
-    }
-}
-
 struct World {
     cli: Cli,
     server: Server,
@@ -134,7 +115,7 @@ impl World {
         let key = tidemark_store::read_secret_key_file(&self.cli.dir.path().join("agent.key")).unwrap();
         let mut progress = tidemark_ops::progress::Recording::default();
         let started = std::time::Instant::now();
-        let marked = tidemark_ops::mark::mark(&mut api, &LibEnv::default(), &key, &request, &mut progress)
+        let marked = tidemark_ops::mark::mark(&mut api, &common::LibEnv::default(), &key, &request, &mut progress)
             .unwrap_or_else(|e| panic!("mark {group}: {e}; {:?}", progress.notes));
         assert!(marked.entry.is_some() && marked.scans.len() == 1, "{marked:?}");
         let mut v = serde_json::to_value(&marked).unwrap();

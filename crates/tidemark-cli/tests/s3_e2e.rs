@@ -18,25 +18,8 @@ use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockMode, VersioningConfig
 use common::moto::{CREDS, Moto, moto_bin};
 use common::{Cli, Run, Server, admin_key};
 use serde_json::Value;
-use tidemark_core::{EventId, Timestamp};
+use tidemark_core::Timestamp;
 use tidemark_s3::{Endpoint, S3};
-
-/// The real clock and fresh ids, for library calls.
-struct SystemEnv(std::sync::atomic::AtomicU64);
-
-impl tidemark_ops::Env for SystemEnv {
-    fn now(&self) -> Timestamp {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        Timestamp::from_micros(d.as_micros() as i64)
-    }
-
-    fn new_event_id(&self) -> EventId {
-        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut random = [0u8; 10];
-        random[2..].copy_from_slice(&n.to_be_bytes());
-        EventId::new_v7((self.now().as_micros() / 1000) as u64, random)
-    }
-}
 
 struct World {
     cli: Cli,
@@ -338,7 +321,7 @@ fn s3_lineage_end_to_end() {
     let operator = tidemark_store::read_secret_key_file(&w.cli.dir.path().join("operator.key")).unwrap();
     let mut progress = tidemark_ops::progress::Recording::default();
     let prepared = tidemark_ops::s3_restore::prepare(&api, &request, &mut progress).unwrap();
-    let env = SystemEnv(std::sync::atomic::AtomicU64::new(1));
+    let env = common::LibEnv::default();
     let done =
         tidemark_ops::s3_restore::restore(&mut api, &env, &operator, &request, &prepared, &mut progress).unwrap();
     assert_eq!((done.report.copied, done.report.removed, done.report.failed.len()), (0, 0, 0), "re-run: {done:?}");

@@ -177,3 +177,22 @@ pub fn service_missing(what: &str) {
     }
     eprintln!("\n\n*** SKIPPED: {what} ***\n\n");
 }
+
+/// The real clock and fresh ids, for library calls.
+#[derive(Default)]
+pub struct LibEnv(std::sync::atomic::AtomicU64);
+
+impl tidemark_ops::Env for LibEnv {
+    fn now(&self) -> tidemark_core::Timestamp {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        tidemark_core::Timestamp::from_micros(d.as_micros() as i64)
+    }
+
+    fn new_event_id(&self) -> tidemark_core::EventId {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut random = [0u8; 10];
+        random[..2].copy_from_slice(&(std::process::id() as u16).to_be_bytes());
+        random[2..].copy_from_slice(&n.to_be_bytes());
+        tidemark_core::EventId::new_v7((self.now().as_micros() / 1000) as u64, random)
+    }
+}
