@@ -119,9 +119,9 @@ pub fn group(global: &Global, c: GroupCommand) -> anyhow::Result<ExitCode> {
                 max_skew_ms: max_skew,
             });
             let shown = body.to_value();
-            let seq = record_events(global, &signer.key()?, vec![body])?;
-            util::print_recorded(json, seq[0], &shown, || {
-                format!("group {name} defined as entry {}: {} (max skew {max_skew} ms)", seq[0], components.join(", "))
+            let recorded = record_events(global, &signer.key()?, vec![body])?;
+            util::print_recorded(json, &recorded, &shown, |at| {
+                format!("group {name} defined as {at}: {} (max skew {max_skew} ms)", components.join(", "))
             });
             Ok(exit::ok())
         }
@@ -146,8 +146,8 @@ pub fn snapshot(global: &Global, c: SnapshotCommand) -> anyhow::Result<ExitCode>
                 snapshot: Some(SnapshotStoreIdentity { store, description }),
             });
             let shown = body.to_value();
-            let seq = record_events(global, &signer.key()?, vec![body])?;
-            util::print_recorded(json, seq[0], &shown, || format!("registered {component} as entry {}", seq[0]));
+            let recorded = record_events(global, &signer.key()?, vec![body])?;
+            util::print_recorded(json, &recorded, &shown, |at| format!("registered {component} as {at}"));
             Ok(exit::ok())
         }
         SnapshotCommand::Record(a) => {
@@ -182,9 +182,9 @@ pub fn snapshot(global: &Global, c: SnapshotCommand) -> anyhow::Result<ExitCode>
                 }
             };
             let shown = body.to_value();
-            let seq = record_events(global, &a.signer.key()?, vec![body])?;
-            util::print_recorded(a.json, seq[0], &shown, || {
-                format!("snapshot {id} of {} recorded as entry {}", a.component, seq[0])
+            let recorded = record_events(global, &a.signer.key()?, vec![body])?;
+            util::print_recorded(a.json, &recorded, &shown, |at| {
+                format!("snapshot {id} of {} recorded as {at}", a.component)
             });
             Ok(exit::ok())
         }

@@ -10,9 +10,9 @@ use tidemark_core::ActorId;
 use tidemark_core::event::{EventBody, KeyEnrolled, KeyRevoked, Role};
 use tidemark_core::keys::PublicKeyFile;
 
+use crate::Global;
 use crate::exit::{self, coded};
 use crate::util::{self, print_json};
-use crate::{Global, ledger_cmds};
 
 #[derive(Subcommand)]
 pub enum KeyCommand {
@@ -169,11 +169,10 @@ fn enroll(global: &Global, a: EnrollArgs) -> anyhow::Result<ExitCode> {
     };
     let appended = sign_and_append(global, &a.signer, EventBody::KeyEnrolled(body))?;
     if a.json {
-        print_json(
-            &json!({"actor": public.actor.to_string(), "name": name, "roles": roles, "seq": appended.seq, "duplicate": appended.duplicate}),
-        );
+        print_json(&json!({"actor": public.actor.to_string(), "name": name, "roles": roles,
+                "seq": appended.map(|a| a.seq), "duplicate": appended.map(|a| a.duplicate)}));
     } else {
-        println!("enrolled {} ({name}) as {} at entry {}", public.actor, a.roles.join(","), appended.seq);
+        println!("enrolled {} ({name}) as {} at {}", public.actor, a.roles.join(","), entry_text(appended));
     }
     Ok(exit::ok())
 }
@@ -187,19 +186,32 @@ fn revoke(global: &Global, a: RevokeArgs) -> anyhow::Result<ExitCode> {
     let body = KeyRevoked { key: actor, reason: a.reason.clone() };
     let appended = sign_and_append(global, &a.signer, EventBody::KeyRevoked(body))?;
     if a.json {
-        print_json(
-            &json!({"actor": actor.to_string(), "reason": a.reason, "seq": appended.seq, "duplicate": appended.duplicate}),
-        );
+        print_json(&json!({"actor": actor.to_string(), "reason": a.reason,
+                "seq": appended.map(|a| a.seq), "duplicate": appended.map(|a| a.duplicate)}));
     } else {
-        println!("revoked {actor} at entry {}; it may sign nothing from now on", appended.seq);
+        println!("revoked {actor} at {}; it may sign nothing from now on", entry_text(appended));
     }
     Ok(exit::ok())
 }
 
-fn sign_and_append(global: &Global, signer: &Path, body: EventBody) -> anyhow::Result<tidemark_store::Appended> {
+/// The registry change, recorded (or spooled: then its entry is not known yet).
+fn sign_and_append(
+    global: &Global,
+    signer: &Path,
+    body: EventBody,
+) -> anyhow::Result<Option<tidemark_store::Appended>> {
     let key = util::read_key(signer)?;
-    let event = util::signed_event(&key, body).map_err(|e| coded(exit::REFUSED, e))?;
-    Ok(ledger_cmds::append_signed(global, vec![event])?[0])
+    match crate::pg_cmds::record_events(global, &key, vec![body])? {
+        tidemark_ops::Recorded::Appended(a) => Ok(a.last().copied()),
+        tidemark_ops::Recorded::Spooled { .. } => Ok(None),
+    }
+}
+
+fn entry_text(appended: Option<tidemark_store::Appended>) -> String {
+    match appended {
+        Some(a) => util::recorded_text(&tidemark_ops::Recorded::Appended(vec![a])),
+        None => "the spool (not in the ledger until delivered)".to_owned(),
+    }
 }
 
 fn list(global: &Global, a: ListArgs) -> anyhow::Result<ExitCode> {

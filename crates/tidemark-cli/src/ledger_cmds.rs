@@ -421,40 +421,6 @@ fn spool_rest(
     Ok(())
 }
 
-/// Appends signed events to the ledger, all-or-nothing for the whole input:
-/// everything is checked first (ids, registry, signatures), then written in
-/// batches of `batch_size`, each durable before `on_batch` sees it.
-pub fn append_in_batches(
-    global: &Global,
-    events: Vec<SignedEvent>,
-    batch_size: usize,
-    mut on_batch: impl FnMut(&[Appended]) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    if let Some(url) = global.url() {
-        return crate::remote::append_remote(global, url, events, batch_size, on_batch);
-    }
-    let mut ledger = util::open_ledger(global)?;
-    let known = ledger.known_keys();
-    let digested = Ledger::digest(events, &|a| known.get(a).copied());
-    let batches =
-        if digested.len() > batch_size { ledger.check_and_split(digested, batch_size)? } else { vec![digested] };
-    for batch in batches {
-        let appended = ledger.append_digested(batch, util::now())?;
-        on_batch(&appended)?;
-    }
-    Ok(())
-}
-
-/// Appends one batch and returns its results.
-pub fn append_signed(global: &Global, events: Vec<SignedEvent>) -> anyhow::Result<Vec<Appended>> {
-    let mut all = Vec::new();
-    append_in_batches(global, events, tidemark_store::MAX_BATCH_EVENTS, |a| {
-        all.extend_from_slice(a);
-        Ok(())
-    })?;
-    Ok(all)
-}
-
 #[derive(Args)]
 pub struct LogArgs {
     /// Only entries touching this artifact, e.g. pg:main/wal/000000010000000000000003.

@@ -6,18 +6,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use tidemark_agents::pg_files::{self, ArchivedKind};
-use tidemark_agents::{pg_db, pgbackrest, restore};
+use tidemark_agents::{pg_db, restore};
 use tidemark_core::ComponentId;
 use tidemark_core::event::{ComponentRegistered, EventBody, PostgresqlIdentity};
-use tidemark_core::{Draft, SecretKey, SignedEvent};
+use tidemark_core::{SecretKey, SignedEvent};
+use tidemark_ops::Recorded;
 
 use crate::exit::{self, coded};
-use crate::{Global, ledger_cmds, util};
+use crate::{Global, util};
 
 #[derive(Args, Clone)]
 pub struct Cluster {
@@ -193,9 +193,9 @@ pub fn run(global: &Global, c: PgCommand) -> anyhow::Result<ExitCode> {
                 snapshot: None,
             });
             let shown = body.to_value();
-            let seq = record_events(global, &a.signer.key()?, vec![body])?;
-            util::print_recorded(json, seq[0], &shown, || {
-                format!("registered {component} (system identifier {sysid}, {size}-byte segments) as entry {}", seq[0])
+            let recorded = record_events(global, &a.signer.key()?, vec![body])?;
+            util::print_recorded(json, &recorded, &shown, |at| {
+                format!("registered {component} (system identifier {sysid}, {size}-byte segments) as {at}")
             });
             Ok(exit::ok())
         }
@@ -210,9 +210,9 @@ pub fn run(global: &Global, c: PgCommand) -> anyhow::Result<ExitCode> {
             let component = ComponentId::parse(&agent.cluster.component()).map_err(|e| coded(exit::USAGE, e))?;
             let body = tidemark_ops::pg::restore_point_event(&component, &name, &o);
             let shown = body.to_value();
-            let seq = record_events(global, &key, vec![body])?;
-            util::print_recorded(json, seq[0], &shown, || {
-                format!("restore point {name:?} at {} on timeline {} ({}), entry {}", o.lsn, o.timeline, o.at, seq[0])
+            let recorded = record_events(global, &key, vec![body])?;
+            util::print_recorded(json, &recorded, &shown, |at| {
+                format!("restore point {name:?} at {} on timeline {} ({}), {at}", o.lsn, o.timeline, o.at)
             });
             Ok(exit::ok())
         }
@@ -221,162 +221,101 @@ pub fn run(global: &Global, c: PgCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Signs typed event bodies and appends them (through the server and spool when `--ledger` is a URL).
-pub fn record_events(global: &Global, key: &SecretKey, bodies: Vec<EventBody>) -> anyhow::Result<Vec<u64>> {
+/// Signs typed event bodies and records them in one batch: in the ledger,
+/// or through the server (with `--spool`, in the spool when it cannot be reached).
+pub fn record_events(global: &Global, key: &SecretKey, bodies: Vec<EventBody>) -> anyhow::Result<Recorded> {
     let events: Vec<SignedEvent> = bodies
         .into_iter()
         .map(|b| util::signed_event(key, b).map_err(|e| coded(exit::REFUSED, e)))
         .collect::<anyhow::Result<_>>()?;
-    Ok(ledger_cmds::append_signed(global, events)?.iter().map(|a| a.seq).collect())
+    record_signed(global, events)
 }
 
-/// Signs drafts (typed bodies with their own ids and times) and appends
-/// them (through the server and spool when `--ledger` is a URL).
-pub fn record(global: &Global, key: &SecretKey, drafts: Vec<Draft>) -> anyhow::Result<Vec<u64>> {
-    let events: Vec<SignedEvent> =
-        drafts.into_iter().map(|d| d.sign(key).map_err(|e| coded(exit::REFUSED, e))).collect::<anyhow::Result<_>>()?;
-    Ok(ledger_cmds::append_signed(global, events)?.iter().map(|a| a.seq).collect())
+/// One batch through the typed ledger API; a refusal is exit 3 wherever the ledger is.
+pub fn record_signed(global: &Global, events: Vec<SignedEvent>) -> anyhow::Result<Recorded> {
+    let mut ledger = util::open_api(global)?;
+    let recorded = ledger.record(events, util::now()).map_err(record_err)?;
+    spool_notes(ledger.as_mut(), &recorded);
+    Ok(recorded)
+}
+
+/// An error of work that records: the server's refusal is exit 3, as a
+/// local ledger's is; an unreachable server without a spool says how to keep events safe.
+fn record_err(e: tidemark_ops::OpsError) -> anyhow::Error {
+    match e {
+        tidemark_ops::OpsError::Client(tidemark_client::ClientError::Refused { status, detail, .. })
+            if status != 401 && status != 404 =>
+        {
+            crate::remote::RemoteRefusal { detail }.into()
+        }
+        tidemark_ops::OpsError::Client(e) if e.is_retryable() => {
+            coded(exit::FAILURE, format!("{e}; pass --spool DIR to keep events safe while the server is down"))
+        }
+        e => exit::ops_err(e),
+    }
+}
+
+/// Says on stderr what waited in the spool and was delivered first, and
+/// where events wait when the server could not be reached.
+pub fn spool_notes(ledger: &mut dyn tidemark_ops::LedgerApi, recorded: &Recorded) {
+    if let Some(report) = ledger.take_spool_delivery() {
+        crate::remote::say_delivered(&report);
+    }
+    if let Recorded::Spooled { events, spool, why } = recorded {
+        eprintln!(
+            "tidemark: {why}; spooled {events} events to {} (delivered by the next write or `tidemark spool flush`)",
+            spool.display()
+        );
+    }
 }
 
 fn archive_hook(global: &Global, a: ArchiveHookArgs) -> anyhow::Result<ExitCode> {
-    let component = a.cluster.component();
-    let file_name = a
-        .location
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| coded(exit::USAGE, "--location must end in the archived file's name (/archive/%f)"))?
-        .to_owned();
-    let kind = pg_files::classify(&file_name).ok_or_else(|| {
-        coded(
-            exit::USAGE,
-            format!("{file_name:?} is not a file PostgreSQL archives (segment, .history, .backup, .partial)"),
-        )
-    })?;
-    let digests = pg_files::digest_file(&a.location)?;
-    if let Some(src) = &a.source {
-        let original = pg_files::digest_file(src)?;
-        if original.blake3 != digests.blake3 {
-            return Err(coded(
-                exit::FAILURE,
-                format!(
-                    "the archived copy {} differs from {} (blake3 {} vs {}): archiving failed; PostgreSQL will retry",
-                    a.location.display(),
-                    src.display(),
-                    digests.blake3,
-                    original.blake3
-                ),
-            ));
-        }
+    let key = a.signer.key()?;
+    let request = tidemark_ops::pg_archive::ArchivedFileRequest {
+        component: a.cluster.component(),
+        location: a.location.clone(),
+        source: a.source.clone(),
+    };
+    let mut ledger = util::open_api(global)?;
+    let mut progress = crate::progress::Progress::new("archived", "files", None, true);
+    let archived =
+        tidemark_ops::pg_archive::archive_file(ledger.as_mut(), &util::SystemEnv, &key, &request, &mut progress)
+            .map_err(record_err)?;
+    if let Some(r) = &archived.recorded {
+        spool_notes(ledger.as_mut(), r);
     }
-    let modified = pg_files::modified_micros(a.source.as_deref().unwrap_or(&a.location))?;
-    let history_text = match kind {
-        ArchivedKind::History { .. } => Some(std::fs::read_to_string(&a.location).context("reading the history file")?),
-        ArchivedKind::BackupHistory => {
-            // Read by `pg record-backup` for the backup's stop time; nothing to record on its own.
-            let text = std::fs::read_to_string(&a.location).context("reading the backup history file")?;
-            if pg_files::parse_backup_label(&text).stop_lsn.is_none() {
-                eprintln!("tidemark: {file_name}: no STOP WAL LOCATION; `pg record-backup` will not use it");
-            }
-            None
-        }
-        _ => None,
-    };
-    let location = std::path::absolute(&a.location).unwrap_or(a.location.clone());
-    let draft = pg_files::archived_file_draft(
-        &component,
-        &file_name,
-        &location.to_string_lossy(),
-        &digests,
-        modified,
-        history_text.as_deref(),
-    )?;
-    let entry = match draft {
-        Some(draft) => record(global, &a.signer.key()?, vec![draft])?.first().copied(),
-        None => None,
-    };
     if a.json {
-        util::print_json(&serde_json::json!({"file": file_name, "recorded": entry.is_some(), "entry": entry}));
+        util::print_json(&archived);
     }
     Ok(exit::ok())
 }
 
-fn find_backup_history(
-    dir: &Path,
-    start_segment: &str,
-    start_lsn: tidemark_core::Lsn,
-) -> Option<pg_files::BackupLabel> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with(start_segment) && name.ends_with(".backup") {
-            let label = pg_files::parse_backup_label(&std::fs::read_to_string(e.path()).ok()?);
-            if label.start_lsn == Some(start_lsn) && label.stop_lsn.is_some() {
-                return Some(label);
-            }
-        }
-    }
-    None
-}
-
 fn record_backup(global: &Global, a: RecordBackupArgs) -> anyhow::Result<ExitCode> {
-    let component = a.cluster.component();
     let key = a.signer.key()?;
-    let backup = pg_files::read_backup_dir(&a.dir)?;
-    let start_lsn =
-        backup.label.start_lsn.ok_or_else(|| coded(exit::USAGE, "backup_label has no START WAL LOCATION"))?;
-    let start_segment = backup.label.start_segment.clone().unwrap_or_default();
-    // The backup history file is archived once the backup ends, next to its
-    // start segment: wait for both to show up.
-    let deadline = Instant::now() + Duration::from_secs(a.wait_secs);
-    let (history, archive_dir) = loop {
-        let archive_dir = match &a.archive {
-            Some(d) => Some(d.clone()),
-            None => util::open_api(global)?
-                .pg_file(&component, &start_segment)
-                .map_err(exit::ops_err)?
-                .and_then(|f| PathBuf::from(f.location).parent().map(Path::to_path_buf)),
-        };
-        let found = archive_dir.as_deref().and_then(|d| find_backup_history(d, &start_segment, start_lsn));
-        if found.is_some() || Instant::now() >= deadline {
-            break (found, archive_dir);
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let request = tidemark_ops::pg_archive::BackupRequest {
+        component: a.cluster.component(),
+        dir: a.dir.clone(),
+        location: a.location.clone(),
+        archive: a.archive.clone(),
+        wait: Duration::from_secs(a.wait_secs),
     };
-    if history.is_none() {
-        eprintln!(
-            "tidemark: no archived backup history file for {start_segment} found{}; stop LSN from backup_manifest, stop time from its modification time",
-            archive_dir.map(|d| format!(" in {}", d.display())).unwrap_or_default()
-        );
-    }
-    let manifest_modified =
-        tidemark_core::Timestamp::from_micros(pg_files::modified_micros(&a.dir.join("backup_manifest"))?);
-    let location = a
-        .location
-        .clone()
-        .unwrap_or_else(|| std::path::absolute(&a.dir).unwrap_or(a.dir.clone()).to_string_lossy().to_string());
-    let segment_size = util::open_api(global)?
-        .pg_report(&component)
-        .map_or(tidemark_lineage::pg::DEFAULT_SEGMENT_SIZE_BYTES, |r| r.wal_segment_size_bytes);
-    let draft =
-        pg_files::base_backup_draft(&component, &backup, &location, history.as_ref(), manifest_modified, segment_size)?;
-    let EventBody::PgBaseBackup(b) = draft.body.clone() else {
-        unreachable!("base_backup_draft builds a pg.base_backup")
-    };
-    let seq = record(global, &key, vec![draft])?;
-    if a.json {
-        util::print_recorded(true, seq[0], &b, String::new);
-        return Ok(exit::ok());
-    }
-    println!(
-        "recorded base backup {} (timeline {}, {} → {}, {} bytes, blake3 {}) as entry {}",
-        b.backup_id,
-        b.timeline,
-        b.start_lsn,
-        b.stop_lsn,
-        b.size_bytes,
-        b.blake3.map_or("-".to_owned(), |d| d.to_string()),
-        seq[0]
-    );
+    let mut ledger = util::open_api(global)?;
+    let mut progress = crate::progress::Progress::new("recorded", "backups", None, global.quiet);
+    let (b, recorded) =
+        tidemark_ops::pg_archive::record_backup(ledger.as_mut(), &util::SystemEnv, &key, &request, &mut progress)
+            .map_err(record_err)?;
+    spool_notes(ledger.as_mut(), &recorded);
+    util::print_recorded(a.json, &recorded, &b, |at| {
+        format!(
+            "recorded base backup {} (timeline {}, {} → {}, {} bytes, blake3 {}) as {at}",
+            b.backup_id,
+            b.timeline,
+            b.start_lsn,
+            b.stop_lsn,
+            b.size_bytes,
+            b.blake3.map_or("-".to_owned(), |d| d.to_string()),
+        )
+    });
     Ok(exit::ok())
 }
 
@@ -384,43 +323,32 @@ fn import_pgbackrest(global: &Global, a: ImportArgs) -> anyhow::Result<ExitCode>
     let text = match a.info_json.as_deref() {
         Some("-") => std::io::read_to_string(std::io::stdin()).context("reading stdin")?,
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
-        None => {
-            let mut cmd = std::process::Command::new("pgbackrest");
-            if let Some(c) = &a.pgbackrest_config {
-                cmd.arg(format!("--config={}", c.display()));
-            }
-            if let Some(s) = &a.stanza {
-                cmd.arg(format!("--stanza={s}"));
-            }
-            let out = cmd
-                .args(["info", "--output=json"])
-                .output()
-                .context("running `pgbackrest info` (is pgBackRest installed?)")?;
-            if !out.status.success() {
-                return Err(coded(
-                    exit::FAILURE,
-                    format!("pgbackrest info failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
-                ));
-            }
-            String::from_utf8(out.stdout).context("pgbackrest info printed non-UTF-8")?
-        }
+        None => tidemark_ops::pg_archive::pgbackrest_info(a.pgbackrest_config.as_deref(), a.stanza.as_deref())
+            .map_err(exit::ops_err)?,
     };
-    let import = pgbackrest::import_info(&a.cluster.component(), a.stanza.as_deref(), &text)?;
-    for (label, reason) in &import.skipped {
-        eprintln!("tidemark: skipped pgBackRest backup {label}: {reason}");
-    }
-    let n = import.drafts.len();
-    let appended = if n > 0 { record(global, &a.signer.key()?, import.drafts)? } else { Vec::new() };
+    let key = a.signer.key()?;
+    let mut ledger = util::open_api(global)?;
+    let done = tidemark_ops::pg_archive::import_pgbackrest(
+        ledger.as_mut(),
+        &util::SystemEnv,
+        &key,
+        &a.cluster.component(),
+        a.stanza.as_deref(),
+        &text,
+    )
+    .map_err(record_err)?;
     if a.json {
-        let skipped: Vec<_> = import
-            .skipped
-            .iter()
-            .map(|(label, reason)| serde_json::json!({"label": label, "reason": reason}))
-            .collect();
-        util::print_json(&serde_json::json!({"imported": n, "entries": appended, "skipped": skipped}));
+        util::print_json(&done);
         return Ok(exit::ok());
     }
-    println!("imported {n} backups ({} entries; re-imports are acknowledged as duplicates)", appended.len());
+    for (label, reason) in &done.skipped {
+        eprintln!("tidemark: skipped pgBackRest backup {label}: {reason}");
+    }
+    println!(
+        "imported {} backups ({} entries; re-imports are acknowledged as duplicates)",
+        done.imported,
+        done.entries.len()
+    );
     Ok(exit::ok())
 }
 

@@ -7,8 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use tidemark_client::{Client, ClientError, Spool};
-use tidemark_core::SignedEvent;
-use tidemark_store::{Appended, LedgerPaths};
+use tidemark_store::LedgerPaths;
 
 use crate::exit::{self, coded};
 use crate::ledger_cmds::{self, InitArgs};
@@ -169,68 +168,18 @@ impl std::error::Error for RemoteRefusal {}
 /// first, so order holds (said on stderr). An error means nothing new may be
 /// sent yet; a retryable one means the new events belong in the spool too.
 pub fn deliver_spool_first(spool: &Spool, client: &Client) -> Result<(), ClientError> {
-    let report = spool.flush(client)?;
-    if report.batches > 0 {
-        eprintln!("tidemark: delivered {} spooled events first", report.events);
-    }
-    for (path, reason) in report.rejected {
-        eprintln!("tidemark: a spooled batch was refused for good, moved to {}: {reason}", path.display());
-    }
+    say_delivered(&spool.flush(client)?);
     Ok(())
 }
 
-/// Writes through a server: the spool (if any) is delivered first so order
-/// holds; when the server cannot be reached and `--spool` is given, the rest
-/// goes to the spool and the command still succeeds.
-pub fn append_remote(
-    global: &Global,
-    url: &str,
-    events: Vec<SignedEvent>,
-    batch_size: usize,
-    mut on_batch: impl FnMut(&[Appended]) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let client = Client::new(url, global.token.clone());
-    let spool = global.spool.as_deref().map(Spool::open).transpose()?;
-    let batches: Vec<Vec<SignedEvent>> = events.chunks(batch_size.max(1)).map(<[SignedEvent]>::to_vec).collect();
-    let spool_rest = |spool: &Spool, from: usize, why: &ClientError| -> anyhow::Result<()> {
-        let mut n = 0;
-        for b in &batches[from..] {
-            spool.store(b)?;
-            n += b.len();
-        }
-        eprintln!(
-            "tidemark: {why}; spooled {n} events to {} (delivered by the next write or `tidemark spool flush`)",
-            global.spool.as_ref().expect("spool given").display()
-        );
-        Ok(())
-    };
-    if let Some(s) = &spool {
-        match deliver_spool_first(s, &client) {
-            Ok(()) => {}
-            Err(e) if e.is_retryable() => return spool_rest(s, 0, &e),
-            Err(e) => return Err(e.into()),
-        }
+/// What a spool delivery did, on stderr.
+pub fn say_delivered(report: &tidemark_client::FlushReport) {
+    if report.batches > 0 {
+        eprintln!("tidemark: delivered {} spooled events first", report.events);
     }
-    for (k, batch) in batches.iter().enumerate() {
-        match client.append(batch) {
-            Ok(results) => {
-                let appended: Vec<Appended> =
-                    results.iter().map(|r| Appended { seq: r.seq, duplicate: r.duplicate }).collect();
-                on_batch(&appended)?;
-            }
-            Err(e) if e.is_retryable() && spool.is_some() => {
-                return spool_rest(spool.as_ref().expect("checked"), k, &e);
-            }
-            Err(ClientError::Refused { detail, .. }) => return Err(RemoteRefusal { detail }.into()),
-            Err(e) => {
-                return Err(coded(
-                    exit::FAILURE,
-                    format!("{e}; pass --spool DIR to keep events safe while the server is down"),
-                ));
-            }
-        }
+    for (path, reason) in &report.rejected {
+        eprintln!("tidemark: a spooled batch was refused for good, moved to {}: {reason}", path.display());
     }
-    Ok(())
 }
 
 /// A client error as the CLI reports it: a refused credential or request

@@ -153,10 +153,8 @@ pub fn run(global: &Global, c: S3Command) -> anyhow::Result<ExitCode> {
                 snapshot: None,
             });
             let shown = body.to_value();
-            let seq = record_events(global, &signer.key()?, vec![body])?;
-            util::print_recorded(json, seq[0], &shown, || {
-                format!("registered {} as entry {}", bucket.component, seq[0])
-            });
+            let recorded = record_events(global, &signer.key()?, vec![body])?;
+            util::print_recorded(json, &recorded, &shown, |at| format!("registered {} as {at}", bucket.component));
             Ok(exit::ok())
         }
         S3Command::Scan(a) => scan(global, a),

@@ -99,11 +99,31 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
 
 /// What a command that records one fact prints: `{"entry": N, "recorded": BODY}`
 /// with `--json`, else its sentence.
-pub fn print_recorded(json: bool, entry: u64, body: &impl serde::Serialize, text: impl FnOnce() -> String) {
+pub fn print_recorded(
+    json: bool,
+    recorded: &tidemark_ops::Recorded,
+    body: &impl serde::Serialize,
+    text: impl FnOnce(&str) -> String,
+) {
     if json {
-        print_json(&serde_json::json!({"entry": entry, "recorded": body}));
+        let spooled = matches!(recorded, tidemark_ops::Recorded::Spooled { .. });
+        print_json(&serde_json::json!({"entry": recorded.last_seq(), "spooled": spooled, "recorded": body}));
     } else {
-        println!("{}", text());
+        println!("{}", text(&recorded_text(recorded)));
+    }
+}
+
+/// Where a recorded fact is, in words: `entry 12`, or the spool it waits in.
+pub fn recorded_text(recorded: &tidemark_ops::Recorded) -> String {
+    match recorded {
+        tidemark_ops::Recorded::Appended(a) => match a.last() {
+            Some(a) if a.duplicate => format!("entry {} (already recorded)", a.seq),
+            Some(a) => format!("entry {}", a.seq),
+            None => "no entry".to_owned(),
+        },
+        tidemark_ops::Recorded::Spooled { spool, .. } => {
+            format!("spooled in {} (not in the ledger until delivered)", spool.display())
+        }
     }
 }
 

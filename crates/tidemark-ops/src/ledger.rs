@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use tidemark_client::{Client, ClientError, Spool};
+use tidemark_client::{Client, ClientError, FlushReport, Spool};
 use tidemark_core::api::ConsistencyProof;
 use tidemark_core::registry::{AuthError, KeyRecord};
 use tidemark_core::{Kind, SecretKey, SignedEvent, Timestamp};
@@ -93,6 +93,12 @@ pub trait LedgerApi {
     fn s3_answer(&self, component: &str, at: Timestamp) -> Result<S3Answer, OpsError>;
     /// An S3 component's manifest at `at`: every key's version then.
     fn s3_manifest(&self, component: &str, at: Timestamp) -> Result<Manifest, OpsError>;
+
+    /// What the last writes delivered from the spool first (a server's
+    /// spool: events that waited while it was down), once; none for a local ledger.
+    fn take_spool_delivery(&mut self) -> Option<FlushReport> {
+        None
+    }
 
     /// Rule: before long work, the signer may append what the work records
     /// (enrolled, unrevoked, a role allowing `kind`), so a wrong key is
@@ -212,12 +218,14 @@ impl LedgerApi for Ledger {
 pub struct Remote {
     pub client: Client,
     pub spool: Option<(Spool, PathBuf)>,
+    /// What writes delivered from the spool since it was last taken.
+    delivered: Option<FlushReport>,
 }
 
 impl Remote {
     pub fn new(client: Client, spool: Option<PathBuf>) -> Result<Remote, OpsError> {
         let spool = spool.map(|dir| Spool::open(&dir).map(|s| (s, dir))).transpose()?;
-        Ok(Remote { client, spool })
+        Ok(Remote { client, spool, delivered: None })
     }
 
     fn spool_it(&self, events: &[SignedEvent], why: &ClientError) -> Result<Recorded, OpsError> {
@@ -247,7 +255,14 @@ impl LedgerApi for Remote {
     fn record(&mut self, events: Vec<SignedEvent>, _now: Timestamp) -> Result<Recorded, OpsError> {
         if let Some((spool, _)) = &self.spool {
             match spool.flush(&self.client) {
-                Ok(_) => {}
+                Ok(report) => {
+                    if report.batches > 0 || !report.rejected.is_empty() {
+                        let d = self.delivered.get_or_insert_with(FlushReport::default);
+                        d.batches += report.batches;
+                        d.events += report.events;
+                        d.rejected.extend(report.rejected);
+                    }
+                }
                 Err(e) if e.is_retryable() => return self.spool_it(&events, &e),
                 Err(e) => return Err(e.into()),
             }
@@ -259,6 +274,10 @@ impl LedgerApi for Remote {
             Err(e) if e.is_retryable() && self.spool.is_some() => self.spool_it(&events, &e),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn take_spool_delivery(&mut self) -> Option<FlushReport> {
+        self.delivered.take()
     }
 
     fn s3_report(&self, component: &str) -> Result<S3Report, OpsError> {

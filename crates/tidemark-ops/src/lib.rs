@@ -12,7 +12,8 @@
 //! * progress goes to a [`Progress`] sink (ripgrep's `Sink` is the model):
 //!   the CLI draws a bar, the agent logs, a test records;
 //! * the S3 scan ([`s3_scan`]) and bucket restores ([`s3_restore`]), markers ([`mark`], with the S3 clock cut in
-//!   [`mark_cut`]), PostgreSQL positions and the archive audit ([`pg`]),
+//!   [`mark_cut`]), PostgreSQL positions and the archive audit ([`pg`]), archived files,
+//!   base backups and pgBackRest catalogs ([`pg_archive`]),
 //!   restores and drills of group plans ([`restore`]);
 //! * errors are [`OpsError`], one enum the CLI maps to exit codes and the
 //!   server to HTTP statuses.
@@ -25,6 +26,7 @@ pub mod ledger;
 pub mod mark;
 pub mod mark_cut;
 pub mod pg;
+pub mod pg_archive;
 pub mod progress;
 pub mod restore;
 pub mod s3_restore;
