@@ -396,7 +396,7 @@ pub struct MarkArgs {
     group: String,
     #[command(flatten)]
     signer: Signer,
-    /// Marker id (default: m- and the UTC time, e.g. m-20261123T101500.123Z).
+    /// Marker id (default: m- and the UTC time to the second, e.g. m-20261123T101500Z).
     #[arg(long)]
     id: Option<String>,
     /// Connection string of a PostgreSQL component: pg:NAME=DSN (or just the DSN when the group has one).

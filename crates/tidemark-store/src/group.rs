@@ -11,9 +11,9 @@ use tidemark_lineage::group::{
     self, Activity, Catalog, CatalogCore, Change, ComponentKind, GroupError, GroupReport, Inputs, Latest, Marker,
     PgInput, S3Input,
 };
-use tidemark_lineage::group_plan::{self, ComponentPlan, GroupPlan, PlanRequest, PointRef, S3Part};
+use tidemark_lineage::group_plan::{self, ComponentPlan, GroupPlan, Pin, Pinned, PlanRequest, S3Part};
 use tidemark_lineage::pg::Cluster;
-use tidemark_lineage::pg_plan::{PlanOptions, Target};
+use tidemark_lineage::pg_plan::PlanOptions;
 use tidemark_lineage::s3::{Bucket, KeyHistory, ManifestLine};
 
 use crate::layout::{self, name_prefix};
@@ -170,63 +170,22 @@ impl crate::Ledger {
         let catalog = &self.catalog;
         let def = catalog.group(name).and_then(|g| g.def.clone()).expect("load_group checked it");
         // The point, judged; and what each component is restored to.
-        let (point, pins, point_notes): (PointRef, BTreeMap<String, Pin>, Vec<String>) = match request {
+        let pinned = match request {
             PlanRequest::Marker(id) => {
                 let (marker, judged) = group::marker_point(catalog, name, id, &inputs).map_err(group_err)?;
-                if !judged.restorable {
-                    let reasons = judged
-                        .components
-                        .iter()
-                        .filter_map(|p| p.reason.as_ref().map(|r| format!("{}: {r}", p.component)))
-                        .collect();
-                    return Ok(Err(reasons));
-                }
-                let skew_us = (def.max_skew_ms as i64).saturating_mul(1000);
-                let quiesced = marker.quiesced.is_some();
-                let pins = marker
-                    .parts
-                    .iter()
-                    .map(|p| {
-                        let pin = match (p.pg_lsn, p.pg_timeline, p.s3_watermark, &p.snapshot_id) {
-                            (Some(lsn), tl, _, _) => Pin::Pg(Target::Lsn { lsn, timeline: tl }),
-                            (_, _, Some(w), _) => Pin::S3(w, group::s3_part_skew(p, skew_us, quiesced)),
-                            (_, _, _, Some(id)) => Pin::Snapshot(id.clone()),
-                            _ => Pin::S3(marker.at, skew_us),
-                        };
-                        (p.component.to_string(), pin)
-                    })
-                    .collect();
-                (PointRef { id: marker.marker_id.clone(), class: judged.class, at: marker.at }, pins, Vec::new())
-            }
-            PlanRequest::Time(requested) => {
-                let point = match group::time_point(catalog, name, *requested, &inputs).map_err(group_err)? {
+                match group_plan::marker_pins(&def, &marker, &judged) {
                     Ok(p) => p,
                     Err(reasons) => return Ok(Err(reasons)),
-                };
-                let skew_us = (point.s3_skew_ms as i64).saturating_mul(1000);
-                let pins = def
-                    .components
-                    .iter()
-                    .map(|c| {
-                        let pin = match (ComponentKind::of(c), point.pg.get(c)) {
-                            (Some(ComponentKind::Postgresql), Some(p)) => {
-                                Pin::Pg(Target::Time { at: p.observed_at, timeline: Some(p.timeline) })
-                            }
-                            _ => Pin::S3(point.at, skew_us),
-                        };
-                        (c.clone(), pin)
-                    })
-                    .collect();
-                let mut notes = Vec::new();
-                if point.at != point.requested {
-                    notes.push(format!(
-                        "every part is restored as of {}, the newest PostgreSQL position observed at or before the requested {} (a cluster's state is known exactly only where it was observed)",
-                        point.at, point.requested
-                    ));
                 }
-                (PointRef { id: requested.to_string(), class: group::Class::Correlated, at: point.at }, pins, notes)
+            }
+            PlanRequest::Time(requested) => {
+                match group::time_point(catalog, name, *requested, &inputs).map_err(group_err)? {
+                    Ok(point) => group_plan::time_pins(&def, &point),
+                    Err(reasons) => return Ok(Err(reasons)),
+                }
             }
         };
+        let Pinned { point, pins, notes: point_notes } = pinned;
         let checkpoint = self.checkpoint_ref();
         let mut components = Vec::new();
         let mut reasons = Vec::new();
@@ -243,7 +202,7 @@ impl crate::Ledger {
                         Err(e) => reasons.push(format!("{c}: {e}")),
                     }
                 }
-                Some(Pin::S3(at, skew_us)) => {
+                Some(Pin::S3 { at, skew_us }) => {
                     let identity = catalog.components.get(c).and_then(|r| r.s3.clone());
                     let Some(identity) = identity else {
                         reasons
@@ -309,12 +268,4 @@ impl crate::Ledger {
             self.catalog.snapshots.values().filter(|s| def.components.contains(&s.component)).cloned().collect();
         Some(group::GroupInfo { definition: def, components, snapshots })
     }
-}
-
-/// What one component is restored to.
-enum Pin {
-    Pg(Target),
-    /// The time, and how far S3's clock may be from it.
-    S3(Timestamp, i64),
-    Snapshot(String),
 }
