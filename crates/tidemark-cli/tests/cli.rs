@@ -285,3 +285,55 @@ fn a_checkpoint_as_json_carries_its_note() {
     assert_eq!(v["note"].as_str(), Some(cli.ok(&["checkpoint"]).as_str()));
     assert_eq!(v["origin"], "tidemark.test/cli");
 }
+
+/// Every subcommand path of `tidemark`, from its own help (`Commands:` sections).
+fn subcommands(cli: &Cli, path: &[&str]) -> Vec<Vec<String>> {
+    let mut args: Vec<&str> = path.to_vec();
+    args.push("--help");
+    let help = cli.run(&args).stdout;
+    let mut out = Vec::new();
+    let mut in_commands = false;
+    for line in help.lines() {
+        if line.starts_with("Commands:") {
+            in_commands = true;
+            continue;
+        }
+        if in_commands {
+            let Some(name) = line.strip_prefix("  ").and_then(|l| l.split_whitespace().next()) else {
+                in_commands = false;
+                continue;
+            };
+            if name == "help" {
+                continue;
+            }
+            let mut sub: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+            sub.push(name.to_owned());
+            let refs: Vec<&str> = sub.iter().map(String::as_str).collect();
+            let deeper = subcommands(cli, &refs);
+            if deeper.is_empty() { out.push(sub) } else { out.extend(deeper) }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_command_that_prints_a_result_takes_json() {
+    let cli = Cli::new();
+    // JSON always, nothing to print, or not a result (a server, a benchmark's
+    // Markdown table, the JSON Schema files written for the repository).
+    let exempt =
+        ["plan", "proof inclusion", "proof consistency", "group show", "pg restore-wal", "serve", "bench", "schemas"];
+    let all = subcommands(&cli, &[]);
+    assert!(all.len() > 30, "found the commands: {all:?}");
+    let missing: Vec<String> = all
+        .iter()
+        .map(|c| c.join(" "))
+        .filter(|c| !exempt.contains(&c.as_str()))
+        .filter(|c| {
+            let mut args: Vec<&str> = c.split(' ').collect();
+            args.push("--help");
+            !cli.run(&args).stdout.contains("--json")
+        })
+        .collect();
+    assert_eq!(missing, Vec::<String>::new(), "commands without --json");
+}
