@@ -224,17 +224,6 @@ fn print_rows(rows: &[AuditRow], json_out: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn collect(global: &Global, filter: &EntryFilter) -> anyhow::Result<Vec<AuditRow>> {
-    let ledger = util::open_ledger(global)?;
-    let registry = ledger.registry().clone();
-    let mut rows = Vec::new();
-    ledger.query(filter, |e| {
-        rows.push(tidemark_export::audit_row(&e, &registry));
-        Ok(())
-    })?;
-    Ok(rows)
-}
-
 #[derive(Args)]
 pub struct CustodyArgs {
     /// The artifact, e.g. pg:main/wal/000000010000000000000003 or s3:uploads/v/KEY@VERSION.
@@ -244,11 +233,7 @@ pub struct CustodyArgs {
 }
 
 pub fn custody(global: &Global, a: CustodyArgs) -> anyhow::Result<ExitCode> {
-    if let Some(client) = global.client() {
-        print_rows(&client.custody(&a.artifact).map_err(crate::remote::client_err)?, a.json)?;
-        return Ok(exit::ok());
-    }
-    let rows = collect(global, &EntryFilter { artifact: Some(a.artifact.clone()), ..EntryFilter::default() })?;
+    let rows = util::open_api(global)?.custody(&a.artifact).map_err(exit::ops_err)?;
     if rows.is_empty() && !a.json {
         eprintln!("no events touch {} (artifact references are listed in docs/formats.md)", a.artifact);
     }
@@ -281,10 +266,6 @@ pub fn audit(global: &Global, a: AuditArgs) -> anyhow::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()?;
     let actor = a.actor.as_deref().map(ActorId::parse).transpose().map_err(|e| coded(exit::USAGE, e.to_string()))?;
     let filter = EntryFilter { kinds, actor, since: a.since, until: a.until, limit: a.limit, ..EntryFilter::default() };
-    if let Some(client) = global.client() {
-        print_rows(&client.audit(&filter).map_err(crate::remote::client_err)?, a.json)?;
-        return Ok(exit::ok());
-    }
-    print_rows(&collect(global, &filter)?, a.json)?;
+    print_rows(&util::open_api(global)?.audit(&filter).map_err(exit::ops_err)?, a.json)?;
     Ok(exit::ok())
 }

@@ -215,10 +215,7 @@ fn entry_text(appended: Option<tidemark_store::Appended>) -> String {
 }
 
 fn list(global: &Global, a: ListArgs) -> anyhow::Result<ExitCode> {
-    let keys: Vec<_> = match global.client() {
-        Some(client) => client.keys().map_err(crate::remote::client_err)?.keys,
-        None => util::open_ledger(global)?.registry().keys().cloned().collect(),
-    };
+    let keys = util::open_api(global)?.keys().map_err(exit::ops_err)?;
     if a.json {
         print_json(&keys);
         return Ok(exit::ok());
@@ -250,10 +247,7 @@ fn show(global: &Global, a: ShowArgs) -> anyhow::Result<ExitCode> {
         println!("public_key {}", public.public_key.to_base64());
         return Ok(exit::ok());
     }
-    let vkey = match global.client() {
-        Some(client) => client.ledger_key().map_err(crate::remote::client_err)?,
-        None => util::open_ledger(global)?.note_verifier().to_vkey(),
-    };
+    let vkey = util::open_api(global)?.ledger_key().map_err(exit::ops_err)?;
     if a.json {
         print_json(&json!({"ledger_key": vkey}));
     } else {

@@ -508,40 +508,22 @@ pub fn log(global: &Global, a: LogArgs) -> anyhow::Result<ExitCode> {
             summary(e)
         )
     };
-    let write = |out: &mut std::io::StdoutLock<'_>, line: String| -> anyhow::Result<bool> {
-        match writeln!(out, "{line}") {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-            Err(e) => Err(e.into()),
+    let api = util::open_api(global)?;
+    let names: std::collections::HashMap<ActorId, String> =
+        api.keys().map_err(exit::ops_err)?.into_iter().map(|k| (k.actor, k.name.to_string())).collect();
+    // Streamed as it is read; a closed pipe (`| head`) ends the reading.
+    let mut failure: Option<std::io::Error> = None;
+    api.entries(&filter, &mut |e| match writeln!(out, "{}", render(&e, &names)) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(err) => {
+            failure = Some(err);
+            Ok(false)
         }
-    };
-    if let Some(url) = global.url() {
-        let (entries, names) = crate::remote::entries(global, url, &filter)?;
-        for e in entries {
-            if !write(&mut out, render(&e, &names))? {
-                break;
-            }
-        }
-        return Ok(exit::ok());
-    }
-    let ledger = util::open_ledger(global)?;
-    let names = ledger.registry().keys().map(|k| (k.actor, k.name.to_string())).collect();
-    let mut failure: Option<anyhow::Error> = None;
-    let mut open = true;
-    ledger.query(&filter, |e| {
-        if open {
-            match write(&mut out, render(&e, &names)) {
-                Ok(go_on) => open = go_on,
-                Err(err) => {
-                    failure.get_or_insert(err);
-                    open = false;
-                }
-            }
-        }
-        Ok(())
-    })?;
+    })
+    .map_err(exit::ops_err)?;
     match failure {
-        Some(e) => Err(e),
+        Some(e) => Err(e.into()),
         None => Ok(exit::ok()),
     }
 }
@@ -617,25 +599,7 @@ fn print_checkpoint(note: &str, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn checkpoint(global: &Global, a: CheckpointArgs) -> anyhow::Result<ExitCode> {
-    if let Some(client) = global.client() {
-        print_checkpoint(&client.checkpoint(a.size).map_err(crate::remote::client_err)?, a.json)?;
-        return Ok(exit::ok());
-    }
-    let ledger = util::open_ledger(global)?;
-    let note = match a.size {
-        None => ledger.latest_checkpoint()?.1,
-        Some(size) => {
-            ledger
-                .checkpoint_at(size)?
-                .ok_or_else(|| {
-                    coded(
-                        exit::USAGE,
-                        format!("no checkpoint was signed at size {size} (one is signed after every append batch)"),
-                    )
-                })?
-                .1
-        }
-    };
+    let note = util::open_api(global)?.checkpoint_note(a.size).map_err(exit::ops_err)?;
     print_checkpoint(&note, a.json)?;
     Ok(exit::ok())
 }
@@ -660,27 +624,10 @@ pub enum ProofCommand {
 }
 
 pub fn proof(global: &Global, c: ProofCommand) -> anyhow::Result<ExitCode> {
-    let leaf = |e: Entry| Some(String::from_utf8(e.leaf_bytes()).expect("JSON is UTF-8"));
-    if let Some(client) = global.client() {
-        let e = crate::remote::client_err;
-        match c {
-            ProofCommand::Inclusion { seq, size } => {
-                let mut doc = client.inclusion_proof(seq, size).map_err(e)?;
-                doc.leaf = leaf(client.entry(seq).map_err(e)?);
-                print_json(&doc);
-            }
-            ProofCommand::Consistency { from, to } => print_json(&client.consistency_proof(from, to).map_err(e)?),
-        }
-        return Ok(exit::ok());
-    }
-    let ledger = util::open_ledger(global)?;
+    let api = util::open_api(global)?;
     match c {
-        ProofCommand::Inclusion { seq, size } => {
-            let mut doc = ledger.inclusion_proof_document(seq, size)?;
-            doc.leaf = leaf(ledger.entry(seq)?);
-            print_json(&doc);
-        }
-        ProofCommand::Consistency { from, to } => print_json(&ledger.consistency_proof_document(from, to)?),
+        ProofCommand::Inclusion { seq, size } => print_json(&api.inclusion_proof(seq, size).map_err(exit::ops_err)?),
+        ProofCommand::Consistency { from, to } => print_json(&api.consistency_proof(from, to).map_err(exit::ops_err)?),
     }
     Ok(exit::ok())
 }

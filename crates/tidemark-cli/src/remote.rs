@@ -193,22 +193,3 @@ pub fn client_err(e: ClientError) -> anyhow::Error {
         other => other.into(),
     }
 }
-
-/// Every entry `filter` selects on a server, with the actor names of its
-/// key registry (for `tidemark log --ledger URL`).
-pub fn entries(
-    global: &Global,
-    url: &str,
-    filter: &tidemark_store::EntryFilter,
-) -> anyhow::Result<(Vec<tidemark_core::Entry>, std::collections::HashMap<tidemark_core::ActorId, String>)> {
-    let client = Client::new(url, global.token.clone());
-    let names = client.keys().map_err(client_err)?.keys.into_iter().map(|k| (k.actor, k.name.to_string())).collect();
-    let mut out = Vec::new();
-    client
-        .entries(filter, &mut |e| {
-            out.push(e);
-            Ok(())
-        })
-        .map_err(client_err)?;
-    Ok((out, names))
-}

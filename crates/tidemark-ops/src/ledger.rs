@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use tidemark_client::{Client, ClientError, FlushReport, Spool};
-use tidemark_core::api::ConsistencyProof;
+use tidemark_core::api::{AuditRow, ConsistencyProof, EntryFilter, InclusionProof};
 use tidemark_core::registry::{AuthError, KeyRecord};
-use tidemark_core::{Kind, SecretKey, SignedEvent, Timestamp};
+use tidemark_core::{Entry, Kind, SecretKey, SignedEvent, Timestamp};
 use tidemark_lineage::group::{GroupError, GroupInfo, GroupReport, Latest};
 use tidemark_lineage::group_plan::{GroupPlan, PlanRequest};
 use tidemark_lineage::pg::{ArchivedFile, NotRestorable};
@@ -38,6 +38,11 @@ impl Recorded {
     }
 }
 
+/// The leaf of an entry as proofs show it (its canonical JSON).
+fn leaf_text(e: &Entry) -> String {
+    String::from_utf8(e.leaf_bytes()).expect("JSON is UTF-8")
+}
+
 /// Page size for reading key histories and archived files from a server.
 const KEYS_PAGE: usize = 10_000;
 
@@ -63,6 +68,24 @@ pub trait LedgerApi {
         each: &mut dyn FnMut(ArchivedFile) -> Result<(), OpsError>,
     ) -> Result<(), OpsError>;
 
+    /// The ledger's note verifier key (C2SP vkey): what auditors verify with.
+    fn ledger_key(&self) -> Result<String, OpsError>;
+    /// The signed checkpoint note at `size` (default: the newest).
+    fn checkpoint_note(&self, size: Option<u64>) -> Result<String, OpsError>;
+    /// One entry by sequence number.
+    fn entry(&self, seq: u64) -> Result<Entry, OpsError>;
+    /// Every entry `filter` selects, in order, to `each` until it answers false.
+    fn entries(
+        &self,
+        filter: &EntryFilter,
+        each: &mut dyn FnMut(Entry) -> Result<bool, OpsError>,
+    ) -> Result<(), OpsError>;
+    /// An inclusion proof of entry `seq` in the tree of `size` (default: now), with the leaf.
+    fn inclusion_proof(&self, seq: u64, size: Option<u64>) -> Result<InclusionProof, OpsError>;
+    /// Who did what to one artifact (every event touching it, with actor names and roles).
+    fn custody(&self, artifact: &str) -> Result<Vec<AuditRow>, OpsError>;
+    /// Audit rows of the entries `filter` selects.
+    fn audit(&self, filter: &EntryFilter) -> Result<Vec<AuditRow>, OpsError>;
     /// A group's definition, its components' identities and snapshots.
     fn group_info(&self, group: &str) -> Result<GroupInfo, OpsError>;
     /// A group's markers, correlated windows, gaps and drills.
@@ -154,6 +177,70 @@ impl LedgerApi for Ledger {
             each(f?)?;
         }
         Ok(())
+    }
+
+    fn ledger_key(&self) -> Result<String, OpsError> {
+        Ok(self.note_verifier().to_vkey())
+    }
+
+    fn checkpoint_note(&self, size: Option<u64>) -> Result<String, OpsError> {
+        match size {
+            None => Ok(self.latest_checkpoint()?.1),
+            Some(size) => Ok(self
+                .checkpoint_at(size)?
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!(
+                        "no checkpoint was signed at size {size} (one is signed after every append batch)"
+                    ))
+                })?
+                .1),
+        }
+    }
+
+    fn entry(&self, seq: u64) -> Result<Entry, OpsError> {
+        Ok(Ledger::entry(self, seq)?)
+    }
+
+    fn entries(
+        &self,
+        filter: &EntryFilter,
+        each: &mut dyn FnMut(Entry) -> Result<bool, OpsError>,
+    ) -> Result<(), OpsError> {
+        let mut open = true;
+        let mut failure = None;
+        self.query(filter, |e| {
+            if open {
+                match each(e) {
+                    Ok(go_on) => open = go_on,
+                    Err(err) => {
+                        failure = Some(err);
+                        open = false;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn inclusion_proof(&self, seq: u64, size: Option<u64>) -> Result<InclusionProof, OpsError> {
+        let mut doc = self.inclusion_proof_document(seq, size)?;
+        doc.leaf = Some(leaf_text(&Ledger::entry(self, seq)?));
+        Ok(doc)
+    }
+
+    fn custody(&self, artifact: &str) -> Result<Vec<AuditRow>, OpsError> {
+        LedgerApi::audit(self, &EntryFilter { artifact: Some(artifact.to_owned()), ..EntryFilter::default() })
+    }
+
+    fn audit(&self, filter: &EntryFilter) -> Result<Vec<AuditRow>, OpsError> {
+        let registry = self.registry().clone();
+        let mut rows = Vec::new();
+        self.query(filter, |e| {
+            rows.push(tidemark_export::audit_row(&e, &registry));
+            Ok(())
+        })?;
+        Ok(rows)
     }
 
     fn group_info(&self, group: &str) -> Result<GroupInfo, OpsError> {
@@ -318,6 +405,58 @@ impl LedgerApi for Remote {
                 None => return Ok(()),
             }
         }
+    }
+
+    fn ledger_key(&self) -> Result<String, OpsError> {
+        Ok(self.client.ledger_key()?)
+    }
+
+    fn checkpoint_note(&self, size: Option<u64>) -> Result<String, OpsError> {
+        Ok(self.client.checkpoint(size)?)
+    }
+
+    fn entry(&self, seq: u64) -> Result<Entry, OpsError> {
+        Ok(self.client.entry(seq)?)
+    }
+
+    /// Page by page; paging stops when `each` answers false.
+    fn entries(
+        &self,
+        filter: &EntryFilter,
+        each: &mut dyn FnMut(Entry) -> Result<bool, OpsError>,
+    ) -> Result<(), OpsError> {
+        let mut failure = None;
+        let mut stopped = false;
+        let paged = self.client.entries(filter, &mut |e| match each(e) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                stopped = true;
+                Err(ClientError::Protocol("stopped by the reader".into()))
+            }
+            Err(err) => {
+                failure = Some(err);
+                Err(ClientError::Protocol("stopped by the reader".into()))
+            }
+        });
+        match (failure, paged) {
+            (Some(err), _) => Err(err),
+            (None, Err(_)) if stopped => Ok(()),
+            (None, r) => Ok(r?),
+        }
+    }
+
+    fn inclusion_proof(&self, seq: u64, size: Option<u64>) -> Result<InclusionProof, OpsError> {
+        let mut doc = self.client.inclusion_proof(seq, size)?;
+        doc.leaf = Some(leaf_text(&self.client.entry(seq)?));
+        Ok(doc)
+    }
+
+    fn custody(&self, artifact: &str) -> Result<Vec<AuditRow>, OpsError> {
+        Ok(self.client.custody(artifact)?)
+    }
+
+    fn audit(&self, filter: &EntryFilter) -> Result<Vec<AuditRow>, OpsError> {
+        Ok(self.client.audit(filter)?)
     }
 
     fn group_info(&self, group: &str) -> Result<GroupInfo, OpsError> {
