@@ -9,7 +9,7 @@ use tidemark_client::{Client, ClientError, FlushReport, Spool};
 use tidemark_core::api::{AuditRow, ConsistencyProof, EntryFilter, InclusionProof};
 use tidemark_core::registry::{AuthError, KeyRecord};
 use tidemark_core::{Entry, Kind, SecretKey, SignedEvent, Timestamp};
-use tidemark_lineage::group::{GroupError, GroupInfo, GroupReport, Latest};
+use tidemark_lineage::group::{GroupInfo, GroupReport, Latest};
 use tidemark_lineage::group_plan::{GroupPlan, PlanRequest};
 use tidemark_lineage::pg::{ArchivedFile, NotRestorable};
 use tidemark_lineage::pg_plan::{Answer, Plan, PlanOptions, Report, Target};
@@ -244,8 +244,7 @@ impl LedgerApi for Ledger {
     }
 
     fn group_info(&self, group: &str) -> Result<GroupInfo, OpsError> {
-        Ledger::group_info(self, group)
-            .ok_or_else(|| StoreError::NotFound(GroupError::UnknownGroup(group.to_owned()).to_string()).into())
+        Ok(Ledger::group_info(self, group)?)
     }
 
     fn group_report(&self, group: &str) -> Result<GroupReport, OpsError> {

@@ -807,10 +807,7 @@ mod tests {
 /// A group's definition, its components' registered identities and their snapshots.
 async fn group_info(State(s): State<AppState>, Path(group): Path<String>) -> Result<Response, Problem> {
     let ledger = s.ledger.read().expect("ledger lock");
-    match ledger.group_info(&group) {
-        Some(v) => Ok(Json(v).into_response()),
-        None => Err(Problem::not_found(tidemark_lineage::group::GroupError::UnknownGroup(group).to_string())),
-    }
+    Ok(Json(ledger.group_info(&group).map_err(store_problem)?).into_response())
 }
 
 #[derive(Deserialize)]

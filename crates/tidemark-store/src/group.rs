@@ -256,9 +256,11 @@ impl crate::Ledger {
     }
 
     /// A group's definition, its components' registered identities and
-    /// their recorded snapshots (what `GET /v1/groups/{group}` answers).
-    pub fn group_info(&self, name: &str) -> Option<group::GroupInfo> {
-        let def = self.catalog.group(name)?.def.clone()?;
+    /// their recorded snapshots (what `GET /v1/groups/{group}` answers); an
+    /// undefined group is [`StoreError::NotFound`].
+    pub fn group_info(&self, name: &str) -> Result<group::GroupInfo, StoreError> {
+        let unknown = || StoreError::NotFound(GroupError::UnknownGroup(name.to_owned()).to_string());
+        let def = self.catalog.group(name).and_then(|g| g.def.clone()).ok_or_else(unknown)?;
         let components = def
             .components
             .iter()
@@ -266,6 +268,6 @@ impl crate::Ledger {
             .collect();
         let snapshots: Vec<group::Snapshot> =
             self.catalog.snapshots.values().filter(|s| def.components.contains(&s.component)).cloned().collect();
-        Some(group::GroupInfo { definition: def, components, snapshots })
+        Ok(group::GroupInfo { definition: def, components, snapshots })
     }
 }
