@@ -463,7 +463,7 @@ pub fn mark(global: &Global, a: MarkArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         snapshot_ids: pairs(&a.snapshot_id, "--snapshot-id")?,
         s3_path_style: a.s3_path_style,
-        s3_static_credentials: None,
+        s3_credentials: tidemark_s3::Credentials::Chain,
         clock_skew_ms: a.clock_skew_ms,
         quiesce: a.quiesced.then(|| Quiesce { exec_before: a.exec_before.clone(), exec_after: a.exec_after.clone() }),
         archive_timeout: Duration::from_millis(a.archive_timeout),

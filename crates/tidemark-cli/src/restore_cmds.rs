@@ -161,6 +161,7 @@ pub fn restore(global: &Global, a: RestoreArgs) -> anyhow::Result<ExitCode> {
         bucket_suffix: a.s3_target_bucket_suffix.clone(),
         snapshot_dir: a.snapshot_dir.clone(),
         s3_path_style: a.how.s3_path_style,
+        s3_credentials: tidemark_s3::Credentials::Chain,
         concurrency: a.how.concurrency,
         existing: a.how.existing_objects.into(),
         keep_running: a.keep_running,
@@ -238,6 +239,7 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
         checks: a.checks.clone(),
         scratch,
         s3_path_style: a.how.s3_path_style,
+        s3_credentials: tidemark_s3::Credentials::Chain,
         concurrency: a.how.concurrency,
         keep: a.keep,
     };

@@ -45,7 +45,7 @@ impl Bucket {
             bucket: self.bucket.clone(),
             region: self.region.clone(),
             path_style: self.path_style,
-            static_credentials: None,
+            credentials: tidemark_s3::Credentials::Chain,
         }
     }
 

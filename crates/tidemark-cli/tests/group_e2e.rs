@@ -104,7 +104,10 @@ impl World {
             snapshot_files: vec![],
             snapshot_ids: vec![],
             s3_path_style: true,
-            s3_static_credentials: Some(("test".into(), "test".into())),
+            s3_credentials: tidemark_s3::Credentials::Static {
+                access_key_id: "test".into(),
+                secret_access_key: "test".into(),
+            },
             clock_skew_ms: 300,
             quiesce: None,
             archive_timeout: Duration::from_secs(120),
@@ -246,7 +249,10 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
         url: Some(moto.url.clone()),
         region: "us-east-1".into(),
         path_style: true,
-        static_credentials: Some(("test".into(), "test".into())),
+        credentials: tidemark_s3::Credentials::Static {
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+        },
     })
     .unwrap();
     let w = World { cli, server, token, base, bin, env, moto, s3 };

@@ -39,7 +39,10 @@ impl World {
             url: Some(moto.url.clone()),
             region: "us-east-1".into(),
             path_style: true,
-            static_credentials: Some(("test".into(), "test".into())),
+            credentials: tidemark_s3::Credentials::Static {
+                access_key_id: "test".into(),
+                secret_access_key: "test".into(),
+            },
         })
         .unwrap();
         World { cli, server, token, moto, s3 }
@@ -307,7 +310,10 @@ fn s3_lineage_end_to_end() {
             endpoint: Some(w.moto.url.clone()),
             bucket: Some("uploads".into()),
             path_style: true,
-            static_credentials: Some(("test".into(), "test".into())),
+            credentials: tidemark_s3::Credentials::Static {
+                access_key_id: "test".into(),
+                secret_access_key: "test".into(),
+            },
             ..tidemark_ops::s3_scan::BucketSpec::registered("s3:uploads")
         },
         at: t2,

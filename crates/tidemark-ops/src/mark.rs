@@ -43,8 +43,8 @@ pub struct MarkRequest {
     pub snapshot_ids: Vec<(String, String)>,
     /// Path-style S3 addressing for registered endpoints that are AWS's.
     pub s3_path_style: bool,
-    /// An access key id and secret for the buckets; none: the standard AWS chain.
-    pub s3_static_credentials: Option<(String, String)>,
+    /// Where the buckets' credentials come from.
+    pub s3_credentials: tidemark_s3::Credentials,
     /// Allowance for the difference between this clock and S3's (as for a scan).
     pub clock_skew_ms: u64,
     /// Writers stopped and resumed around the marker (a quiesced marker).
@@ -252,7 +252,7 @@ pub fn mark(
     for c in components.iter().filter(|c| c.starts_with("s3:")) {
         let spec = BucketSpec {
             path_style: request.s3_path_style,
-            static_credentials: request.s3_static_credentials.clone(),
+            credentials: request.s3_credentials.clone(),
             ..BucketSpec::registered(c)
         };
         let b = spec.resolve(info.components.get(c).and_then(|r| r.s3.as_ref()))?;

@@ -48,6 +48,8 @@ pub struct Targets {
     /// Snapshot files go under DIR/NAME/.
     pub snapshot_dir: Option<PathBuf>,
     pub s3_path_style: bool,
+    /// Where the buckets' credentials come from.
+    pub s3_credentials: tidemark_s3::Credentials,
     pub concurrency: usize,
     pub existing: tidemark_s3::Existing,
     /// Leave restored PostgreSQL servers running.
@@ -262,7 +264,7 @@ fn restore_s3(
         url: url.clone(),
         region: part.region.clone(),
         path_style: path_style(&part.endpoint, t.s3_path_style),
-        static_credentials: None,
+        credentials: t.s3_credentials.clone(),
     })?;
     if let Some(ManifestLine::Problem { key, .. }) =
         part.manifest.iter().find(|l| matches!(l, ManifestLine::Problem { .. }))
@@ -471,6 +473,8 @@ pub struct DrillPlan {
     /// Scratch root: `pg/`, `snapshots/` and `plan.json` go under it.
     pub scratch: PathBuf,
     pub s3_path_style: bool,
+    /// Where the buckets' credentials come from.
+    pub s3_credentials: tidemark_s3::Credentials,
     pub concurrency: usize,
     /// Leave the scratch data, servers and buckets in place.
     pub keep: bool,
@@ -513,6 +517,7 @@ pub fn drill(
         bucket_suffix: Some(format!("-drill-{tag}")),
         snapshot_dir: Some(d.scratch.join("snapshots")),
         s3_path_style: d.s3_path_style,
+        s3_credentials: d.s3_credentials.clone(),
         concurrency: d.concurrency,
         // Scratch buckets named after the plan: a leftover of an earlier kept drill is made to match T.
         existing: tidemark_s3::Existing::Remove,
@@ -577,7 +582,7 @@ pub fn drill(
                 region,
                 // A URL is a non-AWS endpoint (`path_style`).
                 path_style: d.s3_path_style || url.is_some(),
-                static_credentials: None,
+                credentials: d.s3_credentials.clone(),
             })
             .and_then(|s3| s3.remove_bucket(bucket));
             if let Err(e) = removed {

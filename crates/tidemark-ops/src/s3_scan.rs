@@ -36,8 +36,8 @@ pub struct BucketSpec {
     pub bucket: Option<String>,
     pub region: Option<String>,
     pub path_style: bool,
-    /// An access key id and secret; none: the standard AWS chain (environment, profile, instance role).
-    pub static_credentials: Option<(String, String)>,
+    /// Where the credentials come from (default: the standard AWS chain).
+    pub credentials: tidemark_s3::Credentials,
 }
 
 /// A bucket with its whole address, checked against its registration.
@@ -49,7 +49,7 @@ pub struct ResolvedBucket {
     pub bucket: String,
     pub region: String,
     pub path_style: bool,
-    pub static_credentials: Option<(String, String)>,
+    pub credentials: tidemark_s3::Credentials,
 }
 
 impl BucketSpec {
@@ -98,7 +98,7 @@ impl BucketSpec {
                 .or_else(|| (!r.region.is_empty()).then(|| r.region.clone()))
                 .unwrap_or_else(|| "us-east-1".to_owned()),
             path_style: path_style(&r.endpoint, self.path_style),
-            static_credentials: self.static_credentials.clone(),
+            credentials: self.credentials.clone(),
         })
     }
 }
@@ -109,7 +109,7 @@ impl ResolvedBucket {
             url: self.endpoint.clone(),
             region: self.region.clone(),
             path_style: self.path_style,
-            static_credentials: self.static_credentials.clone(),
+            credentials: self.credentials.clone(),
         })?)
     }
 }

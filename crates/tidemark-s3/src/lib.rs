@@ -51,10 +51,20 @@ pub struct Endpoint {
     pub url: Option<String>,
     pub region: String,
     pub path_style: bool,
-    /// (access key id, secret): only for tools and tests; normally `None`,
-    /// and credentials come from the standard AWS chain (environment,
-    /// profile, instance metadata).
-    pub static_credentials: Option<(String, String)>,
+    /// Where the credentials come from.
+    pub credentials: Credentials,
+}
+
+/// Where S3 credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Credentials {
+    /// The standard AWS chain: environment, the default profile, instance metadata.
+    #[default]
+    Chain,
+    /// A named profile of the shared AWS config and credentials files.
+    Profile(String),
+    /// An access key id and secret given directly (tools and tests).
+    Static { access_key_id: String, secret_access_key: String },
 }
 
 /// A connected S3 client with its own small runtime (callers stay blocking).
@@ -90,19 +100,25 @@ impl S3 {
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
-        let shared = runtime.block_on(
-            aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .http_client(http)
-                .region(aws_config::Region::new(endpoint.region.clone()))
-                .load(),
-        );
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .region(aws_config::Region::new(endpoint.region.clone()));
+        if let Credentials::Profile(name) = &endpoint.credentials {
+            loader = loader.profile_name(name);
+        }
+        let shared = runtime.block_on(loader.load());
         let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(endpoint.path_style);
         if let Some(url) = &endpoint.url {
             config = config.endpoint_url(url);
         }
-        if let Some((id, secret)) = &endpoint.static_credentials {
-            config =
-                config.credentials_provider(aws_sdk_s3::config::Credentials::new(id, secret, None, None, "static"));
+        if let Credentials::Static { access_key_id, secret_access_key } = &endpoint.credentials {
+            config = config.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                access_key_id,
+                secret_access_key,
+                None,
+                None,
+                "static",
+            ));
         }
         Ok(S3 { runtime, client: Client::from_conf(config.build()), requests: Arc::new(AtomicU64::new(0)) })
     }
