@@ -644,7 +644,8 @@ pub struct SchemasArgs {
 
 pub fn schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
     let mut stale = Vec::new();
-    for (rel, text) in tidemark_core::schema::all_schemas() {
+    let config = ("config/tidemark.toml.json".to_owned(), tidemark_ops::agent::config::json_schema());
+    for (rel, text) in tidemark_core::schema::all_schemas().into_iter().chain([config]) {
         let path = a.out.join(&rel);
         if a.check {
             if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {

@@ -5,6 +5,7 @@
 //! on disk goes through `tidemark-store`. Errors map to exit codes that
 //! scripts can use (see [`exit`]).
 
+mod agent_cmds;
 mod audit_cmds;
 mod bench;
 mod bench_append;
@@ -150,6 +151,8 @@ enum Command {
     /// PostgreSQL agents: archive hook, base backups, positions, restore points, archive audit, verified WAL restore.
     #[command(subcommand)]
     Pg(pg_cmds::PgCommand),
+    /// The application of a tidemark.toml: check it, run a job once, or run every job on its schedule.
+    Agent(agent_cmds::AgentArgs),
     /// S3 agents: register, scan versions, manifest at T, restore.
     #[command(subcommand)]
     S3(s3_cmds::S3Command),
@@ -196,6 +199,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => remote::serve(&cli.global, a),
         Command::Pg(c) => pg_cmds::run(&cli.global, c),
+        Command::Agent(a) => agent_cmds::run(&cli.global, a),
         Command::S3(c) => s3_cmds::run(&cli.global, c),
         Command::RecoveryPoints(a) => recovery_cmds::recovery_points(&cli.global, a),
         Command::Plan(a) => recovery_cmds::plan(&cli.global, a),

@@ -353,7 +353,7 @@ fn import_pgbackrest(global: &Global, a: ImportArgs) -> anyhow::Result<ExitCode>
 }
 
 /// Set by SIGTERM or SIGINT.
-fn stop_flag() -> Arc<AtomicBool> {
+pub fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {

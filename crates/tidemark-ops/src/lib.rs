@@ -20,6 +20,7 @@
 //!
 //! Nothing here parses arguments, prints, or reads the wall clock.
 
+pub mod agent;
 pub mod env;
 pub mod error;
 pub mod ledger;

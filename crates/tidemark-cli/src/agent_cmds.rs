@@ -1,0 +1,139 @@
+//! `tidemark agent`: the application of a `tidemark.toml`, checked, its
+//! jobs run once, or run on their schedules until SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use clap::{Args, Subcommand};
+use tidemark_ops::agent::jobs::{self, Job, LogLine};
+use tidemark_ops::agent::{Agent, check};
+
+use crate::exit::{self, coded, ops_err};
+use crate::{Global, util};
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The application's configuration (`examples/tidemark.toml` is an annotated one).
+    #[arg(long, global = true, default_value = "tidemark.toml")]
+    config: PathBuf,
+    /// Print results as JSON (check: one object; runs: one log line per job run, NDJSON).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
+}
+
+#[derive(Subcommand)]
+pub enum AgentCommand {
+    /// Check the configuration against the ledger: components registered and reachable, the group, the keys' roles.
+    Check {
+        /// Check the file and the ledger only; do not connect to databases and buckets.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Run one job now over every component it concerns: positions, scans, marks, archive_checks.
+    RunOnce { job: String },
+    /// Run every scheduled job until SIGTERM or SIGINT (the default).
+    Run,
+}
+
+pub fn run(_global: &Global, a: AgentArgs) -> anyhow::Result<ExitCode> {
+    let agent = Agent::load(&a.config).map_err(ops_err)?;
+    match a.command.unwrap_or(AgentCommand::Run) {
+        AgentCommand::Check { offline } => {
+            let ledger = agent.ledger().map_err(ops_err)?;
+            let problems = check::check(&agent, ledger.as_ref(), !offline);
+            let file = a.config.display().to_string();
+            if a.json {
+                let list: Vec<_> = problems
+                    .iter()
+                    .map(|p| serde_json::json!({"file": file, "line": p.line, "message": p.message}))
+                    .collect();
+                util::print_json(&serde_json::json!({"ok": problems.is_empty(), "problems": list}));
+            } else if problems.is_empty() {
+                println!("{file}: ok (group {})", agent.config().group.name);
+            } else {
+                for p in &problems {
+                    match p.line {
+                        Some(l) => println!("{file}:{l}: {}", p.message),
+                        None => println!("{file}: {}", p.message),
+                    }
+                }
+            }
+            Ok(ExitCode::from(if problems.is_empty() { exit::OK } else { exit::USAGE }))
+        }
+        AgentCommand::RunOnce { job } => {
+            let job = Job::from_name(&job).ok_or_else(|| {
+                let names: Vec<&str> = Job::ALL.iter().map(|j| j.name()).collect();
+                coded(exit::USAGE, format!("{job:?}: the jobs are {}", names.join(", ")))
+            })?;
+            let mut ledger = agent.ledger().map_err(ops_err)?;
+            let ran = jobs::run_once(&agent, ledger.as_mut(), &util::SystemEnv, job).map_err(ops_err)?;
+            if a.json {
+                util::print_json(&ran);
+            } else {
+                for line in &ran.done {
+                    println!("{}: {line}", ran.job);
+                }
+            }
+            Ok(exit::ok())
+        }
+        AgentCommand::Run => run_scheduled(&agent, a.json),
+    }
+}
+
+/// Every scheduled job in its own thread with its own connection to the
+/// server, until SIGTERM or SIGINT; each finishes its current run first.
+fn run_scheduled(agent: &Agent, json: bool) -> anyhow::Result<ExitCode> {
+    let url = &agent.config().ledger.url;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(coded(
+            exit::USAGE,
+            "the agent runs its jobs side by side against a server (ledger.url = http://…); a ledger directory opens in one process and thread only — use `agent run-once` for it",
+        ));
+    }
+    let scheduled: Vec<(Job, std::time::Duration)> =
+        Job::ALL.into_iter().filter_map(|j| j.interval(agent).map(|i| (j, i))).collect();
+    if scheduled.is_empty() {
+        return Err(coded(exit::USAGE, "nothing is scheduled: give [schedule] intervals"));
+    }
+    let stop: std::sync::Arc<AtomicBool> = crate::pg_cmds::stop_flag();
+    let log = |l: LogLine| {
+        if json {
+            eprintln!("{}", serde_json::to_string(&l).expect("log lines serialise"));
+        } else {
+            eprintln!(
+                "{} {} {}{}",
+                l.at,
+                l.job,
+                l.event,
+                if l.detail.is_empty() { String::new() } else { format!(": {}", l.detail) }
+            );
+        }
+    };
+    let counts = std::thread::scope(|scope| {
+        let handles: Vec<_> = scheduled
+            .iter()
+            .map(|(job, interval)| {
+                let (stop, log) = (&stop, &log);
+                scope.spawn(move || -> Result<jobs::Counts, tidemark_ops::OpsError> {
+                    let mut ledger = agent.ledger()?;
+                    Ok(jobs::run_scheduled(agent, ledger.as_mut(), &util::SystemEnv, *job, *interval, stop, log))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a job thread does not panic")).collect::<Vec<_>>()
+    });
+    for ((job, _), c) in scheduled.iter().zip(counts) {
+        let c = c.map_err(ops_err)?;
+        log(LogLine {
+            at: tidemark_ops::Env::now(&util::SystemEnv),
+            job: job.name(),
+            event: "summary",
+            detail: format!("{} runs, {} failures, {} skipped", c.runs, c.failures, c.skipped),
+            seconds: 0.0,
+        });
+    }
+    Ok(exit::ok())
+}

@@ -1,0 +1,209 @@
+//! `tidemark agent` end to end: real PostgreSQL 15 archiving through the
+//! hook, moto, `tidemark serve`, and a `tidemark.toml`. The file is checked
+//! against the ledger (and a wrong one named line by line), every job runs
+//! once, then every job runs on a short schedule until SIGTERM, which it
+//! answers by finishing its runs and exiting 0.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+use common::moto::{CREDS, Moto, moto_bin};
+use common::pg::{Postgres, archiving_world, pg_bin};
+use common::{Cli, Server, admin_key};
+use serde_json::Value;
+use tidemark_s3::{Endpoint, S3};
+
+fn config(server: &str, token: &str, key: &Path, dsn: &str, moto: &str, bucket: &str, schedule: &str) -> String {
+    format!(
+        r#"# written by the agent test
+[ledger]
+url = "{server}"
+token = "{token}"
+
+[keys]
+agent = "{key}"
+
+[group]
+name = "app"
+max_skew = "1s"
+
+[[postgresql]]
+component = "pg:main"
+dsn = "{dsn}"
+
+[[s3]]
+component = "s3:uploads"
+endpoint = "{moto}"
+bucket = "{bucket}"
+path_style = true
+access_key_id_env = "AWS_ACCESS_KEY_ID"
+secret_access_key_env = "AWS_SECRET_ACCESS_KEY"
+
+[schedule]
+{schedule}
+"#,
+        key = key.display()
+    )
+}
+
+#[test]
+fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
+    let (Some(bin), Some(moto_bin)) = (pg_bin(), moto_bin()) else {
+        common::service_missing("PostgreSQL 15 or moto_server missing (scripts/test.sh installs moto into .venv)");
+        return;
+    };
+    let cli = Cli::with_keys();
+    let server = Server::start(&cli, "127.0.0.1:0", &[]);
+    let token = cli.ok(&["token", "issue", "--key", "agent.key"]).trim().to_owned();
+    let (base, env) = archiving_world(&cli, &server.url, &token, "tidemark-agent-");
+    let moto = Moto::start(&moto_bin);
+    let s3 = S3::connect(&Endpoint {
+        url: Some(moto.url.clone()),
+        region: "us-east-1".into(),
+        path_style: true,
+        credentials: tidemark_s3::Credentials::Static {
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+        },
+    })
+    .unwrap();
+    let run = |args: &[&str]| cli.run_remote(&server.url, &token, "agent.key", &CREDS, args);
+    let ok = |args: &[&str]| {
+        let r = run(args);
+        assert_eq!(r.code, 0, "tidemark {args:?}: {}{}", r.stdout, r.stderr);
+        r.stdout
+    };
+    let admin = admin_key(&cli);
+    let script =
+        std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pg-archive.sh")).unwrap();
+    let conf = format!("archive_mode = on\narchive_command = '{} %p %f'\narchive_timeout = 1\n", script.display());
+    let pg = Postgres::init(&bin, &base.path().join("primary"), &conf, env.clone());
+    pg.start();
+    pg.sql("CREATE TABLE t (id int)");
+    s3.block_on(s3.client().create_bucket().bucket("uploads").send()).unwrap();
+    let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    s3.block_on(s3.client().put_bucket_versioning().bucket("uploads").versioning_configuration(enabled).send())
+        .unwrap();
+    s3.block_on(s3.client().put_object().bucket("uploads").key("a").body(ByteStream::from_static(b"a")).send())
+        .unwrap();
+    ok(&["pg", "register", "--cluster", "main", "--dsn", &pg.dsn(), "--signer", &admin]);
+    ok(&[
+        "s3",
+        "register",
+        "--component",
+        "s3:uploads",
+        "--endpoint",
+        &moto.url,
+        "--bucket",
+        "uploads",
+        "--path-style",
+        "--signer",
+        &admin,
+    ]);
+    ok(&[
+        "group",
+        "define",
+        "app",
+        "--component",
+        "pg:main",
+        "--component",
+        "s3:uploads",
+        "--max-skew",
+        "1s",
+        "--signer",
+        &admin,
+    ]);
+    // A base backup, so markers have something to restore from.
+    let backup = base.path().join("base");
+    let status = std::process::Command::new(bin.join("pg_basebackup"))
+        .args(["-d", &pg.dsn(), "-D", backup.to_str().unwrap(), "-X", "none", "-c", "fast"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    ok(&["pg", "record-backup", "--cluster", "main", "--dir", backup.to_str().unwrap()]);
+
+    let key = cli.path("agent.key");
+    let file = base.path().join("tidemark.toml");
+    let write = |bucket: &str, schedule: &str| {
+        std::fs::write(&file, config(&server.url, &token, &key, &pg.dsn(), &moto.url, bucket, schedule)).unwrap()
+    };
+    let file_arg = file.to_str().unwrap().to_owned();
+
+    // The file against the ledger: right, then wrong in two places, each named with its line.
+    write("uploads", "positions = \"1s\"");
+    let out = ok(&["agent", "check", "--config", &file_arg]);
+    assert!(out.contains(": ok (group app)"), "{out}");
+    write("other", "positions = \"1s\"\nscans = \"0s\"");
+    let r = run(&["agent", "check", "--config", &file_arg, "--json"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["line"] == 20 && p["message"].as_str().unwrap().contains("registered as bucket uploads")),
+        "{report}"
+    );
+    assert!(problems.iter().any(|p| p["line"] == 27 && p["message"] == "must be positive"), "{report}");
+    std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replace("[group]", "[group]\nnmae = \"x\"")).unwrap();
+    let r = run(&["agent", "check", "--config", &file_arg]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("line 10") && r.stderr.contains("nmae"),
+        "an unknown field is refused with its line: {}",
+        r.stderr
+    );
+
+    // Every job once.
+    write("uploads", "positions = \"1s\"\nscans = \"2s\"\nmarks = \"3s\"\narchive_checks = \"5s\"");
+    for job in ["positions", "scans", "marks", "archive_checks"] {
+        let out = ok(&["agent", "run-once", job, "--config", &file_arg, "--json"]);
+        let ran: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(ran["job"], job, "{ran}");
+        assert!(!ran["done"].as_array().unwrap().is_empty(), "{ran}");
+    }
+    let markers = |/* as the ledger has them */| -> usize {
+        let report: Value = serde_json::from_str(&ok(&["recovery-points", "--group", "app", "--json"])).unwrap();
+        report["markers"].as_array().unwrap().len()
+    };
+    assert_eq!(markers(), 1);
+
+    // Every job on its schedule, side by side, until SIGTERM.
+    let mut c = cli.command();
+    c.env("TIDEMARK_LEDGER", &server.url).env("TIDEMARK_TOKEN", &token);
+    for (k, v) in CREDS {
+        c.env(k, v);
+    }
+    let child = c
+        .args(["agent", "--config", &file_arg, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(8));
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "SIGTERM ends the agent cleanly: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30), "it stopped promptly");
+    let lines: Vec<Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    for job in ["positions", "scans", "marks", "archive_checks"] {
+        let ok_runs = lines.iter().filter(|l| l["job"] == job && l["event"] == "ok").count();
+        assert!(ok_runs >= 1, "{job} ran: {stderr}");
+        assert!(lines.iter().any(|l| l["job"] == job && l["event"] == "stopped"), "{job} stopped: {stderr}");
+        assert!(lines.iter().any(|l| l["job"] == job && l["event"] == "summary"), "{job} summary: {stderr}");
+    }
+    let positions = lines.iter().filter(|l| l["job"] == "positions" && l["event"] == "ok").count();
+    assert!(positions >= 4, "positions every second for 8 s: {positions}: {stderr}");
+    assert!(!lines.iter().any(|l| l["event"] == "gave_up"), "{stderr}");
+    assert!(markers() >= 2, "the scheduled marks are in the ledger");
+    let v: Value = serde_json::from_str(&ok(&["verify", "--json"])).unwrap();
+    assert!(v["failure"].is_null(), "{v}");
+}
