@@ -206,4 +206,22 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
     assert!(markers() >= 2, "the scheduled marks are in the ledger");
     let v: Value = serde_json::from_str(&ok(&["verify", "--json"])).unwrap();
     assert!(v["failure"].is_null(), "{v}");
+
+    // The recovery metrics, from the ledger's projections.
+    let mut r = ureq::get(&format!("{}/metrics", server.url))
+        .header("authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    let metric = |line: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse::<f64>().unwrap()))
+            .unwrap_or_else(|| panic!("{line} in:\n{text}"))
+    };
+    let rpo = metric("tidemark_group_rpo_seconds{group=\"app\"}");
+    assert!(rpo < 30.0, "the newest restorable point is seconds old after marks every 3 s: {rpo}");
+    assert!(metric("tidemark_group_markers{group=\"app\"}") >= 2.0);
+    assert!(metric("tidemark_pg_segments_recorded{component=\"pg:main\"}") >= 1.0);
+    assert_eq!(metric("tidemark_pg_unsound_segments{component=\"pg:main\"}"), 0.0);
+    assert!(metric("tidemark_s3_watermark_lag_seconds{component=\"s3:uploads\"}") < 30.0);
 }

@@ -11,4 +11,5 @@ pub mod pg;
 pub mod pg_plan;
 pub mod s3;
 pub mod s3_scan;
+pub mod status;
 pub mod timeline;

@@ -129,3 +129,158 @@ impl Metrics {
         out
     }
 }
+
+/// A label value as the text format writes it.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn seconds(t: tidemark_core::Timestamp) -> f64 {
+    t.as_micros() as f64 / 1e6
+}
+
+/// A float as the text format writes it (`+Inf` for an unbounded value).
+fn value(v: f64) -> String {
+    if v.is_infinite() { "+Inf".to_owned() } else { format!("{v}") }
+}
+
+/// The recovery metrics, from the ledger's projections (they survive
+/// restarts: nothing here is the server's memory).
+pub fn render_status(status: &tidemark_lineage::status::Status, now: tidemark_core::Timestamp) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    };
+    let g = |s: &tidemark_lineage::status::GroupStatus| format!("group=\"{}\"", label(&s.group));
+    metric(
+        "tidemark_group_rpo_seconds",
+        "gauge",
+        "Age of the group's newest restorable point (the application's live RPO); +Inf when nothing is restorable.",
+        status
+            .groups
+            .iter()
+            .map(|s| (g(s), value(tidemark_lineage::status::rpo_seconds(now, s.newest_restorable))))
+            .collect(),
+    );
+    metric(
+        "tidemark_group_newest_restorable_timestamp_seconds",
+        "gauge",
+        "Time of the group's newest restorable point (a marker, or the end of a correlated window).",
+        status.groups.iter().filter_map(|s| s.newest_restorable.map(|t| (g(s), value(seconds(t))))).collect(),
+    );
+    metric(
+        "tidemark_group_markers",
+        "gauge",
+        "Markers recorded for the group.",
+        status.groups.iter().map(|s| (g(s), s.markers.to_string())).collect(),
+    );
+    metric(
+        "tidemark_group_restore_tests",
+        "gauge",
+        "Restore tests (drills) recorded for the group, by result.",
+        status
+            .groups
+            .iter()
+            .flat_map(|s| {
+                [
+                    (format!("{},result=\"passed\"", g(s)), s.drills_passed.to_string()),
+                    (format!("{},result=\"failed\"", g(s)), s.drills_failed.to_string()),
+                ]
+            })
+            .collect(),
+    );
+    metric(
+        "tidemark_group_last_restore_test_timestamp_seconds",
+        "gauge",
+        "Time of the group's newest restore test.",
+        status.groups.iter().filter_map(|s| s.last_drill.map(|(t, _)| (g(s), value(seconds(t))))).collect(),
+    );
+    metric(
+        "tidemark_group_last_restore_test_passed",
+        "gauge",
+        "1 when the group's newest restore test passed, 0 when it failed.",
+        status.groups.iter().filter_map(|s| s.last_drill.map(|(_, p)| (g(s), u8::from(p).to_string()))).collect(),
+    );
+    let c = |component: &str| format!("component=\"{}\"", label(component));
+    metric(
+        "tidemark_pg_segments_recorded",
+        "gauge",
+        "WAL segments recorded as archived.",
+        status.postgresql.iter().map(|p| (c(&p.component), p.segments_recorded.to_string())).collect(),
+    );
+    metric(
+        "tidemark_pg_unsound_segments",
+        "gauge",
+        "Archived WAL segments since reported missing, corrupt or deleted (each a hole in the recovery window).",
+        status.postgresql.iter().map(|p| (c(&p.component), p.unsound_segments.to_string())).collect(),
+    );
+    metric(
+        "tidemark_s3_watermark_lag_seconds",
+        "gauge",
+        "Age of the bucket's scan watermark (every version stamped before it is recorded); +Inf before the first scan.",
+        status
+            .s3
+            .iter()
+            .map(|b| {
+                let lag = b.complete_through.map_or(f64::INFINITY, |t| (seconds(now) - seconds(t)).max(0.0));
+                (c(&b.component), value(lag))
+            })
+            .collect(),
+    );
+    metric(
+        "tidemark_s3_problem_keys",
+        "gauge",
+        "Keys whose recorded history has holes (ambiguous or unrecoverable at some times).",
+        status.s3.iter().map(|b| (c(&b.component), b.problem_keys.to_string())).collect(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_core::Timestamp;
+    use tidemark_lineage::status::{GroupStatus, PgStatus, S3Status, Status};
+
+    #[test]
+    fn the_recovery_metrics_are_the_status_in_the_text_format() {
+        let t = Timestamp::from_unix_seconds(1_790_000_000);
+        let status = Status {
+            groups: vec![
+                GroupStatus {
+                    group: "app".into(),
+                    newest_restorable: Some(t),
+                    markers: 3,
+                    drills_passed: 1,
+                    drills_failed: 1,
+                    last_drill: Some((t, false)),
+                },
+                GroupStatus {
+                    group: "empty".into(),
+                    newest_restorable: None,
+                    markers: 0,
+                    drills_passed: 0,
+                    drills_failed: 0,
+                    last_drill: None,
+                },
+            ],
+            postgresql: vec![PgStatus { component: "pg:main".into(), segments_recorded: 9, unsound_segments: 1 }],
+            s3: vec![S3Status { component: "s3:up".into(), complete_through: None, problem_keys: 0 }],
+        };
+        let text = render_status(&status, t.saturating_add_micros(4_000_000));
+        for line in [
+            "tidemark_group_rpo_seconds{group=\"app\"} 4",
+            "tidemark_group_rpo_seconds{group=\"empty\"} +Inf",
+            "tidemark_group_last_restore_test_passed{group=\"app\"} 0",
+            "tidemark_group_restore_tests{group=\"app\",result=\"failed\"} 1",
+            "tidemark_pg_unsound_segments{component=\"pg:main\"} 1",
+            "tidemark_s3_watermark_lag_seconds{component=\"s3:up\"} +Inf",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert!(!text.contains("newest_restorable_timestamp_seconds{group=\"empty\"}"), "no point, no time");
+    }
+}

@@ -776,9 +776,13 @@ async fn export(State(s): State<AppState>, Query(q): Query<ExportQuery>) -> Resu
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], body).into_response())
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
-    let text = s.metrics.render((s.clock)().as_micros());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+async fn metrics(State(s): State<AppState>) -> Result<Response, Problem> {
+    let now = (s.clock)();
+    let mut text = s.metrics.render(now.as_micros());
+    // Recovery state from the projections (the newest point of each group, not a full report).
+    let status = s.ledger.read().expect("ledger lock").recovery_status().map_err(store_problem)?;
+    text += &crate::metrics::render_status(&status, now);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 #[cfg(test)]

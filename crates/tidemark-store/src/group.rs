@@ -270,4 +270,52 @@ impl crate::Ledger {
             self.catalog.snapshots.values().filter(|s| def.components.contains(&s.component)).cloned().collect();
         Ok(group::GroupInfo { definition: def, components, snapshots })
     }
+
+    /// What monitoring exports, from the projections: per group the newest
+    /// restorable point and its drills, per component how far its history
+    /// is known and how much is unsound. No log replay, no full report: a
+    /// group's newest point is [`Ledger::group_latest`].
+    pub fn recovery_status(&self) -> Result<tidemark_lineage::status::Status, StoreError> {
+        use tidemark_lineage::status::{GroupStatus, PgStatus, S3Status, Status, drills};
+        let mut status = Status::default();
+        for (name, g) in &self.catalog.groups {
+            if g.def.is_none() {
+                continue;
+            }
+            let newest_restorable = match self.group_latest(name)? {
+                Some(Latest::Marker { point }) => Some(point.at),
+                Some(Latest::Time { at, .. }) => Some(at),
+                None => None,
+            };
+            let (drills_passed, drills_failed, last_drill) = drills(&g.activities);
+            status.groups.push(GroupStatus {
+                group: name.clone(),
+                newest_restorable,
+                markers: g.markers.len() as u64,
+                drills_passed,
+                drills_failed,
+                last_drill,
+            });
+        }
+        for (component, r) in &self.catalog.components {
+            if r.postgresql.is_some()
+                && let Some(cluster) = self.pg_cluster(component)?
+            {
+                status.postgresql.push(PgStatus {
+                    component: component.clone(),
+                    segments_recorded: cluster.segments_recorded(),
+                    unsound_segments: cluster.unsound_segments().len() as u64,
+                });
+            }
+            if r.s3.is_some() {
+                let bucket = self.s3_bucket(component)?;
+                status.s3.push(S3Status {
+                    component: component.clone(),
+                    complete_through: bucket.as_ref().and_then(|b| b.complete_through),
+                    problem_keys: bucket.map_or(0, |b| b.problem_keys.len() as u64),
+                });
+            }
+        }
+        Ok(status)
+    }
 }
