@@ -20,6 +20,11 @@ fi
 # moto_server (PyPI) for the S3 end-to-end tests, in the project's own virtual
 # environment. Pinned: moto 5.2 answers GetBucketVersioning with a root element
 # the AWS SDKs for Rust refuse (boto3 does not check it).
+if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; } \
+    || echo "scripts/test.sh: could not install prometheus (promtool); the alert rule tests fail under CI=true" >&2
+fi
 if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import moto, sys; sys.exit(moto.__version__ != "5.0.28")' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet 'moto[s3]==5.0.28' flask flask-cors
@@ -42,6 +47,7 @@ echo "scripts/test.sh: services for the end-to-end tests:"
 found "PostgreSQL 15" "$([ -x "$PG_BIN/postgres" ] && "$PG_BIN/postgres" --version)"
 found "moto_server" "$([ -x .venv/bin/moto_server ] && echo "moto $(.venv/bin/python -c 'import moto; print(moto.__version__)') in .venv")"
 found "pgbackrest" "$(command -v pgbackrest >/dev/null 2>&1 && pgbackrest version)"
+found "promtool" "$(command -v promtool >/dev/null 2>&1 && promtool --version 2>&1 | head -1)"
 found "schemathesis" "$([ -x .venv/bin/schemathesis ] && .venv/bin/schemathesis --version)"
 found "python cryptography" "$(python3 -c 'import cryptography; print(cryptography.__version__)' 2>/dev/null)"
 cargo test --workspace --all-targets

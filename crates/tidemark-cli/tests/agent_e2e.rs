@@ -224,4 +224,37 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
     assert!(metric("tidemark_pg_segments_recorded{component=\"pg:main\"}") >= 1.0);
     assert_eq!(metric("tidemark_pg_unsound_segments{component=\"pg:main\"}"), 0.0);
     assert!(metric("tidemark_s3_watermark_lag_seconds{component=\"s3:uploads\"}") < 30.0);
+
+    // The shipped alert rules, fed this server's own series (held for 20 minutes,
+    // WAL still arriving): a healthy application raises none of them.
+    let Some(promtool) = common::promtool() else {
+        common::service_missing("promtool missing (Debian package prometheus; scripts/test.sh installs it)");
+        return;
+    };
+    let rules = std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/alerts.yml")).unwrap();
+    let mut series = String::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, v)) = line.rsplit_once(' ') else { continue };
+        if ["tidemark_group_", "tidemark_pg_", "tidemark_s3_"].iter().any(|p| name.starts_with(p)) {
+            let step = if name.starts_with("tidemark_pg_segments_recorded") { 1 } else { 0 };
+            series += &format!("      - series: '{name}'\n        values: '{v}+{step}x20'\n");
+        }
+    }
+    let alerts =
+        ["TidemarkRPOAboveTarget", "TidemarkScansStalled", "TidemarkArchiveStalled", "TidemarkArtifactsMissing"];
+    let expect: String =
+        alerts.iter().map(|a| format!("      - {{eval_time: 10m, alertname: {a}, exp_alerts: []}}\n")).collect();
+    let test = format!(
+        "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}    alert_rule_test:\n{expect}",
+        rules.display()
+    );
+    let test_file = base.path().join("alerts_test.yml");
+    std::fs::write(&test_file, &test).unwrap();
+    let out = std::process::Command::new(promtool).args(["test", "rules"]).arg(&test_file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -178,6 +178,16 @@ pub fn service_missing(what: &str) {
     eprintln!("\n\n*** SKIPPED: {what} ***\n\n");
 }
 
+/// Prometheus' `promtool`, when installed (`TIDEMARK_PROMTOOL`, else the PATH).
+pub fn promtool() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("TIDEMARK_PROMTOOL") {
+        return Some(p.into());
+    }
+    let found = Command::new("sh").arg("-c").arg("command -v promtool").output().ok()?;
+    let path = String::from_utf8(found.stdout).ok()?.trim().to_owned();
+    (found.status.success() && !path.is_empty()).then(|| path.into())
+}
+
 /// The real clock and fresh ids, for library calls.
 #[derive(Default)]
 pub struct LibEnv(std::sync::atomic::AtomicU64);
