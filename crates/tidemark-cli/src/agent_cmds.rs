@@ -32,7 +32,7 @@ pub enum AgentCommand {
         #[arg(long)]
         offline: bool,
     },
-    /// Run one job now over every component it concerns: positions, scans, marks, archive_checks.
+    /// Run one job now over every component it concerns: positions, scans, marks, archive_checks, restore_tests.
     RunOnce { job: String },
     /// Run every scheduled job until SIGTERM or SIGINT (the default).
     Run,
@@ -69,7 +69,7 @@ pub fn run(_global: &Global, a: AgentArgs) -> anyhow::Result<ExitCode> {
                 coded(exit::USAGE, format!("{job:?}: the jobs are {}", names.join(", ")))
             })?;
             let mut ledger = agent.ledger().map_err(ops_err)?;
-            let ran = jobs::run_once(&agent, ledger.as_mut(), &util::SystemEnv, job).map_err(ops_err)?;
+            let ran = jobs::run_once(&agent, ledger.as_mut(), &util::SystemEnv, job, 0).map_err(ops_err)?;
             if a.json {
                 util::print_json(&ran);
             } else {

@@ -115,6 +115,9 @@ pub struct DrillArgs {
     /// Leave the scratch data, server and buckets in place (default: everything is removed).
     #[arg(long)]
     keep: bool,
+    /// The restore time the application must meet (e.g. 10m): recorded as a check that fails when exceeded.
+    #[arg(long, value_parser = group_cmds::parse_duration_ms)]
+    rto_target: Option<u64>,
 }
 
 impl PgRun {
@@ -242,6 +245,8 @@ pub fn drill(global: &Global, a: DrillArgs) -> anyhow::Result<ExitCode> {
         s3_credentials: tidemark_s3::Credentials::Chain,
         concurrency: a.how.concurrency,
         keep: a.keep,
+        rto_target: a.rto_target.map(Duration::from_millis),
+        also_record: Vec::new(),
     };
     let mut ledger = util::open_api(global)?;
     let mut progress = Progress::new("restored", "keys", None, global.quiet);

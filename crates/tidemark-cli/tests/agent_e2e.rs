@@ -17,6 +17,25 @@ use common::{Cli, Server, admin_key};
 use serde_json::Value;
 use tidemark_s3::{Endpoint, S3};
 
+/// Restore tests into scratch under `scratch`, run as postgres, with a check and a target.
+fn restore_test(bin: &Path, scratch: &Path) -> String {
+    format!(
+        r#"
+[restore_test]
+pick = "latest"
+window = "1d"
+checks = ["test -n \"$TIDEMARK_PG_DSN\" && test -n \"$TIDEMARK_S3_BUCKET\""]
+target = "5m"
+scratch = "{}"
+pg_bin = "{}"
+run_as = "postgres"
+recovery_timeout = "2m"
+"#,
+        scratch.display(),
+        bin.display()
+    )
+}
+
 fn config(server: &str, token: &str, key: &Path, dsn: &str, moto: &str, bucket: &str, schedule: &str) -> String {
     format!(
         r#"# written by the agent test
@@ -26,6 +45,7 @@ token = "{token}"
 
 [keys]
 agent = "{key}"
+operator = "{operator}"
 
 [group]
 name = "app"
@@ -46,7 +66,8 @@ secret_access_key_env = "AWS_SECRET_ACCESS_KEY"
 [schedule]
 {schedule}
 "#,
-        key = key.display()
+        key = key.display(),
+        operator = key.with_file_name("operator.key").display()
     )
 }
 
@@ -145,21 +166,26 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
     assert!(
         problems
             .iter()
-            .any(|p| p["line"] == 20 && p["message"].as_str().unwrap().contains("registered as bucket uploads")),
+            .any(|p| p["line"] == 21 && p["message"].as_str().unwrap().contains("registered as bucket uploads")),
         "{report}"
     );
-    assert!(problems.iter().any(|p| p["line"] == 27 && p["message"] == "must be positive"), "{report}");
+    assert!(problems.iter().any(|p| p["line"] == 28 && p["message"] == "must be positive"), "{report}");
     std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replace("[group]", "[group]\nnmae = \"x\"")).unwrap();
     let r = run(&["agent", "check", "--config", &file_arg]);
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
     assert!(
-        r.stderr.contains("line 10") && r.stderr.contains("nmae"),
+        r.stderr.contains("line 11") && r.stderr.contains("nmae"),
         "an unknown field is refused with its line: {}",
         r.stderr
     );
 
     // Every job once.
-    write("uploads", "positions = \"1s\"\nscans = \"2s\"\nmarks = \"3s\"\narchive_checks = \"5s\"");
+    let scratch = base.path().join("scratch");
+    let tests = restore_test(&bin, &scratch);
+    let schedule = format!(
+        "positions = \"1s\"\nscans = \"2s\"\nmarks = \"3s\"\narchive_checks = \"5s\"\nrestore_tests = \"30s\"\n{tests}"
+    );
+    write("uploads", &schedule);
     for job in ["positions", "scans", "marks", "archive_checks"] {
         let out = ok(&["agent", "run-once", job, "--config", &file_arg, "--json"]);
         let ran: Value = serde_json::from_str(&out).unwrap();
@@ -171,6 +197,38 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
         report["markers"].as_array().unwrap().len()
     };
     assert_eq!(markers(), 1);
+    // A restore test of that marker: restored, checked, removed, recorded with how it was picked.
+    let out = ok(&["agent", "run-once", "restore_tests", "--config", &file_arg, "--json"]);
+    let ran: Value = serde_json::from_str(&out).unwrap();
+    assert!(ran["done"][0].as_str().unwrap().contains("passed"), "{ran}");
+    let selected = ok(&["log", "--kind", "restore_test.selected", "--json"]);
+    let selected: Value = serde_json::from_str(selected.lines().last().unwrap()).unwrap();
+    let body = &selected["event"]["body"];
+    assert_eq!((body["pick"].as_str(), body["candidates"].as_u64()), (Some("latest"), Some(1)), "{selected}");
+    let drill = ok(&["log", "--kind", "drill.completed", "--json"]);
+    let drill: Value = serde_json::from_str(drill.lines().last().unwrap()).unwrap();
+    assert_eq!(drill["seq"], selected["seq"].as_u64().unwrap() + 1, "one batch: the selection, then the drill");
+    let checks = drill["event"]["body"]["checks"].as_array().unwrap();
+    assert_eq!(drill["event"]["body"]["result"], "passed", "{drill}");
+    assert!(checks.iter().any(|c| c["command"].as_str().unwrap().contains("within the target of 300 s")), "{drill}");
+    let leftovers = |what: &str| -> Vec<String> {
+        let buckets = s3.block_on(s3.client().list_buckets().send()).unwrap();
+        let mut left: Vec<String> = buckets
+            .buckets()
+            .iter()
+            .filter_map(|b| b.name())
+            .filter(|n| n.contains("-drill-"))
+            .map(str::to_owned)
+            .collect();
+        if let Ok(dir) = std::fs::read_dir(&scratch) {
+            left.extend(dir.flatten().map(|e| e.path().display().to_string()));
+        }
+        let pgs = std::process::Command::new("pgrep").args(["-f", scratch.to_str().unwrap()]).output().unwrap();
+        left.extend(String::from_utf8_lossy(&pgs.stdout).lines().map(|l| format!("process {l}")));
+        eprintln!("{what}: {left:?}");
+        left
+    };
+    assert_eq!(leftovers("after a restore test"), Vec::<String>::new(), "no scratch directory, bucket or server left");
 
     // Every job on its schedule, side by side, until SIGTERM.
     let mut c = cli.command();
@@ -204,6 +262,15 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
     assert!(positions >= 4, "positions every second for 8 s: {positions}: {stderr}");
     assert!(!lines.iter().any(|l| l["event"] == "gave_up"), "{stderr}");
     assert!(markers() >= 2, "the scheduled marks are in the ledger");
+    assert!(
+        lines.iter().any(|l| l["job"] == "restore_tests" && l["event"] == "ok"),
+        "the scheduled restore test ran and finished: {stderr}"
+    );
+    assert_eq!(
+        leftovers("after SIGTERM during a restore test"),
+        Vec::<String>::new(),
+        "SIGTERM let the test finish and clean up"
+    );
     let v: Value = serde_json::from_str(&ok(&["verify", "--json"])).unwrap();
     assert!(v["failure"].is_null(), "{v}");
 
@@ -218,6 +285,8 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
             .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse::<f64>().unwrap()))
             .unwrap_or_else(|| panic!("{line} in:\n{text}"))
     };
+    assert_eq!(metric("tidemark_group_last_restore_test_passed{group=\"app\"}"), 1.0);
+    assert!(metric("tidemark_group_restore_tests{group=\"app\",result=\"passed\"}") >= 2.0);
     let rpo = metric("tidemark_group_rpo_seconds{group=\"app\"}");
     assert!(rpo < 30.0, "the newest restorable point is seconds old after marks every 3 s: {rpo}");
     assert!(metric("tidemark_group_markers{group=\"app\"}") >= 2.0);

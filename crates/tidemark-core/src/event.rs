@@ -899,6 +899,47 @@ impl Validate for DrillCompleted {
     }
 }
 
+/// How a scheduled restore test chose its recovery point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum TestPick {
+    /// The newest restorable marker within the window.
+    Latest,
+    /// A restorable marker within the window, drawn with `seed`.
+    Random,
+}
+
+/// The recovery point a scheduled restore test chose, and how: recorded in
+/// the batch of the test's `drill.completed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTestSelected {
+    pub group: Name,
+    /// The marker the test restored.
+    pub recovery_point: String,
+    pub pick: TestPick,
+    /// How far back the point could be, in milliseconds.
+    pub window_ms: u64,
+    /// The seed of a random pick (present exactly when `pick` is `random`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// How many restorable markers lay within the window.
+    pub candidates: u64,
+}
+
+impl Validate for RestoreTestSelected {
+    fn validate(&self) -> Result<(), String> {
+        non_empty("recovery_point", &self.recovery_point)?;
+        if self.candidates == 0 {
+            return Err("candidates must be at least 1: a point was chosen among them".into());
+        }
+        if self.seed.is_some() != (self.pick == TestPick::Random) {
+            return Err("seed is given exactly when pick is random".into());
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------- the kind table
 
 macro_rules! event_kinds {
@@ -985,6 +1026,7 @@ event_kinds! {
     ArtifactDeleted => "artifact.deleted", ArtifactDeleted, Operation;
     RestorePerformed => "restore.performed", RestorePerformed, Operation;
     DrillCompleted => "drill.completed", DrillCompleted, Operation;
+    RestoreTestSelected => "restore_test.selected", RestoreTestSelected, Operation;
 }
 
 // ---------------------------------------------------------------- events

@@ -157,6 +157,7 @@ pub fn concerns_catalog(body: &EventBody) -> bool {
         | EventBody::MarkerPoint(_)
         | EventBody::MarkerQuiesced(_)
         | EventBody::DrillCompleted(_)
+        | EventBody::RestoreTestSelected(_)
         | EventBody::RestorePerformed(_) => true,
         EventBody::ArtifactDeleted(a) => a.artifact.as_str().contains("/snapshot/"),
         EventBody::ArtifactVerified(a) => a.artifact.as_str().contains("/snapshot/"),
@@ -293,6 +294,23 @@ impl Catalog {
             }
             EventBody::DrillCompleted(d) if self.group(d.group.as_str()).is_none() => {
                 return Err(AdmitError::Contradicts(format!("drill of group {}: no such group is defined", d.group)));
+            }
+            EventBody::RestoreTestSelected(t) => {
+                let known = self.group(t.group.as_str()).or_else(|| base.group(t.group.as_str()));
+                let Some(g) = known else {
+                    return Err(AdmitError::Contradicts(format!(
+                        "restore test of group {}: no such group is defined",
+                        t.group
+                    )));
+                };
+                let marked = g.marker_ids.contains_key(&t.recovery_point)
+                    || base.group(t.group.as_str()).is_some_and(|b| b.marker_ids.contains_key(&t.recovery_point));
+                if !marked {
+                    return Err(AdmitError::Contradicts(format!(
+                        "restore test of group {}: no marker {} is recorded",
+                        t.group, t.recovery_point
+                    )));
+                }
             }
             _ => {}
         }

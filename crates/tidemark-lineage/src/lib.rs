@@ -9,6 +9,7 @@ pub mod group;
 pub mod group_plan;
 pub mod pg;
 pub mod pg_plan;
+pub mod restore_test;
 pub mod s3;
 pub mod s3_scan;
 pub mod status;

@@ -478,12 +478,19 @@ pub struct DrillPlan {
     pub concurrency: usize,
     /// Leave the scratch data, servers and buckets in place.
     pub keep: bool,
+    /// The restore time the application must meet: checked, and recorded as a check.
+    pub rto_target: Option<Duration>,
+    /// Events recorded in the same batch as `drill.completed` (a scheduled
+    /// test's `restore_test.selected`), so both are in the ledger or neither.
+    pub also_record: Vec<EventBody>,
 }
 
 /// What a drill did and recorded.
 #[derive(Debug)]
 pub struct Drilled {
     pub passed: bool,
+    /// How long restoring every part took (the measured RTO), before the checks.
+    pub restore_seconds: f64,
     pub recorded: EventBody,
     pub entry: Option<u64>,
     pub seconds: f64,
@@ -525,12 +532,25 @@ pub fn drill(
     };
     let started = Instant::now();
     let ex = execute(plan, &targets, pg, progress);
+    let restore_time = started.elapsed();
     let restored = overall(&ex.outcomes) == Outcome::Succeeded;
     let mut checks = vec![DrillCheck {
         command: format!("tidemark restore (plan {})", plan.digest),
         exit_code: if restored { 0 } else { 1 },
         passed: restored,
     }];
+    if let Some(target) = d.rto_target {
+        let met = restored && restore_time <= target;
+        checks.push(DrillCheck {
+            command: format!(
+                "restore time {:.1} s within the target of {} s",
+                restore_time.as_secs_f64(),
+                target.as_secs_f64()
+            ),
+            exit_code: if met { 0 } else { 1 },
+            passed: met,
+        });
+    }
     for cmd in &d.checks {
         let code = if restored {
             let mut c = Command::new("sh");
@@ -601,8 +621,16 @@ pub fn drill(
         result: if passed { DrillResult::Passed } else { DrillResult::Failed },
         duration_ms: started.elapsed().as_millis() as u64,
     });
-    let recorded = ledger.record(vec![env.sign(key, body.clone())?], env.now())?;
-    Ok(Drilled { passed, recorded: body, entry: recorded.last_seq(), seconds: started.elapsed().as_secs_f64() })
+    let mut events = d.also_record.iter().map(|b| env.sign(key, b.clone())).collect::<Result<Vec<_>, _>>()?;
+    events.push(env.sign(key, body.clone())?);
+    let recorded = ledger.record(events, env.now())?;
+    Ok(Drilled {
+        passed,
+        recorded: body,
+        entry: recorded.last_seq(),
+        seconds: started.elapsed().as_secs_f64(),
+        restore_seconds: restore_time.as_secs_f64(),
+    })
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ pub fn check(agent: &Agent, ledger: &dyn LedgerApi, reach: bool) -> Vec<Problem>
         }
     };
     key_check("keys.agent", agent.agent_key(), &AGENT_KINDS);
+    if c.keys.operator.is_some() {
+        key_check("keys.operator", agent.operator_key(), &[Kind::RestoreTestSelected, Kind::DrillCompleted]);
+    }
     // The group: defined, with exactly the configured components and skew.
     let info = match ledger.group_info(&c.group.name) {
         Ok(i) => i,

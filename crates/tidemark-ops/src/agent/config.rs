@@ -28,6 +28,8 @@ pub struct Config {
     pub snapshot: Vec<SnapshotComponent>,
     #[serde(default)]
     pub schedule: Schedule,
+    /// How scheduled restore tests pick, restore and check a recovery point.
+    pub restore_test: Option<RestoreTest>,
 }
 
 /// Where the ledger is and how to reach it.
@@ -50,6 +52,8 @@ pub struct LedgerConfig {
 pub struct KeysConfig {
     /// Signs positions, scans, markers, snapshots and archive checks (role `agent`).
     pub agent: PathBuf,
+    /// Signs restore tests (`restore_test.selected`, `drill.completed`; role `operator`).
+    pub operator: Option<PathBuf>,
 }
 
 /// The application: a group defined in the ledger.
@@ -115,6 +119,54 @@ pub struct Schedule {
     pub scans: Option<String>,
     pub marks: Option<String>,
     pub archive_checks: Option<String>,
+    pub restore_tests: Option<String>,
+}
+
+/// Restore tests: a recovery point picked within a window, restored into
+/// scratch locations (a PostgreSQL server, `BUCKET-drill-…` buckets,
+/// snapshot copies), checked, removed, and recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTest {
+    /// `latest`: the newest restorable marker in the window; `random`: one drawn with a recorded seed.
+    pub pick: Pick,
+    /// How far back the point may be (`1d` … `365d`).
+    pub window: String,
+    /// The seed of the first random pick (later picks use seed + 1, + 2 …); default: from the clock. Always recorded.
+    pub seed: Option<u64>,
+    /// Shell commands run against the restored endpoints (`TIDEMARK_PG_DSN`, `TIDEMARK_S3_BUCKET`, …); each must exit 0.
+    #[serde(default)]
+    pub checks: Vec<String>,
+    /// The restore time the application must meet (`10m`); recorded as a check.
+    pub target: Option<String>,
+    /// Where scratch data goes (default: a new temporary directory per test).
+    pub scratch: Option<PathBuf>,
+    /// PostgreSQL's server binaries.
+    #[serde(default = "default_pg_bin")]
+    pub pg_bin: PathBuf,
+    /// The user restored servers run as (PostgreSQL refuses root).
+    pub run_as: Option<String>,
+    /// The restored clusters' superuser.
+    #[serde(default = "default_pg_user")]
+    pub pg_user: String,
+    /// How long WAL replay may take before the test fails.
+    pub recovery_timeout: Option<String>,
+}
+
+/// Which recovery point a restore test picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Pick {
+    Latest,
+    Random,
+}
+
+fn default_pg_bin() -> PathBuf {
+    PathBuf::from("/usr/lib/postgresql/15/bin")
+}
+
+fn default_pg_user() -> String {
+    "postgres".to_owned()
 }
 
 /// A problem with the configuration, with where it comes from.
@@ -216,7 +268,8 @@ impl Parsed {
 
     /// Rule: what the file says is coherent on its own — names of the
     /// right kind, each component once, durations that parse and are
-    /// positive, one DSN source per cluster, credentials given one way.
+    /// positive, one DSN source per cluster, credentials given one way, a
+    /// restore test with its section, an operator key and a window of 1 to 365 days.
     pub fn rules(&self) -> Vec<Problem> {
         let c = &self.config;
         let mut out = Vec::new();
@@ -277,6 +330,7 @@ impl Parsed {
             ("scans", &c.schedule.scans),
             ("marks", &c.schedule.marks),
             ("archive_checks", &c.schedule.archive_checks),
+            ("restore_tests", &c.schedule.restore_tests),
         ];
         for (name, value) in every {
             if let Some(v) = value {
@@ -286,6 +340,33 @@ impl Parsed {
                     Err(e) => out.push(self.problem(&format!("schedule.{name}"), e)),
                 }
             }
+        }
+        match (&c.schedule.restore_tests, &c.restore_test) {
+            (Some(_), None) => {
+                out.push(self.problem("schedule.restore_tests", "restore tests need a [restore_test] section"))
+            }
+            (_, Some(t)) => {
+                if c.keys.operator.is_none() {
+                    out.push(
+                        self.problem("restore_test", "restore tests are signed by an operator key: give keys.operator"),
+                    );
+                }
+                match parse_duration(&t.window) {
+                    Ok(w) if w < Duration::from_secs(86_400) || w > Duration::from_secs(365 * 86_400) => {
+                        out.push(self.problem("restore_test.window", format!("{:?}: a window of 1d to 365d", t.window)))
+                    }
+                    Ok(_) => {}
+                    Err(e) => out.push(self.problem("restore_test.window", e)),
+                }
+                for (field, v) in [("target", &t.target), ("recovery_timeout", &t.recovery_timeout)] {
+                    if let Some(v) = v
+                        && let Err(e) = parse_duration(v)
+                    {
+                        out.push(self.problem(&format!("restore_test.{field}"), e));
+                    }
+                }
+            }
+            (None, None) => {}
         }
         out
     }
@@ -372,7 +453,18 @@ scans = "2s"
     fn the_annotated_example_is_coherent() {
         let p = Parsed::parse(include_str!("../../../../examples/tidemark.toml")).unwrap();
         assert_eq!(p.rules(), vec![]);
+        assert_eq!(p.config.restore_test.as_ref().map(|t| t.pick), Some(Pick::Random));
         assert_eq!(p.config.s3[0].profile.as_deref(), Some("backup-reader"));
+    }
+
+    #[test]
+    fn rule_a_restore_test_needs_its_section_an_operator_and_a_window_of_days() {
+        let p = Parsed::parse(&GOOD.replace("scans = \"2s\"", "scans = \"2s\"\nrestore_tests = \"30s\"")).unwrap();
+        assert!(p.rules().iter().any(|m| m.message.contains("need a [restore_test] section")));
+        let with = format!("{GOOD}\n[restore_test]\npick = \"latest\"\nwindow = \"12h\"\n");
+        let problems: Vec<String> = Parsed::parse(&with).unwrap().rules().iter().map(ToString::to_string).collect();
+        assert!(problems.iter().any(|m| m.contains("operator key")), "{problems:?}");
+        assert!(problems.iter().any(|m| m.contains("a window of 1d to 365d")), "{problems:?}");
     }
 
     #[test]

@@ -20,10 +20,12 @@ pub enum Job {
     Marks,
     /// The archive audit of every cluster (`pg check-archive`).
     ArchiveChecks,
+    /// A restore test: a point picked within the window, drilled, checked, cleaned up (`drill`).
+    RestoreTests,
 }
 
 impl Job {
-    pub const ALL: [Job; 4] = [Job::Positions, Job::Scans, Job::Marks, Job::ArchiveChecks];
+    pub const ALL: [Job; 5] = [Job::Positions, Job::Scans, Job::Marks, Job::ArchiveChecks, Job::RestoreTests];
 
     /// The job's name (as in `[schedule]` and `agent run-once`).
     pub fn name(self) -> &'static str {
@@ -32,6 +34,7 @@ impl Job {
             Job::Scans => "scans",
             Job::Marks => "marks",
             Job::ArchiveChecks => "archive_checks",
+            Job::RestoreTests => "restore_tests",
         }
     }
 
@@ -47,6 +50,7 @@ impl Job {
             Job::Scans => &s.scans,
             Job::Marks => &s.marks,
             Job::ArchiveChecks => &s.archive_checks,
+            Job::RestoreTests => &s.restore_tests,
         };
         v.as_deref().and_then(|v| parse_duration(v).ok()).filter(|d| !d.is_zero())
     }
@@ -60,8 +64,10 @@ pub struct Ran {
     pub done: Vec<String>,
 }
 
-/// Runs a job once over every component it concerns; the first failure ends it.
-pub fn run_once(agent: &Agent, ledger: &mut dyn LedgerApi, env: &dyn Env, job: Job) -> Result<Ran, OpsError> {
+/// Runs a job once over every component it concerns; the first failure
+/// ends it. `run` numbers the runs of one agent (a restore test's seed is
+/// the configured one plus it).
+pub fn run_once(agent: &Agent, ledger: &mut dyn LedgerApi, env: &dyn Env, job: Job, run: u64) -> Result<Ran, OpsError> {
     let c = agent.config();
     let mut done = Vec::new();
     match job {
@@ -133,8 +139,113 @@ pub fn run_once(agent: &Agent, ledger: &mut dyn LedgerApi, env: &dyn Env, job: J
                 done.push(format!("{}: {} sound, {} missing or corrupt", pg.component, check.ok, check.problems.len()));
             }
         }
+        Job::RestoreTests => done.push(restore_test(agent, ledger, env, run)?),
     }
     Ok(Ran { job: job.name(), done })
+}
+
+/// One restore test: the point picked (the seed recorded), the group plan,
+/// the drill into scratch locations with the configured checks and the
+/// restore-time target, clean-up, and `restore_test.selected` with
+/// `drill.completed` in one batch. `run` numbers the tests of one agent
+/// (the seed of each is the configured seed plus it).
+pub fn restore_test(agent: &Agent, ledger: &mut dyn LedgerApi, env: &dyn Env, run: u64) -> Result<String, OpsError> {
+    use tidemark_core::event::{EventBody, RestoreTestSelected, TestPick};
+    let c = agent.config();
+    let t = c.restore_test.as_ref().ok_or_else(|| OpsError::Usage("no [restore_test] section".into()))?;
+    let key = agent.operator_key()?;
+    let window = parse_duration(&t.window).map_err(OpsError::Usage)?;
+    let pick = match t.pick {
+        super::config::Pick::Latest => TestPick::Latest,
+        super::config::Pick::Random => TestPick::Random,
+    };
+    let seed = t.seed.unwrap_or_else(|| env.now().as_micros() as u64).wrapping_add(run);
+    let report = ledger.group_report(&c.group.name)?;
+    let now = env.now();
+    let window_ms = window.as_millis() as u64;
+    let (point, candidates) = tidemark_lineage::restore_test::pick(&report.markers, now, window_ms, pick, seed)
+        .ok_or_else(|| {
+            OpsError::NotRestorable(format!(
+                "group {}: no restorable marker within the last {}: nothing to test",
+                c.group.name, t.window
+            ))
+        })?;
+    let point_id = point.id.clone();
+    let exe = std::env::current_exe().map_err(|e| OpsError::Failed(format!("this program's path: {e}")))?;
+    let options = tidemark_lineage::pg_plan::PlanOptions {
+        restore_command: format!(
+            "{} pg restore-wal --cluster {{cluster}} --ledger {} %f %p",
+            exe.display(),
+            c.ledger.url
+        ),
+        use_recovery_target_time: false,
+    };
+    let plan = ledger
+        .group_plan(&c.group.name, &tidemark_lineage::group_plan::PlanRequest::Marker(point_id.clone()), &options)?
+        .map_err(|reasons| OpsError::NotRestorable(format!("{point_id}: {}", reasons.join("; "))))?;
+    let selected = EventBody::RestoreTestSelected(RestoreTestSelected {
+        group: tidemark_core::Name::parse(&c.group.name).map_err(OpsError::Usage)?,
+        recovery_point: point_id.clone(),
+        pick,
+        window_ms,
+        seed: (pick == TestPick::Random).then_some(seed),
+        candidates,
+    });
+    let scratch_root = match &t.scratch {
+        Some(p) => agent.path(p),
+        None => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&scratch_root).map_err(|e| OpsError::Failed(format!("{}: {e}", scratch_root.display())))?;
+    let scratch = scratch_root.join(format!("tidemark-restore-test-{}-{}", c.group.name, now.as_micros()));
+    std::fs::create_dir_all(&scratch).map_err(|e| OpsError::Failed(format!("{}: {e}", scratch.display())))?;
+    let credentials = match c.s3.first() {
+        Some(s3) => agent.bucket(s3)?.credentials,
+        None => tidemark_s3::Credentials::Chain,
+    };
+    let drill = crate::restore::DrillPlan {
+        group: c.group.name.clone(),
+        checks: t.checks.clone(),
+        scratch: scratch.clone(),
+        s3_path_style: c.s3.iter().any(|s| s.path_style),
+        s3_credentials: credentials,
+        concurrency: 16,
+        keep: false,
+        rto_target: t.target.as_deref().map(parse_duration).transpose().map_err(OpsError::Usage)?,
+        also_record: vec![selected],
+    };
+    let mut restore_env = vec![("TIDEMARK_LEDGER".to_owned(), c.ledger.url.clone())];
+    if let Some(token) = agent.token()? {
+        restore_env.push(("TIDEMARK_TOKEN".to_owned(), token));
+    }
+    let pg = crate::restore::PgRestore {
+        process: tidemark_agents::pg_process::PgProcess { bin: t.pg_bin.clone(), run_as: t.run_as.clone() },
+        user: t.pg_user.clone(),
+        port: None,
+        keep_archive_mode: false,
+        recovery_timeout: t
+            .recovery_timeout
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(OpsError::Usage)?
+            .unwrap_or(Duration::from_secs(600)),
+        restore_env,
+    };
+    let result = crate::restore::drill(ledger, env, &key, &plan, &drill, &pg, &mut NoProgress);
+    // The scratch directory itself goes too, whatever happened.
+    let _ = std::fs::remove_dir_all(&scratch);
+    let drilled = result?;
+    Ok(format!(
+        "{} {point_id} ({} of {candidates} in the window): restored in {:.1} s, {}; entry {:?}",
+        c.group.name,
+        match pick {
+            TestPick::Latest => "latest".to_owned(),
+            TestPick::Random => format!("random, seed {seed}"),
+        },
+        drilled.restore_seconds,
+        if drilled.passed { "passed" } else { "FAILED" },
+        drilled.entry
+    ))
 }
 
 /// One line of the agent's log.
@@ -190,7 +301,7 @@ pub fn run_scheduled(
         loop {
             let t = Instant::now();
             counts.runs += 1;
-            let result = run_once(agent, ledger, env, job);
+            let result = run_once(agent, ledger, env, job, counts.runs - 1);
             let seconds = t.elapsed().as_secs_f64();
             match result {
                 Ok(ran) => {

@@ -68,6 +68,13 @@ impl Agent {
         Ok(tidemark_store::read_secret_key_file(&self.path(&self.config().keys.agent))?)
     }
 
+    /// The operator's signing key (restore tests).
+    pub fn operator_key(&self) -> Result<SecretKey, OpsError> {
+        let p =
+            self.config().keys.operator.as_ref().ok_or_else(|| OpsError::Usage("keys.operator is not given".into()))?;
+        Ok(tidemark_store::read_secret_key_file(&self.path(p))?)
+    }
+
     /// A cluster's DSN, from the file or the environment variable it names.
     pub fn dsn(&self, pg: &config::PgComponent) -> Result<String, OpsError> {
         match (&pg.dsn, &pg.dsn_env) {
