@@ -237,7 +237,8 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
         c.env(k, v);
     }
     let child = c
-        .args(["agent", "--config", &file_arg, "--json"])
+        .args(["agent", "--config", &file_arg, "--json", "--metrics-file"])
+        .arg(base.path().join("agent.prom"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -262,6 +263,15 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
     assert!(positions >= 4, "positions every second for 8 s: {positions}: {stderr}");
     assert!(!lines.iter().any(|l| l["event"] == "gave_up"), "{stderr}");
     assert!(markers() >= 2, "the scheduled marks are in the ledger");
+    // The agent's own job metrics, in a file node_exporter's textfile collector reads.
+    let prom = std::fs::read_to_string(base.path().join("agent.prom")).unwrap();
+    let runs = prom
+        .lines()
+        .find_map(|l| l.strip_prefix("tidemark_agent_job_runs_total{job=\"positions\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("positions runs in:\n{prom}"));
+    assert!(runs >= positions as f64, "{prom}");
+    assert!(prom.contains("tidemark_agent_job_last_success_timestamp_seconds{job=\"restore_tests\"}"), "{prom}");
     assert!(
         lines.iter().any(|l| l["job"] == "restore_tests" && l["event"] == "ok"),
         "the scheduled restore test ran and finished: {stderr}"
@@ -319,11 +329,18 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
     );
     let test_file = base.path().join("alerts_test.yml");
     std::fs::write(&test_file, &test).unwrap();
-    let out = std::process::Command::new(promtool).args(["test", "rules"]).arg(&test_file).output().unwrap();
+    let out = std::process::Command::new(&promtool).args(["test", "rules"]).arg(&test_file).output().unwrap();
     assert!(
         out.status.success(),
         "{}{}\n{test}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The agent's metrics file is valid exposition text.
+    let out = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(base.path().join("agent.prom")).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
