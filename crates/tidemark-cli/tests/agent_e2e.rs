@@ -285,16 +285,20 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
     assert!(v["failure"].is_null(), "{v}");
 
     // The recovery metrics, from the ledger's projections.
-    let mut r = ureq::get(&format!("{}/metrics", server.url))
-        .header("authorization", &format!("Bearer {token}"))
-        .call()
-        .unwrap();
-    let text = r.body_mut().read_to_string().unwrap();
-    let metric = |line: &str| -> f64 {
+    let scrape = || -> String {
+        let mut r = ureq::get(&format!("{}/metrics", server.url))
+            .header("authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        r.body_mut().read_to_string().unwrap()
+    };
+    let read = |text: &str, line: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse::<f64>().unwrap()))
             .unwrap_or_else(|| panic!("{line} in:\n{text}"))
     };
+    let text = scrape();
+    let metric = |line: &str| read(&text, line);
     assert_eq!(metric("tidemark_group_last_restore_test_passed{group=\"app\"}"), 1.0);
     assert!(metric("tidemark_group_restore_tests{group=\"app\",result=\"passed\"}") >= 2.0);
     let rpo = metric("tidemark_group_rpo_seconds{group=\"app\"}");
@@ -343,4 +347,61 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // Faults. A restore test whose check fails is recorded failed, and says so.
+    write("uploads", &schedule.replace("&& test -n \\\"$TIDEMARK_S3_BUCKET\\\"", "&& false"));
+    let out = ok(&["agent", "run-once", "restore_tests", "--config", &file_arg]);
+    assert!(out.contains("FAILED"), "{out}");
+    assert_eq!(read(&scrape(), "tidemark_group_last_restore_test_passed{group=\"app\"}"), 0.0);
+    assert_eq!(leftovers("after a failed restore test"), Vec::<String>::new());
+
+    // Archiving stopped: positions and scans go on, nothing newer becomes restorable, the RPO grows.
+    pg.sql("ALTER SYSTEM SET archive_command = 'false'");
+    pg.sql("SELECT pg_reload_conf()");
+    pg.sql("SELECT pg_switch_wal()");
+    std::thread::sleep(Duration::from_secs(2));
+    let rpo_stopped = read(&scrape(), "tidemark_group_rpo_seconds{group=\"app\"}");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_secs(1));
+        pg.sql("INSERT INTO t VALUES (1)");
+        ok(&["agent", "run-once", "positions", "--config", &file_arg]);
+        ok(&["agent", "run-once", "scans", "--config", &file_arg]);
+    }
+    let rpo_later = read(&scrape(), "tidemark_group_rpo_seconds{group=\"app\"}");
+    assert!(rpo_later >= rpo_stopped + 3.0, "the RPO grows while archiving is stopped: {rpo_stopped} then {rpo_later}");
+    let script_cmd = format!("{} %p %f", script.display());
+    pg.sql(&format!("ALTER SYSTEM SET archive_command = '{script_cmd}'"));
+    pg.sql("SELECT pg_reload_conf()");
+
+    // An archived segment deleted: the archive check records it missing, the metric and the alert see it.
+    let archive = base.path().join("archive");
+    let victim = std::fs::read_dir(&archive)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().len() == 24)
+        .min()
+        .expect("an archived segment");
+    std::fs::remove_file(&victim).unwrap();
+    let out = ok(&["agent", "run-once", "archive_checks", "--config", &file_arg]);
+    assert!(out.contains("1 missing or corrupt"), "{out}");
+    let text = scrape();
+    assert_eq!(read(&text, "tidemark_pg_unsound_segments{component=\"pg:main\"}"), 1.0);
+    let mut series = String::new();
+    for line in text.lines().filter(|l| l.starts_with("tidemark_pg_unsound_segments")) {
+        let (name, v) = line.rsplit_once(' ').unwrap();
+        series += &format!("      - series: '{name}'\n        values: '{v}+0x5'\n");
+    }
+    let test = format!(
+        "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}    alert_rule_test:\n      - eval_time: 2m\n        alertname: TidemarkArtifactsMissing\n        exp_alerts:\n          - exp_labels: {{severity: critical, component: \"pg:main\"}}\n            exp_annotations: {{summary: \"pg:main: 1 recorded artifacts are missing, corrupt or unrecoverable\"}}\n",
+        rules.display()
+    );
+    std::fs::write(&test_file, &test).unwrap();
+    let out = std::process::Command::new(&promtool).args(["test", "rules"]).arg(&test_file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the alert fires on the real series: {}{}\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
