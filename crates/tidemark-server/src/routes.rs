@@ -789,6 +789,39 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, Problem> {
 mod tests {
     use std::collections::BTreeSet;
 
+    /// Every `kind` parameter of the OpenAPI document names exactly the kinds the server knows.
+    #[test]
+    fn openapi_kind_patterns_name_every_kind() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut names: Vec<String> =
+            tidemark_core::Kind::ALL.iter().map(|k| k.name().replace('.', "\\.")).collect();
+        names.sort();
+        let one = format!("({})", names.join("|"));
+        let expected = format!("^{one}(,{one})*$");
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut found = Vec::new();
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(p) = m.get("pattern").and_then(|p| p.as_str())
+                        && p.contains("artifact\\.copied")
+                    {
+                        out.push(p.to_owned());
+                    }
+                    m.values().for_each(|x| walk(x, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        walk(&doc, &mut found);
+        assert!(!found.is_empty());
+        for p in found {
+            assert_eq!(p, expected);
+        }
+    }
+
     /// The OpenAPI document and the router list the same routes.
     #[test]
     fn openapi_document_matches_the_routes() {
