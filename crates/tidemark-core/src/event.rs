@@ -1569,7 +1569,25 @@ mod tests {
             json!({"kind": "artifact.deleted", "body": {"artifact": "pg:main/base/b1", "reason": "retention"}}),
             json!({"kind": "restore.performed", "body": {"target": "app", "recovery_point": "m1", "plan_digest": d, "target_environment": "scratch", "outcome": "partial", "components": [{"component": "pg:main", "outcome": "succeeded"}, {"component": "s3:uploads", "outcome": "failed", "detail": "copy failed"}], "duration_ms": 12}}),
             json!({"kind": "drill.completed", "body": {"group": "app", "recovery_point": "m1", "plan_digest": d, "checks": [{"command": "psql -c 'select 1'", "exit_code": 0, "passed": true}], "result": "passed", "duration_ms": 5}}),
+            json!({"kind": "restore_test.selected", "body": {"group": "app", "recovery_point": "m1", "pick": "random", "window_ms": 86_400_000u64, "seed": 42, "candidates": 3}}),
         ]
+    }
+
+    #[test]
+    fn rule_a_restore_test_selection_has_a_seed_exactly_when_random_and_candidates() {
+        let sel = |pick: TestPick, seed: Option<u64>, candidates: u64| RestoreTestSelected {
+            group: Name::parse("app").unwrap(),
+            recovery_point: "m1".into(),
+            pick,
+            window_ms: 1000,
+            seed,
+            candidates,
+        };
+        assert!(sel(TestPick::Random, Some(1), 2).validate().is_ok());
+        assert!(sel(TestPick::Latest, None, 1).validate().is_ok());
+        assert!(sel(TestPick::Random, None, 2).validate().is_err());
+        assert!(sel(TestPick::Latest, Some(1), 2).validate().is_err());
+        assert!(sel(TestPick::Latest, None, 0).validate().is_err());
     }
 
     #[test]
