@@ -25,11 +25,19 @@ if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; } \
     || echo "scripts/test.sh: could not install prometheus (promtool); the alert rule tests fail under CI=true" >&2
 fi
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } \
+    || echo "scripts/test.sh: could not install chromium; the browser page test fails under CI=true" >&2
+fi
 if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import moto, sys; sys.exit(moto.__version__ != "5.0.28")' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet 'moto[s3]==5.0.28' flask flask-cors
 fi
 # schemathesis (PyPI) for the OpenAPI conformance test of the read API.
+if ! .venv/bin/python -c 'import websocket' 2>/dev/null; then
+  .venv/bin/pip install --quiet 'websocket-client==1.8.0'
+fi
 if [ ! -x .venv/bin/schemathesis ] || ! .venv/bin/python -c 'import schemathesis, sys; sys.exit(schemathesis.__version__ != "4.32.5")' 2>/dev/null; then
   .venv/bin/pip install --quiet 'schemathesis==4.32.5'
 fi
@@ -47,6 +55,8 @@ echo "scripts/test.sh: services for the end-to-end tests:"
 found "PostgreSQL 15" "$([ -x "$PG_BIN/postgres" ] && "$PG_BIN/postgres" --version)"
 found "moto_server" "$([ -x .venv/bin/moto_server ] && echo "moto $(.venv/bin/python -c 'import moto; print(moto.__version__)') in .venv")"
 found "pgbackrest" "$(command -v pgbackrest >/dev/null 2>&1 && pgbackrest version)"
+found "chromium" "$(command -v chromium >/dev/null 2>&1 && chromium --version 2>/dev/null | head -1)"
+found "websocket-client" "$(.venv/bin/python -c 'import websocket; print(websocket.__version__)' 2>/dev/null)"
 found "promtool" "$(command -v promtool >/dev/null 2>&1 && promtool --version 2>&1 | head -1)"
 found "schemathesis" "$([ -x .venv/bin/schemathesis ] && .venv/bin/schemathesis --version)"
 found "python cryptography" "$(python3 -c 'import cryptography; print(cryptography.__version__)' 2>/dev/null)"

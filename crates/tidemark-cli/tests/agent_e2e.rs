@@ -375,18 +375,24 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
 
     // An archived segment deleted: the archive check records it missing, the metric and the alert see it.
     let archive = base.path().join("archive");
-    let victim = std::fs::read_dir(&archive)
+    // The base backup's start segment: every marker's restore replays it.
+    let history = std::fs::read_dir(&archive)
         .unwrap()
         .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().len() == 24)
-        .min()
-        .expect("an archived segment");
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".backup"))
+        .expect("the backup history file is archived");
+    let victim = archive.join(&history[..24]);
     std::fs::remove_file(&victim).unwrap();
     let out = ok(&["agent", "run-once", "archive_checks", "--config", &file_arg]);
     assert!(out.contains("1 missing or corrupt"), "{out}");
     let text = scrape();
     assert_eq!(read(&text, "tidemark_pg_unsound_segments{component=\"pg:main\"}"), 1.0);
+    let report: Value = serde_json::from_str(&ok(&["recovery-points", "--group", "app", "--json"])).unwrap();
+    assert!(
+        report["markers"].as_array().unwrap().iter().all(|m| m["restorable"] == false),
+        "every marker replays the deleted segment: {report}"
+    );
     let mut series = String::new();
     for line in text.lines().filter(|l| l.starts_with("tidemark_pg_unsound_segments")) {
         let (name, v) = line.rsplit_once(' ').unwrap();
@@ -404,4 +410,36 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The pages a person opens, in headless Chromium: login with the token
+    // (a form; never in a URL), the overview, the timeline, logout.
+    let (Some(chromium), Some(python)) = (common::chromium(), common::venv_python()) else {
+        common::service_missing("chromium or websocket-client missing (scripts/test.sh installs them)");
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/ui_check.py");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-overview.png");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(chromium)
+        .args([&server.url, &token, "app"])
+        .arg(&shot)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(seen["title"].as_str().unwrap().starts_with("app"), "{seen}");
+    assert!(seen["groups"].as_str().unwrap().contains("app"), "{seen}");
+    assert!(!seen["rpo"].as_str().unwrap().is_empty(), "{seen}");
+    assert!(seen["last_test"].as_str().unwrap().contains("FAILED"), "the failed restore test shows: {seen}");
+    assert!(seen["points"].as_u64().unwrap() >= 2, "{seen}");
+    assert!(seen["problems"].as_str().unwrap().contains("not restorable"), "the deleted segment's markers: {seen}");
+    assert_eq!(seen["cookie"]["httpOnly"], true, "{seen}");
+    assert_eq!(seen["cookie"]["sameSite"], "Strict", "{seen}");
+    assert_eq!(seen["url_has_token"], false, "{seen}");
+    assert!(seen["timeline_svg"].as_u64().unwrap() >= 1, "{seen}");
+    assert_eq!(seen["after_logout"], "/ui/login", "{seen}");
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a screenshot of the overview: {} bytes", png.len());
+    eprintln!("overview screenshot: {}", shot.display());
 }

@@ -251,3 +251,88 @@ pub fn html(r: &GroupReport) -> String {
         svg = svg(r),
     )
 }
+
+/// How a duration reads on a page: `42 s`, `17 min`, `3.2 h`, `4.0 d`.
+fn age(seconds: f64) -> String {
+    match seconds {
+        s if s.is_infinite() => "unbounded (nothing is restorable)".to_owned(),
+        s if s < 120.0 => format!("{s:.0} s"),
+        s if s < 7200.0 => format!("{:.0} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} d", s / 86_400.0),
+    }
+}
+
+/// The group overview a person opens: the live RPO, the recovery window,
+/// the newest restore test, every recovery point with its class and
+/// restore tests, and every problem with its reason. Plain HTML, no script,
+/// nothing fetched from elsewhere.
+pub fn overview_html(r: &GroupReport, status: &crate::status::GroupStatus, now: Timestamp) -> String {
+    let rpo = crate::status::rpo_seconds(now, status.newest_restorable);
+    let window = match (r.windows.iter().map(|w| w.from).min(), status.newest_restorable) {
+        (Some(from), Some(to)) => format!("{from} … {to}"),
+        (None, Some(to)) => format!("markers only; newest {to}"),
+        _ => "none".to_owned(),
+    };
+    let last_test = match status.last_drill {
+        Some((at, true)) => format!("<span class=\"ok\">passed</span> at {at}"),
+        Some((at, false)) => format!("<span class=\"bad\">FAILED</span> at {at}"),
+        None => "<span class=\"bad\">never tested</span>".to_owned(),
+    };
+    let mut points = String::new();
+    for m in r.markers.iter().take(200) {
+        let reasons: Vec<String> =
+            m.components.iter().filter_map(|p| p.reason.as_ref().map(|x| format!("{}: {x}", p.component))).collect();
+        let tested = match &m.record.last_drill {
+            Some(d) => {
+                format!("{} of {} passed; last {} at {}", m.record.drills_passed, m.record.drills, esc(&d.result), d.at)
+            }
+            None => "never".to_owned(),
+        };
+        let state = if m.restorable { "ok" } else { "bad" };
+        let _ = writeln!(
+            points,
+            "<tr class=\"{state}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{tested}</td><td>{}</td></tr>",
+            esc(&m.id),
+            m.at,
+            m.class.name(),
+            if m.restorable { "restorable" } else { "NOT restorable" },
+            esc(&reasons.join("; "))
+        );
+    }
+    let mut problems = String::new();
+    for g in &r.gaps {
+        let _ = writeln!(problems, "<li>gap {} … {}: {}</li>", g.from, g.to, esc(&g.reasons.join("; ")));
+    }
+    for n in &r.notes {
+        let _ = writeln!(problems, "<li>{}</li>", esc(n));
+    }
+    let bad = r.markers.iter().filter(|m| !m.restorable).count();
+    if bad > 0 {
+        let _ = writeln!(problems, "<li>{bad} markers are not restorable (reasons in the table)</li>");
+    }
+    if problems.is_empty() {
+        problems = "<li>none</li>".to_owned();
+    }
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{g} — tidemark</title>\n\
+<style>body{{font-family:sans-serif;margin:24px;color:#222}}dt{{font-weight:bold;margin-top:8px}}\
+table{{border-collapse:collapse;margin-top:8px}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}}\
+.ok{{color:#17663a}}.bad{{color:#a31515}}tr.bad td{{background:#fdecec}}form{{display:inline}}</style></head>\n\
+<body>\n<h1 id=\"group\">{g}</h1>\n<p><a href=\"/ui/groups/{g}/timeline\">timeline</a> · <a href=\"/ui/\">all groups</a> · \
+<form method=\"post\" action=\"/ui/logout\"><button type=\"submit\">log out</button></form></p>\n<dl>\n\
+<dt>Live RPO (age of the newest restorable point)</dt><dd id=\"rpo\">{rpo}</dd>\n\
+<dt>Recovery window</dt><dd id=\"window\">{window}</dd>\n\
+<dt>Newest restore test</dt><dd id=\"last-test\">{last_test} ({passed} passed, {failed} failed in all)</dd>\n\
+<dt>Components</dt><dd>{components} (max skew {skew} ms)</dd>\n</dl>\n\
+<h2>Problems</h2>\n<ul id=\"problems\">\n{problems}</ul>\n\
+<h2>Recovery points (newest first)</h2>\n<table id=\"points\"><tr><th>marker</th><th>at</th><th>class</th><th>status</th><th>restore tests</th><th>reasons</th></tr>\n{points}</table>\n\
+<p>As of {now}; every figure is computed from the ledger.</p>\n</body></html>\n",
+        g = esc(&r.group),
+        rpo = age(rpo),
+        passed = status.drills_passed,
+        failed = status.drills_failed,
+        components = esc(&r.components.join(", ")),
+        skew = r.max_skew_ms,
+    )
+}

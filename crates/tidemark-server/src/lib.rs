@@ -14,6 +14,7 @@
 mod metrics;
 mod problem;
 mod routes;
+mod ui;
 mod writer;
 
 use std::net::SocketAddr;

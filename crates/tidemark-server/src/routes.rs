@@ -56,11 +56,11 @@ const DEFAULT_PAGE_ENTRIES: usize = 1000;
 
 #[derive(Clone)]
 pub struct AppState {
-    ledger: Arc<RwLock<Ledger>>,
+    pub(crate) ledger: Arc<RwLock<Ledger>>,
     writes: SyncSender<WriteRequest>,
     metrics: Arc<Metrics>,
     known: KnownKeys,
-    clock: fn() -> Timestamp,
+    pub(crate) clock: fn() -> Timestamp,
     /// One full verification or export at a time.
     long_reads: Arc<tokio::sync::Semaphore>,
 }
@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/events", post(post_events))
         .merge(reads)
+        .merge(crate::ui::router(state.clone()))
         .layer(middleware::from_fn(limit_header_bytes))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Refuses a declared Content-Length over the limit before reading any of it.
@@ -162,22 +163,27 @@ async fn require_reader(State(s): State<AppState>, request: Request, next: Next)
     let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
         return Problem::unauthorized("the Authorization header must be `Bearer <token>`").into_response();
     };
-    let (claims, payload, sig) = match tidemark_core::token::parse(token.trim()) {
-        Ok(t) => t,
-        Err(e) => return Problem::unauthorized(e.to_string()).into_response(),
-    };
-    let record = s.ledger.read().expect("ledger lock").registry().get(&claims.actor).cloned();
-    let Some(record) = record else {
-        return Problem::unauthorized(format!("the token's key {} is not enrolled", claims.actor)).into_response();
-    };
-    if let Some(at) = record.revoked_at_seq {
-        return Problem::unauthorized(format!("the token's key {} was revoked at entry {at}", claims.actor))
-            .into_response();
-    }
-    if let Err(e) = tidemark_core::token::check(&claims, &payload, &sig, &record.public_key, (s.clock)()) {
-        return Problem::unauthorized(e.to_string()).into_response();
+    if let Err(p) = check_token(&s, token) {
+        return p.into_response();
     }
     next.run(request).await
+}
+
+/// Rule: a token holds when it parses, its key is enrolled and unrevoked,
+/// its signature is the key's and it has not expired; then its claims.
+pub(crate) fn check_token(s: &AppState, token: &str) -> Result<tidemark_core::token::TokenClaims, Problem> {
+    let (claims, payload, sig) =
+        tidemark_core::token::parse(token.trim()).map_err(|e| Problem::unauthorized(e.to_string()))?;
+    let record = s.ledger.read().expect("ledger lock").registry().get(&claims.actor).cloned();
+    let Some(record) = record else {
+        return Err(Problem::unauthorized(format!("the token's key {} is not enrolled", claims.actor)));
+    };
+    if let Some(at) = record.revoked_at_seq {
+        return Err(Problem::unauthorized(format!("the token's key {} was revoked at entry {at}", claims.actor)));
+    }
+    tidemark_core::token::check(&claims, &payload, &sig, &record.public_key, (s.clock)())
+        .map_err(|e| Problem::unauthorized(e.to_string()))?;
+    Ok(claims)
 }
 
 /// Body: one signed event, a JSON array of them, or NDJSON (one per line).
@@ -260,7 +266,7 @@ async fn post_events(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
     }
 }
 
-fn store_problem(e: StoreError) -> Problem {
+pub(crate) fn store_problem(e: StoreError) -> Problem {
     match e {
         StoreError::NoSuchEntry { .. } => Problem::not_found(e.to_string()),
         StoreError::NotFound(d) => Problem::not_found(d),
@@ -794,8 +800,7 @@ mod tests {
     fn openapi_kind_patterns_name_every_kind() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.json");
         let text = std::fs::read_to_string(path).unwrap();
-        let mut names: Vec<String> =
-            tidemark_core::Kind::ALL.iter().map(|k| k.name().replace('.', "\\.")).collect();
+        let mut names: Vec<String> = tidemark_core::Kind::ALL.iter().map(|k| k.name().replace('.', "\\.")).collect();
         names.sort();
         let one = format!("({})", names.join("|"));
         let expected = format!("^{one}(,{one})*$");

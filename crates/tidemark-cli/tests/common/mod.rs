@@ -188,6 +188,23 @@ pub fn promtool() -> Option<std::path::PathBuf> {
     (found.status.success() && !path.is_empty()).then(|| path.into())
 }
 
+/// Headless Chromium, when installed (`TIDEMARK_CHROMIUM`, else `chromium` on the PATH).
+pub fn chromium() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("TIDEMARK_CHROMIUM") {
+        return Some(p.into());
+    }
+    let found = Command::new("sh").arg("-c").arg("command -v chromium || command -v chromium-browser").output().ok()?;
+    let path = String::from_utf8(found.stdout).ok()?.lines().next()?.trim().to_owned();
+    (found.status.success() && !path.is_empty()).then(|| path.into())
+}
+
+/// The project's Python (`.venv`, made by scripts/test.sh), with websocket-client for the browser test.
+pub fn venv_python() -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let ok = Command::new(&p).args(["-c", "import websocket"]).output().ok()?.status.success();
+    ok.then_some(p)
+}
+
 /// The real clock and fresh ids, for library calls.
 #[derive(Default)]
 pub struct LibEnv(std::sync::atomic::AtomicU64);
