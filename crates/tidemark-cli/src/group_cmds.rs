@@ -19,18 +19,9 @@ use crate::pg_cmds::{Signer, record_events};
 use crate::progress::Progress;
 use crate::{Global, util};
 
-/// `2s`, `500ms`, `1m`, `0`: a duration in milliseconds.
+/// `2s`, `500ms`, `1m`, `0`: a duration in milliseconds (the rule of `tidemark.toml`'s durations).
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "ms"), |i| (&s[..i], &s[i..]));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number with a unit (500ms, 2s, 1m)"))?;
-    let factor = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (ms, s, m, h)")),
-    };
-    Ok(n * factor)
+    tidemark_ops::agent::config::parse_duration(s).map(|d| d.as_millis() as u64)
 }
 
 #[derive(Subcommand)]

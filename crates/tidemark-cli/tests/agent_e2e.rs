@@ -15,7 +15,6 @@ use common::moto::{CREDS, Moto, moto_bin};
 use common::pg::{Postgres, archiving_world, pg_bin};
 use common::{Cli, Server, admin_key};
 use serde_json::Value;
-use tidemark_s3::{Endpoint, S3};
 
 /// Restore tests into scratch under `scratch`, run as postgres, with a check and a target.
 fn restore_test(bin: &Path, scratch: &Path) -> String {
@@ -82,16 +81,7 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
     let token = cli.ok(&["token", "issue", "--key", "agent.key"]).trim().to_owned();
     let (base, env) = archiving_world(&cli, &server.url, &token, "tidemark-agent-");
     let moto = Moto::start(&moto_bin);
-    let s3 = S3::connect(&Endpoint {
-        url: Some(moto.url.clone()),
-        region: "us-east-1".into(),
-        path_style: true,
-        credentials: tidemark_s3::Credentials::Static {
-            access_key_id: "test".into(),
-            secret_access_key: "test".into(),
-        },
-    })
-    .unwrap();
+    let s3 = moto.client();
     let run = |args: &[&str]| cli.run_remote(&server.url, &token, "agent.key", &CREDS, args);
     let ok = |args: &[&str]| {
         let r = run(args);

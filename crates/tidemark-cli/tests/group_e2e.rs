@@ -23,7 +23,7 @@ use common::pg::{Postgres, archiving_world, pg_bin};
 use common::{Cli, Run, Server, admin_key};
 use serde_json::Value;
 use tidemark_core::Digest32;
-use tidemark_s3::{Endpoint, S3};
+use tidemark_s3::S3;
 
 struct World {
     cli: Cli,
@@ -245,16 +245,7 @@ fn an_application_restores_consistently_across_postgresql_and_s3() {
     let token = cli.ok(&["token", "issue", "--key", "agent.key"]).trim().to_owned();
     let (base, env) = archiving_world(&cli, &server.url, &token, "tidemark-group-");
     let moto = Moto::start(&moto);
-    let s3 = S3::connect(&Endpoint {
-        url: Some(moto.url.clone()),
-        region: "us-east-1".into(),
-        path_style: true,
-        credentials: tidemark_s3::Credentials::Static {
-            access_key_id: "test".into(),
-            secret_access_key: "test".into(),
-        },
-    })
-    .unwrap();
+    let s3 = moto.client();
     let w = World { cli, server, token, base, bin, env, moto, s3 };
     let admin = admin_key(&w.cli);
 

@@ -19,7 +19,7 @@ use common::moto::{CREDS, Moto, moto_bin};
 use common::{Cli, Run, Server, admin_key};
 use serde_json::Value;
 use tidemark_core::Timestamp;
-use tidemark_s3::{Endpoint, S3};
+use tidemark_s3::S3;
 
 struct World {
     cli: Cli,
@@ -35,16 +35,7 @@ impl World {
         let server = Server::start(&cli, "127.0.0.1:0", &[]);
         let token = cli.ok(&["token", "issue", "--key", "agent.key"]).trim().to_owned();
         let moto = Moto::start(moto_bin);
-        let s3 = S3::connect(&Endpoint {
-            url: Some(moto.url.clone()),
-            region: "us-east-1".into(),
-            path_style: true,
-            credentials: tidemark_s3::Credentials::Static {
-                access_key_id: "test".into(),
-                secret_access_key: "test".into(),
-            },
-        })
-        .unwrap();
+        let s3 = moto.client();
         World { cli, server, token, moto, s3 }
     }
 

@@ -579,6 +579,21 @@ pub struct MarkerPart {
     pub s3_clock: Option<S3ClockEvidence>,
 }
 
+impl MarkerPart {
+    /// A part of `component` pinning nothing yet (the pins are set by field).
+    pub fn new(component: ComponentId) -> MarkerPart {
+        MarkerPart {
+            component,
+            pg_lsn: None,
+            pg_timeline: None,
+            pg_restore_point: None,
+            s3_watermark: None,
+            snapshot_id: None,
+            s3_clock: None,
+        }
+    }
+}
+
 /// One probe of a bucket's clock: a `CopyObject` under `.tidemark/`, whose
 /// response carries the new version's LastModified (whole seconds, S3's clock).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bincode::Encode, bincode::Decode)]

@@ -231,15 +231,7 @@ mod tests {
     use super::*;
 
     fn part(c: &str) -> tidemark_core::event::MarkerPart {
-        tidemark_core::event::MarkerPart {
-            component: tidemark_core::ComponentId::parse(c).unwrap(),
-            pg_lsn: None,
-            pg_timeline: None,
-            pg_restore_point: None,
-            s3_watermark: None,
-            snapshot_id: None,
-            s3_clock: None,
-        }
+        tidemark_core::event::MarkerPart::new(tidemark_core::ComponentId::parse(c).unwrap())
     }
 
     fn judged(restorable: bool) -> RecoveryPoint {

@@ -332,7 +332,7 @@ pub fn mark(
             parts.push(MarkerPart {
                 s3_watermark: Some(watermark),
                 s3_clock: Some(e),
-                ..part(component_id(&spec.component)?)
+                ..MarkerPart::new(component_id(&spec.component)?)
             });
         }
     }
@@ -366,19 +366,6 @@ pub fn mark(
         scans,
         pg_parts,
     })
-}
-
-/// A part pinning nothing yet.
-fn part(component: ComponentId) -> MarkerPart {
-    MarkerPart {
-        component,
-        pg_lsn: None,
-        pg_timeline: None,
-        pg_restore_point: None,
-        s3_watermark: None,
-        snapshot_id: None,
-        s3_clock: None,
-    }
 }
 
 /// Connects to each cluster and checks it is the one registered.
@@ -451,17 +438,17 @@ fn pin(
             pg_lsn: Some(o.lsn),
             pg_timeline: Some(o.timeline),
             pg_restore_point: Some(restore_point.clone()),
-            ..part(component)
+            ..MarkerPart::new(component)
         });
     }
     let at = observed.iter().map(|o| o.at).min().unwrap_or_else(|| env.now());
     for (c, file) in &request.snapshot_files {
         let (id, body) = snapshot_file_event(c, Some(marker_id), file, "file", env.now())?;
         events.push(body);
-        parts.push(MarkerPart { snapshot_id: Some(id), ..part(component_id(c)?) });
+        parts.push(MarkerPart { snapshot_id: Some(id), ..MarkerPart::new(component_id(c)?) });
     }
     for (c, id) in &request.snapshot_ids {
-        parts.push(MarkerPart { snapshot_id: Some(id.clone()), ..part(component_id(c)?) });
+        parts.push(MarkerPart { snapshot_id: Some(id.clone()), ..MarkerPart::new(component_id(c)?) });
     }
     let resumed_at = if request.quiesce.is_some() { Some(resume.now(env)?) } else { None };
     Ok(Pinned { at, stopped_at, resumed_at, restore_point, observed, cut, events, parts })

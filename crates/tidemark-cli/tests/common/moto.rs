@@ -40,6 +40,20 @@ impl Moto {
         }
         Moto { child, url }
     }
+
+    /// The test's own S3 client of this server (path-style, moto's test keys).
+    pub fn client(&self) -> tidemark_s3::S3 {
+        tidemark_s3::S3::connect(&tidemark_s3::Endpoint {
+            url: Some(self.url.clone()),
+            region: "us-east-1".into(),
+            path_style: true,
+            credentials: tidemark_s3::Credentials::Static {
+                access_key_id: "test".into(),
+                secret_access_key: "test".into(),
+            },
+        })
+        .unwrap()
+    }
 }
 
 impl Drop for Moto {
