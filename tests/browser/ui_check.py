@@ -91,6 +91,9 @@ def main():
         cmd("Page.navigate", url=f"{base}/ui/groups/{group}/timeline")
         settle(f"/ui/groups/{group}/timeline")
         seen["timeline_svg"] = js("document.querySelectorAll('svg').length")
+        png = cmd("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        with open(shot.replace(".png", "-timeline.png"), "wb") as f:
+            f.write(base64.b64decode(png))
         cmd("Page.navigate", url=f"{base}/ui/groups/{group}")
         settle(f"/ui/groups/{group}")
         js("document.querySelector('form[action=\"/ui/logout\"]').submit()")

@@ -45,6 +45,66 @@ fn times(r: &GroupReport) -> Vec<Timestamp> {
     out
 }
 
+/// Colours: restorable and tested green, restorable and never tested a
+/// green ring, restorable but its newest drill failed orange, not
+/// restorable red; snapshots purple; drills blue (passed) or red (failed).
+const GREEN: &str = "#2f855a";
+const ORANGE: &str = "#dd6b20";
+const RED: &str = "#c53030";
+const PURPLE: &str = "#6b46c1";
+const BLUE: &str = "#2b6cb0";
+
+/// Rule: a marker's colour says whether it can be restored and whether
+/// that was shown — (fill, stroke).
+fn marker_colour(m: &crate::group::RecoveryPoint) -> (&'static str, &'static str) {
+    match (m.restorable, m.record.last_drill.as_ref().map(|d| d.result == "passed")) {
+        (false, _) => (RED, RED),
+        (true, Some(false)) => (ORANGE, ORANGE),
+        (true, Some(true)) => (GREEN, GREEN),
+        (true, None) => ("#ffffff", GREEN),
+    }
+}
+
+/// Rule: tick labels as short as the span allows — the time of day (with
+/// milliseconds under a minute) when the picture spans less than two days,
+/// the date and minute otherwise; the first label carries the date.
+fn tick_label(t: Timestamp, span_us: i64, first: bool) -> String {
+    let text = t.to_string(); // 2026-12-04T22:28:25.999999Z
+    let (date, time) = text.split_once('T').unwrap_or((&text, ""));
+    let time = time.trim_end_matches('Z');
+    let hms = &time[..time.len().min(8)];
+    if span_us < 2 * 86_400_000_000 {
+        let clock = if span_us < 60_000_000 { &time[..time.len().min(12)] } else { hms };
+        if first { format!("{date} {clock}") } else { clock.to_owned() }
+    } else {
+        format!("{date} {}", &hms[..hms.len().min(5)])
+    }
+}
+
+/// Rule: marks closer than `min_dx` pixels to the one before are stacked
+/// on the next level (up to `levels`), so markers milliseconds apart stay visible.
+fn stack_levels(xs: &[f64], min_dx: f64, levels: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(xs.len());
+    let mut last_x_at_level: Vec<f64> = vec![f64::NEG_INFINITY; levels.max(1)];
+    for &x in xs {
+        let level = (0..last_x_at_level.len()).find(|&l| x - last_x_at_level[l] >= min_dx).unwrap_or(0);
+        last_x_at_level[level] = x;
+        out.push(level);
+    }
+    out
+}
+
+/// Rule: a drill or restore is drawn on the point it tested — its marker's
+/// time, or the correlated time it names — not when it ran.
+fn tested_at(r: &GroupReport, a: &crate::group::Activity) -> Timestamp {
+    r.markers
+        .iter()
+        .find(|m| m.id == a.recovery_point)
+        .map(|m| m.at)
+        .or_else(|| Timestamp::parse_rfc3339(&a.recovery_point).ok())
+        .unwrap_or(a.at)
+}
+
 /// Rule: the SVG document of a group's timeline.
 pub fn svg(r: &GroupReport) -> String {
     let ts = times(r);
@@ -55,7 +115,7 @@ pub fn svg(r: &GroupReport) -> String {
     let pad = (to - from) / 40;
     let axis = Axis { from: from - pad, to: to + pad };
     let rows = r.component_windows.len() + 3;
-    let height = TOP + ROW * rows as f64 + 60.0;
+    let height = TOP + ROW * rows as f64 + 74.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -93,7 +153,7 @@ pub fn svg(r: &GroupReport) -> String {
             for t in &c.snapshots {
                 let _ = writeln!(
                     s,
-                    r##"<rect x="{:.1}" y="{}" width="3" height="18" fill="#2b6cb0"><title>{}: snapshot at {t}</title></rect>"##,
+                    r##"<rect x="{:.1}" y="{}" width="3" height="18" fill="{PURPLE}"><title>{}: snapshot at {t}</title></rect>"##,
                     axis.x(*t) - 1.5,
                     y + 2.0,
                     esc(&c.component)
@@ -130,9 +190,13 @@ pub fn svg(r: &GroupReport) -> String {
     y += ROW;
     // Markers: shape by class, colour by status.
     let _ = writeln!(s, r#"<text x="10" y="{}">markers</text>"#, y + 15.0);
-    for m in &r.markers {
+    // Oldest first, so stacking goes along the axis.
+    let mut markers: Vec<&crate::group::RecoveryPoint> = r.markers.iter().collect();
+    markers.sort_by_key(|m| (m.at, m.seq));
+    let levels = stack_levels(&markers.iter().map(|m| axis.x(m.at)).collect::<Vec<_>>(), 8.0, 3);
+    for (m, level) in markers.into_iter().zip(levels) {
         let x = axis.x(m.at);
-        let fill = if m.restorable { "#2f855a" } else { "#c53030" };
+        let (fill, stroke) = marker_colour(m);
         let reasons: Vec<String> =
             m.components.iter().filter_map(|p| p.reason.as_ref().map(|r| format!("{}: {r}", p.component))).collect();
         let title = format!(
@@ -148,12 +212,12 @@ pub fn svg(r: &GroupReport) -> String {
             if reasons.is_empty() { String::new() } else { format!(": {}", reasons.join("; ")) },
             m.record.last_drill.as_ref().map(|d| format!("; last drill {}", d.result)).unwrap_or_default()
         );
-        let cy = y + 11.0;
+        let cy = y + 6.0 + 8.0 * level as f64;
         match m.class {
             Class::Quiesced => {
                 let _ = writeln!(
                     s,
-                    r#"<rect x="{:.1}" y="{:.1}" width="10" height="10" fill="{fill}"><title>{}</title></rect>"#,
+                    r#"<rect x="{:.1}" y="{:.1}" width="10" height="10" fill="{fill}" stroke="{stroke}" stroke-width="1.5"><title>{}</title></rect>"#,
                     x - 5.0,
                     cy - 5.0,
                     esc(&title)
@@ -162,14 +226,14 @@ pub fn svg(r: &GroupReport) -> String {
             Class::Correlated => {
                 let _ = writeln!(
                     s,
-                    r#"<circle cx="{x:.1}" cy="{cy:.1}" r="5" fill="{fill}"><title>{}</title></circle>"#,
+                    r#"<circle cx="{x:.1}" cy="{cy:.1}" r="4.5" fill="{fill}" stroke="{stroke}" stroke-width="1.5"><title>{}</title></circle>"#,
                     esc(&title)
                 );
             }
             Class::Crash => {
                 let _ = writeln!(
                     s,
-                    r#"<path d="M {x:.1} {:.1} L {:.1} {:.1} L {:.1} {:.1} Z" fill="{fill}"><title>{}</title></path>"#,
+                    r#"<path d="M {x:.1} {:.1} L {:.1} {:.1} L {:.1} {:.1} Z" fill="{fill}" stroke="{stroke}" stroke-width="1.5"><title>{}</title></path>"#,
                     cy - 6.0,
                     x + 6.0,
                     cy + 5.0,
@@ -184,15 +248,15 @@ pub fn svg(r: &GroupReport) -> String {
     // Drills and restores.
     let _ = writeln!(s, r#"<text x="10" y="{}">drills / restores</text>"#, y + 15.0);
     for a in &r.activities {
-        let x = axis.x(a.at);
-        let fill = if a.passed { "#2b6cb0" } else { "#c53030" };
+        let x = axis.x(tested_at(r, a));
+        let fill = if a.passed { BLUE } else { RED };
         let label = match a.kind {
             ActivityKind::Drill => "drill",
             ActivityKind::Restore => "restore",
         };
         let _ = writeln!(
             s,
-            r#"<path d="M {x:.1} {:.1} L {:.1} {:.1} L {x:.1} {:.1} L {:.1} {:.1} Z" fill="{fill}"><title>{label} of {} at {}: {} (plan {})</title></path>"#,
+            r#"<path d="M {x:.1} {:.1} L {:.1} {:.1} L {x:.1} {:.1} L {:.1} {:.1} Z" fill="{fill}" fill-opacity="0.8"><title>{label} of {}, run at {}: {} (plan {})</title></path>"#,
             y + 4.0,
             x + 6.0,
             y + 11.0,
@@ -208,6 +272,7 @@ pub fn svg(r: &GroupReport) -> String {
     y += ROW;
     // The axis with its ends and a few ticks.
     let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{y}" x2="{}" y2="{y}" stroke="#444"/>"##, WIDTH - RIGHT);
+    let span = axis.to - axis.from;
     for i in 0..=4 {
         let t = Timestamp::from_micros(axis.from + (axis.to - axis.from) / 4 * i);
         let x = axis.x(t);
@@ -217,12 +282,19 @@ pub fn svg(r: &GroupReport) -> String {
             4 => "end",
             _ => "middle",
         };
-        let _ = writeln!(s, r#"<text x="{x:.1}" y="{}" text-anchor="{anchor}" font-size="10">{t}</text>"#, y + 18.0);
+        let label = tick_label(t, span, i == 0);
+        let _ =
+            writeln!(s, r#"<text x="{x:.1}" y="{}" text-anchor="{anchor}" font-size="10">{label}</text>"#, y + 18.0);
     }
     let _ = writeln!(
         s,
-        r#"<text x="10" y="{}" font-size="10">green: restorable · red: not · circle: correlated marker · square: quiesced · triangle: crash · diamond: drill/restore (blue passed, red failed)</text>"#,
+        r#"<text x="10" y="{}" font-size="10">markers — green: restorable and tested · green ring: restorable, never tested · orange: newest drill failed · red: not restorable; circle: correlated · square: quiesced · triangle: crash</text>"#,
         y + 40.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="{}" font-size="10">purple: snapshots · diamonds: drills and restores, on the point they tested (blue passed, red failed) · times UTC</text>"#,
+        y + 54.0
     );
     s.push_str("</svg>\n");
     s
@@ -236,10 +308,10 @@ pub fn html(r: &GroupReport) -> String {
             m.components.iter().filter_map(|p| p.reason.as_ref().map(|x| format!("{}: {x}", p.component))).collect();
         let _ = writeln!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&m.id),
             m.at,
-            m.class,
+            m.class.name(),
             m.status,
             m.record.last_drill.as_ref().map(|d| esc(&d.result)).unwrap_or_else(|| "never".into()),
             esc(&reasons.join("; "))
@@ -335,4 +407,57 @@ table{{border-collapse:collapse;margin-top:8px}}td,th{{border:1px solid #ccc;pad
         components = esc(&r.components.join(", ")),
         skew = r.max_skew_ms,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::{ActivityRef, Class, Record, RecoveryPoint};
+
+    fn point(restorable: bool, last: Option<&str>) -> RecoveryPoint {
+        let t = Timestamp::from_unix_seconds(1_790_000_000);
+        RecoveryPoint {
+            id: "m".into(),
+            class: Class::Correlated,
+            at: t,
+            writers_stopped: None,
+            restorable,
+            status: String::new(),
+            components: vec![],
+            record: Record {
+                last_drill: last.map(|r| ActivityRef {
+                    result: r.into(),
+                    at: t,
+                    plan_digest: tidemark_core::Digest32([0; 32]),
+                    seq: 1,
+                }),
+                ..Record::default()
+            },
+            seq: 1,
+        }
+    }
+
+    #[test]
+    fn rule_a_marker_whose_drill_failed_is_not_drawn_as_proven() {
+        assert_eq!(marker_colour(&point(true, Some("passed"))), (GREEN, GREEN));
+        assert_eq!(marker_colour(&point(true, Some("failed"))).0, ORANGE);
+        assert_eq!(marker_colour(&point(true, None)), ("#ffffff", GREEN), "untested: a ring");
+        assert_eq!(marker_colour(&point(false, Some("passed"))).0, RED);
+        assert_ne!(PURPLE, BLUE, "snapshots and passed drills are told apart");
+    }
+
+    #[test]
+    fn rule_tick_labels_are_as_short_as_the_span_allows() {
+        let t = Timestamp::parse_rfc3339("2026-12-04T22:28:25.123456Z").unwrap();
+        assert_eq!(tick_label(t, 30_000_000, false), "22:28:25.123");
+        assert_eq!(tick_label(t, 3_600_000_000, true), "2026-12-04 22:28:25");
+        assert_eq!(tick_label(t, 3_600_000_000, false), "22:28:25");
+        assert_eq!(tick_label(t, 30 * 86_400_000_000, false), "2026-12-04 22:28");
+    }
+
+    #[test]
+    fn rule_marks_too_close_are_stacked() {
+        assert_eq!(stack_levels(&[10.0, 11.0, 12.0, 100.0, 101.0], 8.0, 3), vec![0, 1, 2, 0, 1]);
+        assert_eq!(stack_levels(&[10.0, 10.5, 11.0, 11.5], 8.0, 3)[3], 0, "beyond the levels: back to the first");
+    }
 }
