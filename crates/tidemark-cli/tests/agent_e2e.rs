@@ -290,6 +290,7 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
     let text = scrape();
     let metric = |line: &str| read(&text, line);
     assert_eq!(metric("tidemark_group_last_restore_test_passed{group=\"app\"}"), 1.0);
+    assert!(metric("tidemark_group_last_restore_test_duration_seconds{group=\"app\"}") > 0.0);
     assert!(metric("tidemark_group_restore_tests{group=\"app\",result=\"passed\"}") >= 2.0);
     let rpo = metric("tidemark_group_rpo_seconds{group=\"app\"}");
     assert!(rpo < 30.0, "the newest restorable point is seconds old after marks every 3 s: {rpo}");

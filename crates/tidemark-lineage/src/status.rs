@@ -18,6 +18,8 @@ pub struct GroupStatus {
     pub drills_failed: u64,
     /// The newest drill (restore test): when, and whether it passed.
     pub last_drill: Option<(Timestamp, bool)>,
+    /// How long the newest drill took, restore and checks (its `duration_ms`).
+    pub last_drill_duration_ms: Option<u64>,
 }
 
 /// One PostgreSQL cluster's archive.
@@ -56,11 +58,11 @@ pub fn rpo_seconds(now: Timestamp, newest_restorable: Option<Timestamp>) -> f64 
     }
 }
 
-/// Rule: a group's drills, counted by result, and the newest one.
-pub fn drills(activities: &[Activity]) -> (u64, u64, Option<(Timestamp, bool)>) {
+/// Rule: a group's drills, counted by result, and the newest one (with its entry).
+pub fn drills(activities: &[Activity]) -> (u64, u64, Option<(Timestamp, bool, u64)>) {
     let drills: Vec<&Activity> = activities.iter().filter(|a| a.kind == ActivityKind::Drill).collect();
     let passed = drills.iter().filter(|a| a.passed).count() as u64;
-    let last = drills.iter().max_by_key(|a| (a.at, a.seq)).map(|a| (a.at, a.passed));
+    let last = drills.iter().max_by_key(|a| (a.at, a.seq)).map(|a| (a.at, a.passed, a.seq));
     (passed, drills.len() as u64 - passed, last)
 }
 

@@ -346,9 +346,11 @@ pub fn overview_html(r: &GroupReport, status: &crate::status::GroupStatus, now: 
         (None, Some(to)) => format!("markers only; newest {to}"),
         _ => "none".to_owned(),
     };
+    let took =
+        status.last_drill_duration_ms.map(|ms| format!(", took {}", age(ms as f64 / 1000.0))).unwrap_or_default();
     let last_test = match status.last_drill {
-        Some((at, true)) => format!("<span class=\"ok\">passed</span> at {at}"),
-        Some((at, false)) => format!("<span class=\"bad\">FAILED</span> at {at}"),
+        Some((at, true)) => format!("<span class=\"ok\">passed</span> at {at}{took}"),
+        Some((at, false)) => format!("<span class=\"bad\">FAILED</span> at {at}{took}"),
         None => "<span class=\"bad\">never tested</span>".to_owned(),
     };
     let mut points = String::new();

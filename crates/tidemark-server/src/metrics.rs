@@ -199,6 +199,16 @@ pub fn render_status(status: &tidemark_lineage::status::Status, now: tidemark_co
         status.groups.iter().filter_map(|s| s.last_drill.map(|(t, _)| (g(s), value(seconds(t))))).collect(),
     );
     metric(
+        "tidemark_group_last_restore_test_duration_seconds",
+        "gauge",
+        "How long the group's newest restore test took (restore and checks; a restore-time target is one of its checks).",
+        status
+            .groups
+            .iter()
+            .filter_map(|s| s.last_drill_duration_ms.map(|ms| (g(s), value(ms as f64 / 1000.0))))
+            .collect(),
+    );
+    metric(
         "tidemark_group_last_restore_test_passed",
         "gauge",
         "1 when the group's newest restore test passed, 0 when it failed.",
@@ -257,6 +267,7 @@ mod tests {
                     drills_passed: 1,
                     drills_failed: 1,
                     last_drill: Some((t, false)),
+                    last_drill_duration_ms: Some(1500),
                 },
                 GroupStatus {
                     group: "empty".into(),
@@ -265,6 +276,7 @@ mod tests {
                     drills_passed: 0,
                     drills_failed: 0,
                     last_drill: None,
+                    last_drill_duration_ms: None,
                 },
             ],
             postgresql: vec![PgStatus { component: "pg:main".into(), segments_recorded: 9, unsound_segments: 1 }],
@@ -275,6 +287,7 @@ mod tests {
             "tidemark_group_rpo_seconds{group=\"app\"} 4",
             "tidemark_group_rpo_seconds{group=\"empty\"} +Inf",
             "tidemark_group_last_restore_test_passed{group=\"app\"} 0",
+            "tidemark_group_last_restore_test_duration_seconds{group=\"app\"} 1.5",
             "tidemark_group_restore_tests{group=\"app\",result=\"failed\"} 1",
             "tidemark_pg_unsound_segments{component=\"pg:main\"} 1",
             "tidemark_s3_watermark_lag_seconds{component=\"s3:up\"} +Inf",

@@ -287,14 +287,23 @@ impl crate::Ledger {
                 Some(Latest::Time { at, .. }) => Some(at),
                 None => None,
             };
-            let (drills_passed, drills_failed, last_drill) = drills(&g.activities);
+            let (drills_passed, drills_failed, last) = drills(&g.activities);
+            // The newest drill's own entry says how long it took (one entry read).
+            let last_drill_duration_ms = match last {
+                Some((_, _, seq)) => match self.entry(seq)?.event.body {
+                    tidemark_core::EventBody::DrillCompleted(d) => Some(d.duration_ms),
+                    _ => None,
+                },
+                None => None,
+            };
             status.groups.push(GroupStatus {
                 group: name.clone(),
                 newest_restorable,
                 markers: g.markers.len() as u64,
                 drills_passed,
                 drills_failed,
-                last_drill,
+                last_drill: last.map(|(at, passed, _)| (at, passed)),
+                last_drill_duration_ms,
             });
         }
         for (component, r) in &self.catalog.components {
