@@ -684,6 +684,17 @@ pub struct ComponentWindows {
     pub snapshots: Vec<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// A PostgreSQL cluster that has had more than one timeline: the
+    /// intervals of each (told apart in the timeline picture).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timelines: Vec<TimelineIntervals>,
+}
+
+/// One PostgreSQL timeline's restorable intervals.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TimelineIntervals {
+    pub timeline: u32,
+    pub intervals: Vec<(Timestamp, Timestamp)>,
 }
 
 /// The newest restorable point: a marker or a correlated time near the end of the newest window.
@@ -774,9 +785,20 @@ struct WindowBackup {
 /// A continuous component's state prepared once per question: its
 /// restorable intervals, so each marker is judged by a binary search.
 enum Prepared<'a> {
-    Pg { cluster: &'a Cluster, lsn_windows: BTreeMap<u32, Vec<LsnWindow>>, times: Vec<(Timestamp, Timestamp)> },
-    S3 { input: &'a S3Input<'a>, times: Vec<(Timestamp, Timestamp)>, window_times: Vec<(Timestamp, Timestamp)> },
-    Snapshot { times: Vec<Timestamp> },
+    Pg {
+        cluster: &'a Cluster,
+        lsn_windows: BTreeMap<u32, Vec<LsnWindow>>,
+        times: Vec<(Timestamp, Timestamp)>,
+        by_timeline: Vec<TimelineIntervals>,
+    },
+    S3 {
+        input: &'a S3Input<'a>,
+        times: Vec<(Timestamp, Timestamp)>,
+        window_times: Vec<(Timestamp, Timestamp)>,
+    },
+    Snapshot {
+        times: Vec<Timestamp>,
+    },
     Unknown,
 }
 
@@ -824,9 +846,12 @@ fn prepare<'a>(catalog: &Catalog, component: &str, inputs: &'a Inputs<'a>) -> Pr
                     input.cluster.backups().map(|b| (b.backup_id.as_str(), b)).collect();
                 let mut lsn_windows: BTreeMap<u32, Vec<LsnWindow>> = BTreeMap::new();
                 let mut times = Vec::new();
+                let mut by_timeline = Vec::new();
                 for tl in input.cluster.timelines() {
+                    let mut own = Vec::new();
                     for w in input.cluster.windows(tl, input.positions) {
                         times.push((w.from_time, w.to_time));
+                        own.push((w.from_time, w.to_time));
                         let mut backups: Vec<WindowBackup> = w
                             .backups
                             .iter()
@@ -841,8 +866,13 @@ fn prepare<'a>(catalog: &Catalog, component: &str, inputs: &'a Inputs<'a>) -> Pr
                         backups.sort_by(|x, y| (x.stop, &x.id).cmp(&(y.stop, &y.id)));
                         lsn_windows.entry(tl).or_default().push(LsnWindow { from: w.from_lsn, to: w.to_lsn, backups });
                     }
+                    by_timeline.push(TimelineIntervals { timeline: tl, intervals: merge(own) });
                 }
-                Prepared::Pg { cluster: input.cluster, lsn_windows, times: merge(times) }
+                // One timeline needs no telling apart.
+                if by_timeline.len() < 2 {
+                    by_timeline.clear();
+                }
+                Prepared::Pg { cluster: input.cluster, lsn_windows, times: merge(times), by_timeline }
             }
             None => Prepared::Unknown,
         },
@@ -1261,6 +1291,10 @@ pub fn recovery_points(catalog: &Catalog, name: &str, inputs: &Inputs<'_>) -> Re
     let mut component_windows = Vec::new();
     for (c, p) in &j.prepared {
         let kind = ComponentKind::of(c).unwrap_or(ComponentKind::Snapshot);
+        let timelines = match p {
+            Prepared::Pg { by_timeline, .. } => by_timeline.clone(),
+            _ => Vec::new(),
+        };
         let (intervals, snapshots, note) = match p {
             Prepared::Pg { times, .. } | Prepared::S3 { window_times: times, .. } => (times.clone(), Vec::new(), None),
             Prepared::Snapshot { times } => {
@@ -1271,7 +1305,14 @@ pub fn recovery_points(catalog: &Catalog, name: &str, inputs: &Inputs<'_>) -> Re
             }
             Prepared::Unknown => (Vec::new(), Vec::new(), Some("nothing recorded".to_owned())),
         };
-        component_windows.push(ComponentWindows { component: (*c).to_owned(), kind, intervals, snapshots, note });
+        component_windows.push(ComponentWindows {
+            component: (*c).to_owned(),
+            kind,
+            intervals,
+            snapshots,
+            note,
+            timelines,
+        });
     }
     Ok(GroupReport {
         group: j.def.name.clone(),

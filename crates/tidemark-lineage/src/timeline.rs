@@ -54,6 +54,9 @@ const RED: &str = "#c53030";
 const PURPLE: &str = "#6b46c1";
 const BLUE: &str = "#2b6cb0";
 
+/// Greens of distinct lightness, one per PostgreSQL timeline.
+const TIMELINE_SHADES: [&str; 3] = ["#5aa55a", "#276749", "#68d391"];
+
 /// Rule: a marker's colour says whether it can be restored and whether
 /// that was shown — (fill, stroke).
 fn marker_colour(m: &crate::group::RecoveryPoint) -> (&'static str, &'static str) {
@@ -139,15 +142,39 @@ pub fn svg(r: &GroupReport) -> String {
             WIDTH - LEFT - RIGHT,
             esc(&c.component)
         );
-        for (a, b) in &c.intervals {
-            let (x0, x1) = (axis.x(*a), axis.x(*b));
-            let _ = writeln!(
-                s,
-                r##"<rect x="{x0:.1}" y="{}" width="{:.1}" height="18" fill="#5aa55a"><title>{}: restorable {a} … {b}</title></rect>"##,
-                y + 2.0,
-                (x1 - x0).max(1.5),
-                esc(&c.component)
-            );
+        if c.timelines.is_empty() {
+            for (a, b) in &c.intervals {
+                let (x0, x1) = (axis.x(*a), axis.x(*b));
+                let _ = writeln!(
+                    s,
+                    r##"<rect x="{x0:.1}" y="{}" width="{:.1}" height="18" fill="#5aa55a"><title>{}: restorable {a} … {b}</title></rect>"##,
+                    y + 2.0,
+                    (x1 - x0).max(1.5),
+                    esc(&c.component)
+                );
+            }
+        }
+        // A cluster with several timelines: each in its own shade, labelled.
+        for (i, tl) in c.timelines.iter().enumerate() {
+            let fill = TIMELINE_SHADES[i % TIMELINE_SHADES.len()];
+            for (a, b) in &tl.intervals {
+                let (x0, x1) = (axis.x(*a), axis.x(*b));
+                let _ = writeln!(
+                    s,
+                    r##"<rect x="{x0:.1}" y="{}" width="{:.1}" height="18" fill="{fill}"><title>{}: timeline {}, restorable {a} … {b}</title></rect>"##,
+                    y + 2.0,
+                    (x1 - x0).max(1.5),
+                    esc(&c.component),
+                    tl.timeline
+                );
+                let _ = writeln!(
+                    s,
+                    r##"<text x="{:.1}" y="{}" font-size="9" fill="#ffffff">tl {}</text>"##,
+                    x0 + 2.0,
+                    y + 14.0,
+                    tl.timeline
+                );
+            }
         }
         if c.kind == ComponentKind::Snapshot {
             for t in &c.snapshots {
@@ -455,6 +482,36 @@ mod tests {
         assert_eq!(tick_label(t, 3_600_000_000, true), "2026-12-04 22:28:25");
         assert_eq!(tick_label(t, 3_600_000_000, false), "22:28:25");
         assert_eq!(tick_label(t, 30 * 86_400_000_000, false), "2026-12-04 22:28");
+    }
+
+    #[test]
+    fn rule_a_clusters_timelines_are_told_apart() {
+        use crate::group::{ComponentWindows, TimelineIntervals};
+        let t = |s: i64| Timestamp::from_unix_seconds(1_790_000_000 + s);
+        let report = GroupReport {
+            group: "app".into(),
+            components: vec!["pg:main".into()],
+            max_skew_ms: 1000,
+            markers: vec![],
+            windows: vec![],
+            gaps: vec![],
+            component_windows: vec![ComponentWindows {
+                component: "pg:main".into(),
+                kind: ComponentKind::Postgresql,
+                intervals: vec![(t(0), t(100))],
+                snapshots: vec![],
+                note: None,
+                timelines: vec![
+                    TimelineIntervals { timeline: 1, intervals: vec![(t(0), t(40))] },
+                    TimelineIntervals { timeline: 2, intervals: vec![(t(40), t(100))] },
+                ],
+            }],
+            notes: vec![],
+            activities: vec![],
+        };
+        let picture = svg(&report);
+        assert!(picture.contains(">tl 1</text>") && picture.contains(">tl 2</text>"), "{picture}");
+        assert!(picture.contains(TIMELINE_SHADES[0]) && picture.contains(TIMELINE_SHADES[1]));
     }
 
     #[test]
