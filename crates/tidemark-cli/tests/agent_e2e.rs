@@ -402,6 +402,19 @@ fn the_agent_checks_its_file_and_runs_every_job_until_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A recorded object version deleted permanently: the archive check's sample HEADs it and records it missing.
+    let versions = s3.block_on(s3.client().list_object_versions().bucket("uploads").prefix("a").send()).unwrap();
+    let va = versions.versions().iter().find(|v| v.key() == Some("a")).and_then(|v| v.version_id()).unwrap().to_owned();
+    s3.block_on(s3.client().delete_object().bucket("uploads").key("a").version_id(&va).send()).unwrap();
+    let out = ok(&["agent", "run-once", "archive_checks", "--config", &file_arg]);
+    assert!(out.contains("s3:uploads (1 of 1 versions): 0 sound, 1 missing or corrupt"), "{out}");
+    let verified = ok(&["custody", &format!("s3:uploads/v/a@{va}"), "--json"]);
+    let rows: Value = serde_json::from_str(&verified).unwrap();
+    assert!(
+        rows.as_array().unwrap().iter().any(|r| r["kind"] == "artifact.verified" && r["body"]["outcome"] == "missing"),
+        "{rows}"
+    );
+
     // The pages a person opens, in headless Chromium: login with the token
     // (a form; never in a URL), the overview, the timeline, logout.
     let (Some(chromium), Some(python)) = (common::chromium(), common::venv_python()) else {

@@ -29,6 +29,7 @@ pub mod mark_cut;
 pub mod pg;
 pub mod pg_archive;
 pub mod progress;
+pub mod reread;
 pub mod restore;
 pub mod s3_restore;
 pub mod s3_scan;

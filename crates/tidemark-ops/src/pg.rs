@@ -154,7 +154,7 @@ pub fn check_archive(
 }
 
 /// Rule: a file that cannot be read is missing; one whose blake3 differs is corrupt.
-fn reread(location: &Path, expected: Digest32) -> (VerifyOutcome, Option<Digest32>, String) {
+pub(crate) fn reread(location: &Path, expected: Digest32) -> (VerifyOutcome, Option<Digest32>, String) {
     match tidemark_agents::pg_files::blake3_file(location) {
         Err(e) => (VerifyOutcome::Missing, None, format!("cannot read {}: {e}", location.display())),
         Ok(d) if d == expected => (VerifyOutcome::Ok, Some(d), String::new()),

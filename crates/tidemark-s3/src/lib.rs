@@ -361,6 +361,24 @@ impl S3 {
         Ok(listed)
     }
 
+    /// One version's ETag and size as the bucket reports them now (HEAD by
+    /// version id); `None` when the version is gone (404, no such version).
+    pub fn head_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<(Option<String>, u64)>, S3Error> {
+        self.count();
+        match self.runtime.block_on(self.client.head_object().bucket(bucket).key(key).version_id(version_id).send()) {
+            Ok(out) => Ok(Some((out.e_tag().map(str::to_owned), out.content_length().unwrap_or(0).max(0) as u64))),
+            Err(e) => {
+                let gone = e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 404 | 400 | 405));
+                if gone { Ok(None) } else { Err(req("HeadObject", bucket, aws_sdk_s3::error::DisplayErrorContext(e))) }
+            }
+        }
+    }
+
     /// Object Lock details of one version.
     pub fn lock_of(&self, bucket: &str, key: &str, version_id: &str) -> Result<Lock, S3Error> {
         self.count();

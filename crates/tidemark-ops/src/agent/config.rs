@@ -30,6 +30,34 @@ pub struct Config {
     pub schedule: Schedule,
     /// How scheduled restore tests pick, restore and check a recovery point.
     pub restore_test: Option<RestoreTest>,
+    #[serde(default)]
+    pub archive_check: ArchiveCheck,
+}
+
+/// What archive checks re-read besides every archived WAL file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveCheck {
+    /// Recorded versions of each bucket HEADed per check (a seeded sample; the seed is in each record).
+    #[serde(default = "default_s3_sample")]
+    pub s3_sample: u64,
+    /// Re-read every present snapshot of the group (blake3 at its recorded location).
+    #[serde(default = "default_true")]
+    pub snapshots: bool,
+}
+
+impl Default for ArchiveCheck {
+    fn default() -> ArchiveCheck {
+        ArchiveCheck { s3_sample: default_s3_sample(), snapshots: true }
+    }
+}
+
+fn default_s3_sample() -> u64 {
+    100
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Where the ledger is and how to reach it.

@@ -138,6 +138,18 @@ pub fn run_once(agent: &Agent, ledger: &mut dyn LedgerApi, env: &dyn Env, job: J
                 let check = crate::pg::check_archive(ledger, env, &key, &pg.component, &mut NoProgress)?;
                 done.push(format!("{}: {} sound, {} missing or corrupt", pg.component, check.ok, check.problems.len()));
             }
+            let seed = (env.now().as_micros() as u64).wrapping_add(run);
+            for s3 in &c.s3 {
+                if c.archive_check.s3_sample > 0 {
+                    let spec = agent.bucket(s3)?;
+                    let r = crate::reread::sample_versions(ledger, env, &key, &spec, c.archive_check.s3_sample, seed)?;
+                    done.push(format!("{}: {} sound, {} missing or corrupt", r.what, r.ok, r.problems.len()));
+                }
+            }
+            if c.archive_check.snapshots && !c.snapshot.is_empty() {
+                let r = crate::reread::reread_snapshots(ledger, env, &key, &c.group.name)?;
+                done.push(format!("{}: {} sound, {} missing or corrupt", r.what, r.ok, r.problems.len()));
+            }
         }
         Job::RestoreTests => done.push(restore_test(agent, ledger, env, run)?),
     }
